@@ -1,0 +1,45 @@
+# rfvideo developer targets. `make help` lists them.
+PYTHON ?= python
+PIP ?= $(PYTHON) -m pip
+# Torch is a range in pyproject.toml (GPU users bring their own build). When none is installed we take
+# the pinned CPU-or-default wheel so a bare machine does not resolve the newest CUDA stack by accident.
+TORCH_FALLBACK ?= torch==2.13.0
+
+.PHONY: help install demo demo-assets test test-slow test-all lint format bench tb clean vbench-env test-vbench
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+install:  ## install rfvideo (editable) with the dev extra; keeps an existing torch
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_FALLBACK)"
+	$(PIP) install -e ".[dev]"
+
+demo:  ## offline end-to-end demo on CPU (tiny world, both training stages)
+	$(PYTHON) -m rfvideo.demo
+
+test:  ## fast test suite (< 10 min on 2 CPU cores)
+	$(PYTHON) -m pytest -q
+
+test-slow:  ## slow tests only
+	$(PYTHON) -m pytest -q -m slow
+
+test-all:  ## fast and slow tests
+	$(PYTHON) -m pytest -q -m "not vbench"
+
+lint:  ## ruff
+	$(PYTHON) -m ruff check src tests bench
+	$(PYTHON) -m ruff format --check src tests bench
+
+format:  ## ruff autoformat
+	$(PYTHON) -m ruff format src tests bench
+	$(PYTHON) -m ruff check --fix src tests bench
+
+bench:  ## benchmarks; writes bench/RESULTS.md
+	$(PYTHON) bench/rollout.py
+
+tb:  ## TensorBoard on the default log directory
+	$(PYTHON) -m tensorboard.main --logdir outputs --port 6006
+
+clean:  ## remove build and run artefacts
+	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache lightning_logs outputs
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

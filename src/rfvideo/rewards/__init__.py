@@ -1,0 +1,1 @@
+"""rfvideo.rewards."""
