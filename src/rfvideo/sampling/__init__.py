@@ -1,1 +1,25 @@
-"""rfvideo.sampling."""
+"""rfvideo.sampling: flow-matching schedules, conversions, and samplers (pure functions, no Lightning)."""
+
+from rfvideo.sampling.chunkwise import sample_chunkwise, stream_chunks
+from rfvideo.sampling.euler import EulerTrajectory, euler_sample_cfg, euler_sigmas
+from rfvideo.sampling.flow import add_noise, eps_from_flow, expand_sigma, flow_from_x0, x0_from_flow
+from rfvideo.sampling.rollout import RolloutOutput, draw_exit_steps, rollout
+from rfvideo.sampling.schedule import FlowMatchSchedule, shift_sigma
+
+__all__ = [
+    "EulerTrajectory",
+    "FlowMatchSchedule",
+    "RolloutOutput",
+    "add_noise",
+    "draw_exit_steps",
+    "eps_from_flow",
+    "euler_sample_cfg",
+    "euler_sigmas",
+    "expand_sigma",
+    "flow_from_x0",
+    "rollout",
+    "sample_chunkwise",
+    "shift_sigma",
+    "stream_chunks",
+    "x0_from_flow",
+]

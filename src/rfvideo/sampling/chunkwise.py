@@ -1,0 +1,177 @@
+"""Few-step chunk-wise autoregressive sampler over a KV-cached causal generator (inference).
+
+Per chunk of `model.num_frames_per_chunk` latent frames (design.md §2, Self-Forcing):
+
+    x <- eps_k                                   (the chunk's slice of `noise`, s_0 = 1)
+    for j in 0..S-1:
+        x0 <- x - s_j v(x, t_j | cache)          (flow.py eq. 3, attention over cached earlier chunks)
+        x  <- (1 - s_{j+1}) x0 + s_{j+1} eps'    (flow.py eq. 1, fresh eps' from `generator`; j < S-1)
+    output x0; then one context pass v(x0, t=0) with write_cache=True stores the clean chunk's K/V.
+
+Rolling windows / attention sinks for long videos live in the model's cache; the sampler only passes the
+absolute `frame_offset` of each chunk.
+Legend: `b` batch, `c` latent channels, `f` latent frames, `k` frames per chunk, `h w` latent
+height/width, `n d` text tokens / width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from rfvideo.sampling.flow import add_noise, x0_from_flow
+from rfvideo.sampling.schedule import FlowMatchSchedule
+
+__all__ = ["check_inputs", "context_pass", "denoise_step", "fresh_noise", "sample_chunkwise", "stream_chunks"]
+
+
+def check_inputs(model: Any, noise: torch.Tensor, encoder_hidden_states: torch.Tensor) -> int:
+    """Validate sampler inputs; returns the number of chunks.
+
+    Raises:
+        ValueError: wrong ranks, batch mismatch, or a frame count not divisible by the chunk size.
+    """
+    if noise.ndim != 5:
+        raise ValueError(f"noise must be (b c f h w), got shape {tuple(noise.shape)}")
+    if encoder_hidden_states.ndim != 3:
+        raise ValueError(
+            f"encoder_hidden_states must be (b n d), got shape {tuple(encoder_hidden_states.shape)}"
+        )
+    if encoder_hidden_states.shape[0] != noise.shape[0]:
+        raise ValueError(
+            f"batch mismatch: noise has batch {noise.shape[0]}, "
+            f"encoder_hidden_states has batch {encoder_hidden_states.shape[0]}"
+        )
+    k = int(model.num_frames_per_chunk)
+    f = noise.shape[2]
+    if f == 0 or f % k != 0:
+        raise ValueError(
+            f"number of latent frames f={f} must be a positive multiple of num_frames_per_chunk={k}"
+        )
+    return f // k
+
+
+def fresh_noise(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like `like`, drawn on the generator's device, then moved to `like`'s."""
+    device = generator.device if generator is not None else like.device
+    eps = torch.randn(like.shape, generator=generator, device=device, dtype=torch.float32)
+    return eps.to(device=like.device, dtype=like.dtype)
+
+
+def denoise_step(
+    model: Any,
+    x: torch.Tensor,
+    sigma: float,
+    encoder_hidden_states: torch.Tensor,
+    *,
+    kv_cache: Any,
+    frame_offset: int,
+    num_train_timesteps: int,
+) -> torch.Tensor:
+    """One cached x0 prediction of a chunk `x (b c k h w)` at noise level `sigma`: eq. (3) of flow.py."""
+    b, _, k = x.shape[:3]
+    t = torch.full((b, k), sigma * num_train_timesteps, device=x.device, dtype=torch.float32)
+    v = model(
+        x,
+        t,
+        encoder_hidden_states,
+        attention_mode="cached",
+        kv_cache=kv_cache,
+        frame_offset=frame_offset,
+        write_cache=False,
+    )
+    # Conversion in float32: in bf16 `x - s v` loses the small differences that carry the detail.
+    return x0_from_flow(x.float(), v.float(), sigma).to(x.dtype)
+
+
+@torch.no_grad()
+def context_pass(
+    model: Any, x0: torch.Tensor, encoder_hidden_states: torch.Tensor, *, kv_cache: Any, frame_offset: int
+) -> None:
+    """Write the clean chunk `x0 (b c k h w)` into the cache with one forward at t = 0 (output unused)."""
+    b, _, k = x0.shape[:3]
+    t = torch.zeros((b, k), device=x0.device, dtype=torch.float32)
+    model(
+        x0.detach(),
+        t,
+        encoder_hidden_states,
+        attention_mode="cached",
+        kv_cache=kv_cache,
+        frame_offset=frame_offset,
+        write_cache=True,
+    )
+
+
+@torch.no_grad()
+def stream_chunks(
+    model: Any,
+    noise: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    *,
+    schedule: FlowMatchSchedule,
+    generator: torch.Generator | None = None,
+    kv_cache: Any | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Generate chunk by chunk, yielding `(chunk_index, latents (b c k h w))` as soon as each chunk is clean.
+
+    Args:
+        model: a `CausalWanTransformer` (docs/interfaces.md "Generator").
+        noise: initial noise for the whole video, `(b c f h w)`, `f % k == 0`.
+        encoder_hidden_states: text embeddings `(b n d)`.
+        schedule: the few-step schedule.
+        generator: draws the re-noising noise (one `(b c k h w)` draw per chunk and step but the last).
+        kv_cache: a cache from `model.new_kv_cache`; reset before use. None creates one.
+
+    Yields:
+        The chunk index and its clean latents. The cache already holds the chunk when it is yielded.
+    """
+    num_chunks = check_inputs(model, noise, encoder_hidden_states)
+    k = int(model.num_frames_per_chunk)
+    if kv_cache is None:
+        kv_cache = model.new_kv_cache(noise.shape[0], device=noise.device, dtype=noise.dtype)
+    else:
+        kv_cache.reset()
+    sigmas = schedule.sigmas.tolist()
+    for i in range(num_chunks):
+        offset = i * k
+        x = noise[:, :, offset : offset + k]
+        for j, sigma in enumerate(sigmas):
+            x0 = denoise_step(
+                model,
+                x,
+                sigma,
+                encoder_hidden_states,
+                kv_cache=kv_cache,
+                frame_offset=offset,
+                num_train_timesteps=schedule.num_train_timesteps,
+            )
+            if j + 1 < len(sigmas):
+                x = add_noise(x0, fresh_noise(x0, generator), sigmas[j + 1])
+        context_pass(model, x0, encoder_hidden_states, kv_cache=kv_cache, frame_offset=offset)
+        yield i, x0
+
+
+@torch.no_grad()
+def sample_chunkwise(
+    model: Any,
+    noise: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    *,
+    schedule: FlowMatchSchedule,
+    generator: torch.Generator | None = None,
+    kv_cache: Any | None = None,
+) -> torch.Tensor:
+    """Generate a whole video; same arguments as `stream_chunks`.
+
+    Returns:
+        Clean latents `(b c f h w)`.
+    """
+    chunks = [
+        c
+        for _, c in stream_chunks(
+            model, noise, encoder_hidden_states, schedule=schedule, generator=generator, kv_cache=kv_cache
+        )
+    ]
+    return torch.cat(chunks, dim=2)
