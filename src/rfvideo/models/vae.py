@@ -1,0 +1,279 @@
+"""Frozen Wan causal 3D VAE: normalised encode/decode and an exact, differentiable last-frame decode.
+
+Shapes (einops): `b` batch, `F` pixel frames (1 + 4k), `H W` pixel height/width, `f` latent frames
+(1 + (F - 1) / 4), `c` latent channels, `h w` latent height/width (H / 8, W / 8).
+
+The wrapper speaks `(b f c h w)` latents and `(b F 3 H W)` video in [0, 1]; diffusers' `AutoencoderKLWan`
+speaks `(b c f h w)` latents and `(b 3 F H W)` video in [-1, 1].
+
+The Wan decoder is causal in time: it decodes one latent frame per call and carries, per causal
+convolution, the last two input frames of that convolution in a feature cache. Latent frame 0 decodes
+to pixel frame 0; latent frame j > 0 decodes to pixel frames 4j-3 .. 4j. So the last pixel frames need
+only the cache state left by the earlier latent frames, which we build under `no_grad`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import einops
+import torch
+from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, unpatchify
+from torch import nn
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
+
+__all__ = ["WanVAE", "latent_frames_for_pixel_frames", "num_latent_frames", "num_pixel_frames"]
+
+# Wan2.1's VAE: 4x temporal, 8x spatial compression. Kept as fallbacks for configs that predate
+# diffusers' `scale_factor_*` keys.
+_DEFAULT_TEMPORAL = 4
+_DEFAULT_SPATIAL = 8
+
+
+def num_latent_frames(num_pixel_frames: int, temporal_factor: int = _DEFAULT_TEMPORAL) -> int:
+    """Latent frames of a clip of `num_pixel_frames` (must be `1 + temporal_factor * k`)."""
+    if (
+        isinstance(num_pixel_frames, bool)
+        or not isinstance(num_pixel_frames, int)
+        or num_pixel_frames < 1
+        or (num_pixel_frames - 1) % temporal_factor
+    ):
+        raise ValueError(
+            f"pixel frame count must be 1 + {temporal_factor}k (1, {1 + temporal_factor}, "
+            f"{1 + 2 * temporal_factor}, ...), got {num_pixel_frames!r}"
+        )
+    return 1 + (num_pixel_frames - 1) // temporal_factor
+
+
+def num_pixel_frames(num_latent_frames: int, temporal_factor: int = _DEFAULT_TEMPORAL) -> int:
+    """Pixel frames decoded from `num_latent_frames` latent frames."""
+    if isinstance(num_latent_frames, bool) or not isinstance(num_latent_frames, int) or num_latent_frames < 1:
+        raise ValueError(f"latent frame count must be a positive int, got {num_latent_frames!r}")
+    return 1 + temporal_factor * (num_latent_frames - 1)
+
+
+def latent_frames_for_pixel_frames(
+    pixel_frames: Sequence[int], num_pixel_frames: int, temporal_factor: int = _DEFAULT_TEMPORAL
+) -> list[int]:
+    """The latent frames whose decode produces the selected pixel frames (sorted, unique).
+
+    Pixel frame 0 comes from latent frame 0; pixel frame p > 0 from latent frame `ceil(p / 4)`,
+    i.e. latent j > 0 owns pixel frames 4j-3 .. 4j. Negative indices count from the end.
+
+    Args:
+        pixel_frames: Indices into the `num_pixel_frames` pixel frames.
+        num_pixel_frames: Total pixel frames of the clip (1 + 4k).
+        temporal_factor: The VAE's temporal compression (4 for Wan2.1).
+
+    Returns:
+        Sorted latent frame indices. Decoding causally needs every earlier latent frame as
+        context too, but only these need to be decoded with grad.
+    """
+    num_latent_frames(num_pixel_frames, temporal_factor)  # validates the count
+    out: set[int] = set()
+    for p in pixel_frames:
+        if isinstance(p, bool) or not isinstance(p, int) or not -num_pixel_frames <= p < num_pixel_frames:
+            raise ValueError(f"pixel frame index {p!r} out of range for {num_pixel_frames} frames")
+        p = p % num_pixel_frames
+        out.add(0 if p == 0 else (p + temporal_factor - 1) // temporal_factor)
+    return sorted(out)
+
+
+class WanVAE(nn.Module):
+    """Frozen wrapper around diffusers' `AutoencoderKLWan` with Wan's latent normalisation.
+
+    Parameters never require grad and the module stays in eval mode (`train()` is a no-op), but every
+    method is differentiable with respect to its input.
+
+    Args:
+        vae: A built `AutoencoderKLWan` (its config supplies `latents_mean` / `latents_std`).
+    """
+
+    def __init__(self, vae: AutoencoderKLWan) -> None:
+        super().__init__()
+        if not isinstance(vae, AutoencoderKLWan):
+            raise ValueError(f"expected a diffusers AutoencoderKLWan, got {type(vae).__name__}")
+        self.vae = vae
+        cfg = vae.config
+        z_dim = int(cfg.z_dim)
+        self.latent_channels = z_dim
+        self.temporal_factor = int(getattr(cfg, "scale_factor_temporal", None) or _DEFAULT_TEMPORAL)
+        self.spatial_factor = int(getattr(cfg, "scale_factor_spatial", None) or _DEFAULT_SPATIAL)
+        if len(cfg.latents_mean) != z_dim or len(cfg.latents_std) != z_dim:
+            raise ValueError(
+                f"latents_mean/latents_std must have z_dim={z_dim} entries, got "
+                f"{len(cfg.latents_mean)}/{len(cfg.latents_std)}"
+            )
+        # Buffers (not parameters) so they follow .to(device) and stay out of optimisers; not persistent
+        # because the config, not a checkpoint, is their source of truth.
+        self.register_buffer(
+            "latents_mean", torch.tensor(cfg.latents_mean, dtype=torch.float32), persistent=False
+        )
+        self.register_buffer(
+            "latents_std", torch.tensor(cfg.latents_std, dtype=torch.float32), persistent=False
+        )
+        self._num_decoder_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
+        self.requires_grad_(False)
+        super().train(False)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike[str],
+        *,
+        subfolder: str | None = "vae",
+        torch_dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ) -> WanVAE:
+        """Load from a diffusers folder or hub id, e.g. `Wan-AI/Wan2.1-T2V-1.3B-Diffusers` (subfolder `vae`).
+
+        Wan's VAE is usually kept in float32: its decoder is small and bf16 costs visible quality.
+        """
+        vae = AutoencoderKLWan.from_pretrained(
+            path_or_hub_id, subfolder=subfolder, torch_dtype=torch_dtype, **kwargs
+        )
+        return cls(vae)
+
+    def train(self, mode: bool = True) -> WanVAE:
+        """No-op: the VAE is frozen and must stay in eval mode whatever Lightning asks."""
+        return super().train(False)
+
+    # ---------------------------------------------------------------- checks and normalisation
+    def _check_video(self, video: torch.Tensor) -> None:
+        if video.ndim != 5 or video.shape[2] != 3:
+            raise ValueError(f"video must be (b F 3 H W), got shape {tuple(video.shape)}")
+        num_latent_frames(video.shape[1], self.temporal_factor)
+        h, w = video.shape[-2:]
+        if h % self.spatial_factor or w % self.spatial_factor:
+            raise ValueError(f"video height/width must be divisible by {self.spatial_factor}, got {h}x{w}")
+
+    def _check_latents(self, latents: torch.Tensor) -> None:
+        if latents.ndim != 5 or latents.shape[2] != self.latent_channels:
+            raise ValueError(
+                f"latents must be (b f c h w) with c={self.latent_channels}, got shape {tuple(latents.shape)}"
+            )
+
+    def _stats(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # (c,) -> (1 c 1 1 1): broadcast over diffusers' (b c f h w)
+        mean = self.latents_mean.to(device=ref.device, dtype=ref.dtype).view(1, -1, 1, 1, 1)
+        std = self.latents_std.to(device=ref.device, dtype=ref.dtype).view(1, -1, 1, 1, 1)
+        return mean, std
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw posterior latents (b c f h w) -> normalised (b c f h w): (z - mean) / std."""
+        mean, std = self._stats(z)
+        return (z - mean) / std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (b c f h w) -> raw decoder input (b c f h w)."""
+        mean, std = self._stats(z)
+        return z * std + mean
+
+    # ---------------------------------------------------------------- encode
+    def encode(
+        self, video: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Encode video in [0, 1] to normalised latents.
+
+        Args:
+            video: (b F 3 H W) in [0, 1], F = 1 + 4k, H and W divisible by 8.
+            sample: Draw from the posterior instead of taking its mean (the default, deterministic).
+            generator: Randomness for `sample=True`.
+
+        Returns:
+            Latents (b f c h w), f = 1 + (F - 1) / 4, normalised per channel.
+        """
+        self._check_video(video)
+        x = einops.rearrange(video, "b F C H W -> b C F H W") * 2.0 - 1.0
+        x = x.to(self.vae.dtype)
+        posterior = self.vae.encode(x).latent_dist
+        z = posterior.sample(generator=generator) if sample else posterior.mode()
+        return einops.rearrange(self.normalize(z), "b c f h w -> b f c h w")
+
+    # ---------------------------------------------------------------- decode
+    def _decode_steps(self, x: torch.Tensor, cache: list[Any], start: int) -> tuple[torch.Tensor, list[Any]]:
+        """Run the causal decoder one latent frame at a time, as diffusers' `_decode` does.
+
+        Args:
+            x: post-quant features (b c f' h w) of latent frames `start .. start + f' - 1`.
+            cache: Feature cache left by frames `0 .. start - 1` (entries: None, "Rep" or tensors).
+                Not mutated: the decoder replaces entries of a copy.
+            start: Absolute index of x's first frame (frame 0 takes the `first_chunk` path).
+
+        Returns:
+            Decoder output (b 3 F' h*8 w*8) in the decoder's range (unclamped), and the new cache.
+        """
+        cache = list(cache)
+        outs = []
+        for i in range(x.shape[2]):
+            idx = [0]
+            outs.append(
+                self.vae.decoder(
+                    x[:, :, i : i + 1], feat_cache=cache, feat_idx=idx, first_chunk=(start + i == 0)
+                )
+            )
+        return torch.cat(outs, dim=2), cache
+
+    def _to_video(self, out: torch.Tensor) -> torch.Tensor:
+        """Decoder output (b 3 F H W) -> video (b F 3 H W) in [0, 1], as diffusers post-processes it."""
+        if self.vae.config.patch_size is not None:
+            out = unpatchify(out, patch_size=self.vae.config.patch_size)
+        out = torch.clamp(out, min=-1.0, max=1.0)
+        return einops.rearrange((out + 1.0) / 2.0, "b C F H W -> b F C H W")
+
+    def _post_quant(self, latents: torch.Tensor) -> torch.Tensor:
+        # (b f c h w) normalised -> (b c f h w) post-quant features; post_quant_conv has a 1x1x1 kernel,
+        # so it acts frame by frame and may run on any slice of frames.
+        z = self.denormalize(einops.rearrange(latents, "b f c h w -> b c f h w").to(self.vae.dtype))
+        return self.vae.post_quant_conv(z)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode normalised latents (b f c h w) to video (b F 3 H W) in [0, 1], F = 1 + 4(f - 1)."""
+        self._check_latents(latents)
+        out, _ = self._decode_steps(self._post_quant(latents), [None] * self._num_decoder_convs, 0)
+        return self._to_video(out)
+
+    def decode_last(
+        self, latents: torch.Tensor, num_frames: int = 1, *, checkpoint: bool = False
+    ) -> torch.Tensor:
+        """Decode only the last `num_frames` pixel frames, exactly as a full decode would.
+
+        The decoder's feature cache for the earlier latent frames is built under `no_grad`; then the
+        minimal trailing latent frames are decoded with grad. The result equals
+        `decode(latents)[:, -num_frames:]`; its gradient reaches only the trailing latent frames that
+        were decoded (the cache is a constant), i.e. it equals the gradient of a full decode of
+        `cat(latents[:, :j].detach(), latents[:, j:])`, j the first decoded latent frame.
+
+        Args:
+            latents: Normalised latents (b f c h w).
+            num_frames: Trailing pixel frames to return, 1 .. 1 + 4(f - 1).
+            checkpoint: Recompute the trailing decode in backward instead of storing its activations.
+
+        Returns:
+            Video (b num_frames 3 H W) in [0, 1].
+        """
+        self._check_latents(latents)
+        total = num_pixel_frames(latents.shape[1], self.temporal_factor)
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= total:
+            raise ValueError(f"num_frames must be an int in [1, {total}], got {num_frames!r}")
+        start = latent_frames_for_pixel_frames([total - num_frames], total, self.temporal_factor)[0]
+        cache: list[Any] = [None] * self._num_decoder_convs
+        if start > 0:
+            with torch.no_grad():
+                _, cache = self._decode_steps(self._post_quant(latents[:, :start]), cache, 0)
+
+        def tail(lat: torch.Tensor) -> torch.Tensor:
+            out, _ = self._decode_steps(self._post_quant(lat), cache, start)
+            return self._to_video(out)
+
+        lat_tail = latents[:, start:]
+        if checkpoint and torch.is_grad_enabled() and lat_tail.requires_grad:
+            # Non-reentrant: the cache (constants) is closed over, and `_decode_steps` copies it, so the
+            # recomputation in backward starts from the same state as the forward.
+            video = torch_checkpoint(tail, lat_tail, use_reentrant=False)
+        else:
+            video = tail(lat_tail)
+        return video[:, -num_frames:]

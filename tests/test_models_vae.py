@@ -1,0 +1,158 @@
+"""WanVAE against diffusers' AutoencoderKLWan on a tiny seeded config.
+
+Shapes: `b` batch, `F` pixel frames, `f` latent frames, `c` latent channels, `H W` pixels, `h w` latents.
+"""
+
+from __future__ import annotations
+
+import einops
+import pytest
+import torch
+from diffusers import AutoencoderKLWan
+
+from helpers import randomize_
+from rfvideo.models.vae import WanVAE, latent_frames_for_pixel_frames, num_latent_frames, num_pixel_frames
+
+MEAN = [0.1, -0.2, 0.3, 0.5]
+STD = [1.5, 0.5, 2.0, 0.8]
+
+
+def tiny_vae(seed: int = 0) -> AutoencoderKLWan:
+    vae = AutoencoderKLWan(
+        base_dim=4, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1, latents_mean=MEAN, latents_std=STD
+    )
+    # scale 0.2 keeps decoded pixels inside (-1, 1), so the output clamp does not zero any gradient
+    return randomize_(vae, torch.Generator().manual_seed(seed), scale=0.2)
+
+
+@pytest.fixture(scope="module")
+def wrapped() -> WanVAE:
+    return WanVAE(tiny_vae())
+
+
+def rand(*shape: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def stats() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.tensor(MEAN).view(1, -1, 1, 1, 1), torch.tensor(STD).view(1, -1, 1, 1, 1)
+
+
+def test_frame_helpers() -> None:
+    assert num_latent_frames(81) == 21 and num_pixel_frames(21) == 81
+    assert num_latent_frames(1) == 1 and num_pixel_frames(1) == 1
+    # latent 0 <-> pixel 0; latent j > 0 <-> pixels 4j-3 .. 4j
+    assert latent_frames_for_pixel_frames([0], 9) == [0]
+    assert latent_frames_for_pixel_frames([1, 2, 3, 4], 9) == [1]
+    assert latent_frames_for_pixel_frames([5], 9) == [2]
+    assert latent_frames_for_pixel_frames([-1, 8, 4, 0], 9) == [0, 1, 2]
+    assert latent_frames_for_pixel_frames([80], 81) == [20]
+    with pytest.raises(ValueError, match="9"):
+        latent_frames_for_pixel_frames([9], 9)
+    with pytest.raises(ValueError, match="8"):
+        num_latent_frames(8)
+
+
+def test_frozen_and_eval(wrapped: WanVAE) -> None:
+    assert not any(p.requires_grad for p in wrapped.parameters())
+    wrapped.train()
+    assert not wrapped.training and not wrapped.vae.training and not wrapped.vae.decoder.training
+    assert isinstance(wrapped.train(True), WanVAE)
+
+
+def test_encode_matches_diffusers(wrapped: WanVAE) -> None:
+    video = torch.rand(2, 5, 3, 32, 24, generator=torch.Generator().manual_seed(2))
+    lat = wrapped.encode(video)
+    assert lat.shape == (2, 2, 4, 4, 3)
+    mean, std = stats()
+    ref = wrapped.vae.encode(einops.rearrange(video, "b F C H W -> b C F H W") * 2 - 1).latent_dist.mode()
+    ref = einops.rearrange((ref - mean) / std, "b c f h w -> b f c h w")
+    torch.testing.assert_close(lat, ref, rtol=0, atol=0)
+    # sampling is seeded and differs from the mean
+    s1 = wrapped.encode(video, sample=True, generator=torch.Generator().manual_seed(3))
+    s2 = wrapped.encode(video, sample=True, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(s1, s2, rtol=0, atol=0)
+    assert (s1 - lat).abs().max() > 1e-3
+
+
+def test_decode_matches_diffusers(wrapped: WanVAE) -> None:
+    lat = rand(2, 3, 4, 4, 4)
+    video = wrapped.decode(lat)
+    assert video.shape == (2, 9, 3, 32, 32)
+    mean, std = stats()
+    ref = wrapped.vae.decode(einops.rearrange(lat, "b f c h w -> b c f h w") * std + mean).sample
+    ref = einops.rearrange((ref + 1) / 2, "b C F H W -> b F C H W")
+    torch.testing.assert_close(video, ref, rtol=0, atol=1e-6)
+    assert video.min() >= 0 and video.max() <= 1 and video.std() > 1e-3
+
+
+@pytest.mark.parametrize("num_frames", [1, 3, 4, 5, 8, 9])
+def test_decode_last_equals_full_decode(wrapped: WanVAE, num_frames: int) -> None:
+    lat = rand(2, 3, 4, 4, 4)
+    full = wrapped.decode(lat)
+    last = wrapped.decode_last(lat, num_frames)
+    assert last.shape == (2, num_frames, 3, 32, 32)
+    torch.testing.assert_close(last, full[:, -num_frames:], rtol=0, atol=1e-5)
+
+
+def naive_grads(vae: WanVAE, lat: torch.Tensor, num_frames: int, weight: torch.Tensor, first: int):
+    """Autograd through a full decode, then slice; frames before `first` detached (cache = constant)."""
+    x = lat.clone().requires_grad_(True)
+    inp = torch.cat([x[:, :first].detach(), x[:, first:]], dim=1)
+    (vae.decode(inp)[:, -num_frames:] * weight).sum().backward()
+    y = lat.clone().requires_grad_(True)
+    (vae.decode(y)[:, -num_frames:] * weight).sum().backward()
+    return x.grad, y.grad
+
+
+@pytest.mark.parametrize("num_frames,first", [(1, 2), (4, 2), (5, 1)])
+def test_decode_last_gradient(wrapped: WanVAE, num_frames: int, first: int) -> None:
+    lat = rand(1, 3, 4, 4, 4, seed=5)
+    weight = rand(1, num_frames, 3, 32, 32, seed=6)
+    ref_detached, ref_full = naive_grads(wrapped, lat, num_frames, weight, first)
+    grads = []
+    for ckpt in (False, True):
+        x = lat.clone().requires_grad_(True)
+        (wrapped.decode_last(x, num_frames, checkpoint=ckpt) * weight).sum().backward()
+        grads.append(x.grad)
+    for g in grads:
+        torch.testing.assert_close(g, ref_detached, rtol=1e-4, atol=1e-6)
+        # the decoded latent frames get exactly the full-decode gradient's direct part; earlier ones none
+        assert g[:, :first].abs().max() == 0 and g[:, first:].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=1e-7)
+    # the full decode also sends gradient into earlier frames through the cache: decode_last drops it
+    assert ref_full[:, :first].abs().max() > 0
+    assert not any(p.grad is not None for p in wrapped.parameters())
+
+
+def test_decode_differentiable_and_params_untouched(wrapped: WanVAE) -> None:
+    video = torch.rand(1, 5, 3, 16, 16, generator=torch.Generator().manual_seed(7)).requires_grad_(True)
+    wrapped.decode(wrapped.encode(video)).sum().backward()
+    assert video.grad is not None and video.grad.abs().max() > 0
+    assert all(p.grad is None for p in wrapped.parameters())
+
+
+def test_from_pretrained_round_trip(tmp_path) -> None:
+    vae = tiny_vae(seed=3)
+    vae.save_pretrained(tmp_path / "vae")
+    loaded = WanVAE.from_pretrained(tmp_path, subfolder="vae", torch_dtype=torch.float32)
+    lat = rand(1, 2, 4, 2, 2)
+    torch.testing.assert_close(loaded.decode(lat), WanVAE(vae).decode(lat), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.latents_std, torch.tensor(STD))
+
+
+def test_bad_inputs(wrapped: WanVAE) -> None:
+    with pytest.raises(ValueError, match="got 4"):
+        wrapped.encode(torch.rand(1, 4, 3, 16, 16))
+    with pytest.raises(ValueError, match="12x16"):
+        wrapped.encode(torch.rand(1, 5, 3, 12, 16))
+    with pytest.raises(ValueError, match="shape"):
+        wrapped.encode(torch.rand(1, 5, 4, 16, 16))
+    with pytest.raises(ValueError, match="c=4"):
+        wrapped.decode(torch.rand(1, 2, 3, 2, 2))
+    with pytest.raises(ValueError, match="10"):
+        wrapped.decode_last(torch.rand(1, 3, 4, 2, 2), 10)
+    with pytest.raises(ValueError, match="0"):
+        wrapped.decode_last(torch.rand(1, 3, 4, 2, 2), 0)
+    with pytest.raises(ValueError, match="AutoencoderKLWan"):
+        WanVAE(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
