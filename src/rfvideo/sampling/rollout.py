@@ -31,6 +31,8 @@ class RolloutOutput:
 
     latents: torch.Tensor
     """Clean latents `(b c f h w)`; chunks `>= grad_from_chunk` carry the graph of their exit step."""
+    chunks: tuple[torch.Tensor, ...]
+    """The same latents per chunk, `(b c k h w)` each; earlier chunks have no graph (`grad_fn is None`)."""
     exit_steps: tuple[int, ...]
     """Exit step index per chunk `(m,)`, into `schedule.timesteps`."""
     exit_timesteps: torch.Tensor
@@ -136,6 +138,7 @@ def rollout(
     timesteps = schedule.timesteps
     return RolloutOutput(
         latents=torch.cat(outputs, dim=2),
+        chunks=tuple(outputs),
         exit_steps=exits,
         exit_timesteps=torch.stack([timesteps[e] for e in exits]),
         grad_from_chunk=grad_from_chunk,
