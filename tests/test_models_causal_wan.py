@@ -1,0 +1,310 @@
+"""CausalWanTransformer against diffusers' WanTransformer3DModel and its own causal invariants.
+
+Shapes: `b` batch, `c` channels, `f` latent frames, `h w` latent size, `n` text tokens, `d` text width.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import WanTransformer3DModel
+
+from helpers import randomize_, tiny_wan_config
+from rfvideo.models import CausalWanTransformer
+from rfvideo.models.causal_wan import frame_visibility
+
+TOKENS_PER_FRAME = 16  # 8x8 latents, patch 2x2
+
+
+def _pair(seed: int = 0, **causal):
+    cfg = tiny_wan_config()
+    g = torch.Generator().manual_seed(seed)
+    ref = randomize_(WanTransformer3DModel(**cfg), g).eval()
+    model = CausalWanTransformer(**cfg, **causal).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    return ref, model
+
+
+def _inputs(b: int = 2, f: int = 6, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 4, f, 8, 8, generator=g)  # (b c f h w)
+    text = torch.randn(b, 5, 24, generator=g)  # (b n d)
+    t_frames = torch.rand(b, f, generator=g) * 1000  # (b f)
+    return x, text, t_frames
+
+
+@torch.no_grad()
+def test_full_mode_equals_diffusers_scalar_and_per_frame_timestep():
+    ref, model = _pair()
+    x, text, tf = _inputs()
+    t = tf[:, 0]
+    expected = ref(x, t, text, return_dict=False)[0]
+    torch.testing.assert_close(model(x, t, text), expected, atol=1e-5, rtol=1e-5)
+    # diffusers takes per-token timesteps: repeat each frame's t over its tokens
+    expected = ref(x, tf.repeat_interleave(TOKENS_PER_FRAME, dim=1), text, return_dict=False)[0]
+    out = model(x, tf, text, attention_mode="full")
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert model(x, tf, text, return_dict=True).sample.shape == x.shape
+
+
+def test_strict_load_both_ways_and_config():
+    cfg = tiny_wan_config()
+    model = randomize_(CausalWanTransformer(**cfg, num_frames_per_chunk=2), torch.Generator().manual_seed(3))
+    ref = WanTransformer3DModel(**cfg)
+    ref.load_state_dict(model.state_dict(), strict=True)
+    for k, v in ref.state_dict().items():
+        assert torch.equal(v, model.state_dict()[k]), k
+    assert model.config.num_frames_per_chunk == 2 and model.num_frames_per_chunk == 2
+    for key in cfg:
+        assert key in model.config
+
+
+@torch.no_grad()
+def test_from_pretrained_of_saved_diffusers_checkpoint(tmp_path):
+    ref, _ = _pair(seed=4)
+    ref.save_pretrained(tmp_path / "transformer")
+    model = CausalWanTransformer.from_pretrained(
+        tmp_path, subfolder="transformer", torch_dtype=torch.float32, num_frames_per_chunk=2, sink_size=1
+    ).eval()
+    assert model.config.num_frames_per_chunk == 2 and model.config.sink_size == 1
+    x, text, tf = _inputs(f=4)
+    expected = ref(x, tf.repeat_interleave(TOKENS_PER_FRAME, dim=1), text, return_dict=False)[0]
+    torch.testing.assert_close(model(x, tf, text), expected, atol=1e-5, rtol=1e-5)
+    # and our own save/load round trip keeps the causal options
+    model.save_pretrained(tmp_path / "ours")
+    again = CausalWanTransformer.from_pretrained(tmp_path / "ours")
+    assert again.config.sink_size == 1
+    bf16 = CausalWanTransformer.from_pretrained(tmp_path, subfolder="transformer", torch_dtype=torch.bfloat16)
+    assert bf16.proj_out.weight.dtype == torch.bfloat16
+    assert bf16.blocks[0].scale_shift_table.dtype == torch.float32  # kept in fp32 like diffusers
+
+
+@torch.no_grad()
+def test_block_causal_equals_masked_reference_and_prefix_invariance():
+    _, model = _pair()
+    x, text, tf = _inputs(f=6)
+    out = model(x, tf, text, attention_mode="block_causal")
+    # the first chunk alone (full attention) equals the first chunk of the block-causal pass
+    first = model(x[:, :, :3], tf[:, :3], text, attention_mode="full")
+    torch.testing.assert_close(out[:, :, :3], first, atol=1e-5, rtol=1e-5)
+    # changing chunk 1 leaves chunk 0 bit-identical, and does change chunk 1
+    x2, tf2 = x.clone(), tf.clone()
+    x2[:, :, 3:] = torch.randn(x2[:, :, 3:].shape, generator=torch.Generator().manual_seed(9))
+    tf2[:, 3:] = 17.0
+    out2 = model(x2, tf2, text, attention_mode="block_causal")
+    assert torch.equal(out[:, :, :3], out2[:, :, :3])
+    assert not torch.allclose(out[:, :, 3:], out2[:, :, 3:])
+
+
+def test_frame_visibility_rules():
+    m = frame_visibility(9, num_frames_per_chunk=3, local_attn_size=-1, sink_size=0)
+    assert m[0, 2] and not m[0, 3] and m[8, 0] and m[3, 5]
+    # window 6 incl. 1 sink: chunk [6, 9) sees frame 0 and frames [4, 9)
+    m = frame_visibility(9, num_frames_per_chunk=3, local_attn_size=6, sink_size=1)
+    assert m[6].tolist() == [True, False, False, False, True, True, True, True, True]
+
+
+@torch.no_grad()
+def test_cached_chunkwise_denoising_equals_block_causal():
+    """Denoise chunk k against a cache of clean earlier chunks (written by t = 0 context passes)
+    == one block-causal forward over [clean prefix at t = 0, noisy chunk k at t]."""
+    _, model = _pair()
+    g = torch.Generator().manual_seed(5)
+    clean = torch.randn(2, 4, 9, 8, 8, generator=g)
+    noisy = torch.randn(2, 4, 9, 8, 8, generator=g)
+    text = torch.randn(2, 5, 24, generator=g)
+    t_noisy = torch.rand(2, 3, generator=g) * 1000
+    cache = model.new_kv_cache(2)
+    for k in range(3):
+        s = 3 * k
+        # two denoising steps (no write), then the t = 0 context pass writes the clean chunk
+        for step in range(2):
+            t = t_noisy + 100 * step
+            got = model(
+                noisy[:, :, s : s + 3], t, text, attention_mode="cached", kv_cache=cache, frame_offset=s
+            )
+            x_ref = torch.cat([clean[:, :, :s], noisy[:, :, s : s + 3]], dim=2)
+            t_ref = torch.cat([torch.zeros(2, s), t], dim=1)
+            want = model(x_ref, t_ref, text, attention_mode="block_causal")[:, :, s:]
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        zeros = torch.zeros(2, 3)
+        model(clean[:, :, s : s + 3], zeros, text, attention_mode="cached", kv_cache=cache, frame_offset=s,
+              write_cache=True)  # fmt: skip
+    assert cache.end_frame == 9 and cache.num_cached_frames() == 9
+
+
+@torch.no_grad()
+def test_overwrite_last_chunk_and_write_does_not_change_output():
+    _, model = _pair()
+    x, text, tf = _inputs(f=6)
+    cache = model.new_kv_cache(2)
+    a = model(
+        x[:, :, :3],
+        tf[:, :3],
+        text,
+        attention_mode="cached",
+        kv_cache=cache,
+        frame_offset=0,
+        write_cache=True,
+    )
+    # overwrite the same slot with different content, then with the right content again
+    model(
+        x[:, :, 3:],
+        tf[:, 3:],
+        text,
+        attention_mode="cached",
+        kv_cache=cache,
+        frame_offset=0,
+        write_cache=True,
+    )
+    model(
+        x[:, :, :3],
+        tf[:, :3],
+        text,
+        attention_mode="cached",
+        kv_cache=cache,
+        frame_offset=0,
+        write_cache=True,
+    )
+    b = model(x[:, :, 3:], tf[:, 3:], text, attention_mode="cached", kv_cache=cache, frame_offset=3)
+    want = model(x, tf, text, attention_mode="block_causal")
+    torch.testing.assert_close(a, want[:, :, :3], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b, want[:, :, 3:], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="frame_offset=6"):
+        model(
+            x[:, :, 3:],
+            tf[:, 3:],
+            text,
+            attention_mode="cached",
+            kv_cache=cache,
+            frame_offset=6,
+            write_cache=True,
+        )
+
+
+def _rollout(model, x, tf, text, cache):
+    outs = []
+    for s in range(0, x.shape[2], 3):
+        xs, ts = x[:, :, s : s + 3], tf[:, s : s + 3]
+        outs.append(model(xs, ts, text, attention_mode="cached", kv_cache=cache, frame_offset=s))
+        model(xs, ts, text, attention_mode="cached", kv_cache=cache, frame_offset=s, write_cache=True)
+    return torch.cat(outs, dim=2)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("sink_size", [0, 3])
+def test_rolling_window_cached_equals_sliding_window_mask(sink_size):
+    _, model = _pair(local_attn_size=6 + sink_size, sink_size=sink_size)
+    x, text, tf = _inputs(b=1, f=15)
+    cache = model.new_kv_cache(1)
+    got = _rollout(model, x, tf, text, cache)
+    want = model(x, tf, text, attention_mode="block_causal")
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # the cache holds sinks + the window only (evicted frames are gone)
+    assert sorted(cache.frames[0]) == list(range(sink_size)) + [9, 10, 11, 12, 13, 14]
+    # and the window really changes the result vs global attention
+    _, glob = _pair()
+    assert not torch.allclose(glob(x, tf, text, attention_mode="block_causal")[:, :, 9:], want[:, :, 9:])
+
+
+@torch.no_grad()
+def test_relative_rope_equals_absolute_while_nothing_is_evicted():
+    _, absolute = _pair(rope_mode="absolute")
+    _, relative = _pair(rope_mode="relative")
+    x, text, tf = _inputs(b=1, f=9)
+    a = _rollout(absolute, x, tf, text, absolute.new_kv_cache(1))
+    r = _rollout(relative, x, tf, text, relative.new_kv_cache(1))
+    torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_relative_rope_runs_past_the_table_absolute_raises():
+    cfg = tiny_wan_config(rope_max_seq_len=8)
+    g = torch.Generator().manual_seed(0)
+    rel = randomize_(CausalWanTransformer(**cfg, local_attn_size=6, rope_mode="relative"), g).eval()
+    ab = CausalWanTransformer(**cfg, local_attn_size=6, rope_mode="absolute").eval()
+    x, text, tf = _inputs(b=1, f=12)
+    out = _rollout(rel, x, tf, text, rel.new_kv_cache(1))
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="rope_max_seq_len=8"):
+        _rollout(ab, x, tf, text, ab.new_kv_cache(1))
+
+
+def test_cache_tensors_detached_under_grad():
+    _, model = _pair()
+    model.train()
+    x, text, tf = _inputs(b=1, f=6)
+    cache = model.new_kv_cache(1)
+    out = model(
+        x[:, :, :3],
+        tf[:, :3],
+        text,
+        attention_mode="cached",
+        kv_cache=cache,
+        frame_offset=0,
+        write_cache=True,
+    )
+    out2 = model(x[:, :, 3:], tf[:, 3:], text, attention_mode="cached", kv_cache=cache, frame_offset=3)
+    assert out.requires_grad and out2.requires_grad
+    assert cache.tensors() and all(not t.requires_grad for t in cache.tensors())
+    # gradient reaches the cross-attention K projection although its K/V are cached
+    out2.square().mean().backward()
+    assert model.blocks[0].attn2.to_k.weight.grad is not None
+    assert model.blocks[0].attn2.to_k.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mode", ["block_causal", "cached"])
+def test_gradient_checkpointing_same_grads(mode):
+    x, text, tf = _inputs(b=1, f=6)
+    grads = []
+    for ckpt in (False, True):
+        _, model = _pair()
+        model.train()
+        if ckpt:
+            model.enable_gradient_checkpointing()
+        if mode == "cached":
+            cache = model.new_kv_cache(1)
+            with torch.no_grad():
+                model(x[:, :, :3], tf[:, :3], text, attention_mode="cached", kv_cache=cache, frame_offset=0,
+                      write_cache=True)  # fmt: skip
+            out = model(x[:, :, 3:], tf[:, 3:], text, attention_mode="cached", kv_cache=cache, frame_offset=3,
+                        write_cache=True)  # fmt: skip
+            assert cache.end_frame == 6
+        else:
+            out = model(x, tf, text, attention_mode="block_causal")
+        out.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+@torch.no_grad()
+def test_bad_inputs_raise_value_errors():
+    _, model = _pair()
+    x, text, tf = _inputs(f=6)
+    with pytest.raises(ValueError, match="5 latent channels"):
+        model(torch.randn(2, 5, 6, 8, 8), tf, text)
+    with pytest.raises(ValueError, match=r"f \(4\)"):
+        model(x[:, :, :4], tf[:, :4], text, attention_mode="block_causal")
+    with pytest.raises(ValueError, match="timestep 1"):
+        model(x, tf[:1], text)
+    with pytest.raises(ValueError, match="encoder_hidden_states 1"):
+        model(x, tf, text[:1])
+    with pytest.raises(ValueError, match="'sideways'"):
+        model(x, tf, text, attention_mode="sideways")
+    with pytest.raises(ValueError, match="needs kv_cache"):
+        model(x[:, :, :3], tf[:, :3], text, attention_mode="cached", frame_offset=0)
+    with pytest.raises(ValueError, match="batch_size=1"):
+        model(
+            x[:, :, :3],
+            tf[:, :3],
+            text,
+            attention_mode="cached",
+            kv_cache=model.new_kv_cache(1),
+            frame_offset=0,
+        )
+    with pytest.raises(ValueError, match="I2V"):
+        CausalWanTransformer(**tiny_wan_config(image_dim=8, added_kv_proj_dim=8))
+    with pytest.raises(ValueError, match="local_attn_size"):
+        CausalWanTransformer(**tiny_wan_config(), local_attn_size=4, sink_size=2)
