@@ -61,22 +61,25 @@ class ToyCausal(nn.Module):
         return torch.tanh(self.inp(x.movedim(1, -1)).movedim(-1, 1) + ctx.transpose(1, 2)[..., None, None])
 
 
-def _causal_wan():
+def _causal_wan(**window):
     models = pytest.importorskip("rfvideo.models")
     if not hasattr(models, "CausalWanTransformer"):
         pytest.skip("rfvideo.models.CausalWanTransformer not available yet")
     from helpers import randomize_, tiny_wan_config
 
-    model = models.CausalWanTransformer(**tiny_wan_config(), num_frames_per_chunk=K)
+    model = models.CausalWanTransformer(**tiny_wan_config(), num_frames_per_chunk=K, **window)
     return randomize_(model, torch.Generator().manual_seed(0)).eval()
 
 
-@pytest.fixture(params=["toy", "causal_wan"])
+@pytest.fixture(params=["toy", "causal_wan", "causal_wan_window_sink"])
 def model(request):
     if request.param == "toy":
         torch.manual_seed(0)
         return ToyCausal()
-    return _causal_wan()
+    if request.param == "causal_wan":
+        return _causal_wan()
+    # Rolling cache of long videos: 1 sink frame + 5 recent frames, so chunk 2 already evicts frames.
+    return _causal_wan(local_attn_size=6, sink_size=1)
 
 
 def _inputs(b=2, chunks=3, seed=0):
