@@ -53,7 +53,7 @@ class HFCLIP:
         self.model = CLIPModel.from_pretrained(path).to(device).eval()
         self.tokenizer = CLIPTokenizer.from_pretrained(path)
         self.device = device
-        self.logit_scale = float(self.model.logit_scale.exp())
+        self.logit_scale = float(self.model.logit_scale.detach().exp())
 
     @staticmethod
     def _tensor(out: Any) -> torch.Tensor:
