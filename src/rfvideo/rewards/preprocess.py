@@ -1,0 +1,110 @@
+"""Differentiable image preprocessing for reward models, matching each model's own image processor.
+
+transformers' `CLIPImageProcessor` (used by CLIP, PickScore, HPS and the LAION aesthetic backbone): resize the
+shortest edge to `size` (long edge `int(size * long / short)`), bicubic with antialiasing (PIL), centre-crop
+`crop_h x crop_w` (top-left at `int((H - crop_h) / 2)`), rescale to [0, 1], normalise with mean/std. Here the
+same steps run as torch ops on float input already in [0, 1], so gradients flow back to the pixels.
+
+Deviation from the processor: PIL resizes uint8 images with fixed-point bicubic (a = -0.5) weights and
+rounds the result to uint8; `F.interpolate(mode="bicubic", antialias=True)` uses the same kernel in float
+without the rounding. On uint8 inputs the two differ by 0.30 grey levels on average (uint8 rounding alone
+explains 0.25) and by at most ~1.1 levels, which tests/test_rewards_preprocess.py checks.
+
+Legend: `n` images, `H W` input size, `h w` output size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "ImagePreprocess", "resize_shortest_edge", "center_crop"]
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# PIL resample codes used by transformers' processors -> F.interpolate modes.
+_PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+
+
+def shortest_edge_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """Output `(h, w)` of transformers' shortest-edge resize: short side `size`, long side truncated."""
+    if h <= w:
+        return size, int(size * w / h)
+    return int(size * h / w), size
+
+
+def resize_shortest_edge(images: torch.Tensor, size: int, *, mode: str = "bicubic") -> torch.Tensor:
+    """`(n 3 H W)` -> `(n 3 h w)` with the short side `size`, antialiased like PIL (differentiable)."""
+    h, w = shortest_edge_size(images.shape[-2], images.shape[-1], size)
+    if (h, w) == tuple(images.shape[-2:]):
+        return images
+    antialias = mode in ("bilinear", "bicubic")
+    return F.interpolate(
+        images, size=(h, w), mode=mode, align_corners=False if antialias else None, antialias=antialias
+    )
+
+
+def center_crop(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """`(n 3 H W)` -> `(n 3 height width)`, the window transformers' processors take."""
+    h, w = images.shape[-2:]
+    if height > h or width > w:
+        raise ValueError(f"crop {height}x{width} is larger than the image {h}x{w}")
+    top, left = int((h - height) / 2), int((w - width) / 2)
+    return images[..., top : top + height, left : left + width]
+
+
+@dataclass(kw_only=True)
+class ImagePreprocess:
+    """Shortest-edge resize, centre crop and normalisation as differentiable torch ops."""
+
+    size: int = 224
+    """Target of the shortest edge."""
+    crop: tuple[int, int] = (224, 224)
+    """Centre crop `(height, width)`."""
+    mean: Sequence[float] = CLIP_MEAN
+    """Per-channel mean (after rescaling to [0, 1])."""
+    std: Sequence[float] = CLIP_STD
+    """Per-channel standard deviation."""
+    mode: str = "bicubic"
+    """`F.interpolate` mode of the resize (the processor's PIL resample)."""
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or min(self.crop) < 1:
+            raise ValueError(f"size and crop must be positive, got size={self.size} crop={self.crop}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean/std must have 3 entries and std > 0, got {self.mean} {self.std}")
+        if self.mode not in ("nearest", "bilinear", "bicubic"):
+            raise ValueError(f"mode must be nearest, bilinear or bicubic, got {self.mode!r}")
+
+    @classmethod
+    def from_processor(cls, processor: Any) -> ImagePreprocess:
+        """Read size, crop, mean, std and resample from a transformers CLIP-style image processor."""
+        size = processor.size
+        size = size["shortest_edge"] if isinstance(size, dict) else size.shortest_edge
+        crop = processor.crop_size
+        crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop.height, crop.width)
+        resample = int(getattr(processor, "resample", 3))
+        if resample not in _PIL_RESAMPLE:
+            raise ValueError(f"unsupported processor resample {resample}")
+        return cls(
+            size=int(size),
+            crop=(int(crop[0]), int(crop[1])),
+            mean=tuple(processor.image_mean),
+            std=tuple(processor.image_std),
+            mode=_PIL_RESAMPLE[resample],
+        )
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """`(n 3 H W)` float in [0, 1] -> `(n 3 crop_h crop_w)` normalised model input."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (n 3 H W), got shape {tuple(images.shape)}")
+        x = resize_shortest_edge(images.float(), self.size, mode=self.mode)
+        x = center_crop(x, *self.crop)
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std

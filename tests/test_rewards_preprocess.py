@@ -1,0 +1,75 @@
+"""Differentiable CLIP preprocessing vs transformers' own CLIPImageProcessor (PIL path)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import CLIPImageProcessor
+
+from rfvideo.rewards.preprocess import ImagePreprocess, center_crop, shortest_edge_size
+
+
+def _smooth_uint8(h: int, w: int, g: torch.Generator) -> torch.Tensor:
+    """Seeded natural-ish image (low-frequency noise + texture), uint8 `(3 h w)`."""
+    low = torch.rand(1, 3, max(h // 16, 2), max(w // 16, 2), generator=g)
+    img = torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)[0]
+    img = img * 0.8 + 0.2 * torch.rand(3, h, w, generator=g)
+    return (img * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+@pytest.mark.parametrize("hw", [(240, 416), (300, 260), (224, 224), (120, 200)])
+def test_matches_clip_image_processor(hw: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(hw[0] * 1000 + hw[1])
+    imgs = torch.stack([_smooth_uint8(*hw, g) for _ in range(2)])  # (n 3 H W) uint8
+    proc = CLIPImageProcessor()
+    ref = proc(images=[im.permute(1, 2, 0).numpy() for im in imgs], return_tensors="pt")["pixel_values"]
+    pre = ImagePreprocess.from_processor(proc)
+    ours = pre(imgs.float() / 255)
+    assert ours.shape == ref.shape == (2, 3, 224, 224)
+    # PIL rounds the resized image to uint8 and uses fixed-point weights; torch does neither. One grey
+    # level after normalisation is 1 / 255 / min(std) ~= 0.0146.
+    diff = (ours - ref).abs()
+    one_level = 1 / 255 / min(pre.std)
+    # Measured: mean 0.30, max 1.09 grey levels (uint8 rounding alone gives a mean of 0.25).
+    assert diff.mean() < 0.35 * one_level, diff.mean()
+    assert diff.max() < 1.5 * one_level, diff.max()
+
+
+def test_from_processor_reads_custom_settings() -> None:
+    proc = CLIPImageProcessor(
+        size={"shortest_edge": 32},
+        crop_size={"height": 24, "width": 28},
+        image_mean=[0.1, 0.2, 0.3],
+        image_std=[0.5, 0.6, 0.7],
+        resample=2,
+    )
+    pre = ImagePreprocess.from_processor(proc)
+    assert (pre.size, pre.crop, pre.mode) == (32, (24, 28), "bilinear")
+    assert tuple(pre.mean) == (0.1, 0.2, 0.3) and tuple(pre.std) == (0.5, 0.6, 0.7)
+    g = torch.Generator().manual_seed(0)
+    img = _smooth_uint8(50, 70, g)[None]
+    ref = proc(images=[img[0].permute(1, 2, 0).numpy()], return_tensors="pt")["pixel_values"]
+    ours = pre(img.float() / 255)
+    assert ours.shape == ref.shape == (1, 3, 24, 28)
+    assert (ours - ref).abs().max() < 1.5 / 255 / 0.5
+
+
+def test_sizes_crop_and_gradient() -> None:
+    assert shortest_edge_size(480, 832, 224) == (224, 388)
+    assert shortest_edge_size(832, 480, 224) == (388, 224)
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).view(2, 3, 5, 7)
+    assert torch.equal(center_crop(x, 3, 4), x[..., 1:4, 1:5])
+    with pytest.raises(ValueError, match="larger than the image"):
+        center_crop(x, 6, 4)
+    video = torch.rand(2, 3, 40, 60, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    ImagePreprocess(size=16, crop=(16, 16))(video).sum().backward()
+    assert video.grad is not None and video.grad.abs().sum() > 0
+
+
+def test_bad_config_raises() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        ImagePreprocess(mode="lanczos")
+    with pytest.raises(ValueError, match="std"):
+        ImagePreprocess(std=(0.1, 0.0, 0.2))
+    with pytest.raises(ValueError, match=r"\(n 3 H W\)"):
+        ImagePreprocess()(torch.rand(3, 8, 8))
