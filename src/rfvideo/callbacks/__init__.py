@@ -1,1 +1,5 @@
 """rfvideo.callbacks."""
+
+from rfvideo.callbacks.vbench import VBenchCallback, load_prompt_suite
+
+__all__ = ["VBenchCallback", "load_prompt_suite"]
