@@ -155,3 +155,28 @@ def test_validation_and_errors(tmp_path):
     }
     with pytest.raises(FileNotFoundError, match="scene"):
         load_prompt_suite(d, ["scene"])
+
+
+def test_prompts_from_full_info(tmp_path):
+    import json
+
+    from rfvideo.callbacks import prompts_from_full_info
+
+    info = [
+        {
+            "prompt_en": "a lake, Van Gogh style",
+            "dimension": ["appearance_style"],
+            "auxiliary_info": {"appearance_style": {"appearance_style": "Van Gogh style"}},
+        },
+        {"prompt_en": "a dog", "dimension": ["dynamic_degree", "motion_smoothness"]},
+        {"prompt_en": "a cat", "dimension": ["dynamic_degree"]},
+    ]
+    path = tmp_path / "full.json"
+    path.write_text(json.dumps(info))
+    prompts, styles = prompts_from_full_info(
+        path, ["dynamic degree", "appearance_style"], max_per_dimension=1
+    )
+    assert prompts == {"dynamic_degree": ["a dog"], "appearance_style": ["a lake, Van Gogh style"]}
+    assert styles == {"a lake, Van Gogh style": "Van Gogh style"}
+    with pytest.raises(ValueError, match="'scene'"):
+        prompts_from_full_info(path, ["scene"])

@@ -54,6 +54,33 @@ def load_prompt_suite(
     return out
 
 
+def prompts_from_full_info(
+    full_info: str | os.PathLike, dimensions: Sequence[str], max_per_dimension: int | None = None
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Prompts per dimension from VBench_full_info.json (covers all 16 dimensions, unlike the txt files).
+
+    Returns:
+        ``({dimension: prompts}, {prompt: appearance style phrase})``; pass both to ``VBenchCallback``.
+    """
+    import json
+
+    with open(full_info, encoding="utf-8") as f:
+        items = json.load(f)
+    out: dict[str, list[str]] = {}
+    for d in dimensions:
+        key = canonical_dimension(d)
+        prompts = [it["prompt_en"] for it in items if key in it["dimension"]]
+        if not prompts:
+            raise ValueError(f"no prompt in {full_info} is tagged with dimension {key!r}")
+        out[key] = prompts[:max_per_dimension] if max_per_dimension else prompts
+    styles = {}
+    for it in items:
+        aux = it.get("auxiliary_info", {}).get("appearance_style")
+        if aux is not None:
+            styles[it["prompt_en"]] = aux["appearance_style"] if isinstance(aux, dict) else aux
+    return out, styles
+
+
 def gif_bytes(video: torch.Tensor, fps: float = 8.0) -> bytes:
     """``(f 3 h w)`` float [0, 1] or uint8 -> animated GIF bytes (Pillow)."""
     from PIL import Image
