@@ -308,3 +308,34 @@ def test_bad_inputs_raise_value_errors():
         CausalWanTransformer(**tiny_wan_config(image_dim=8, added_kv_proj_dim=8))
     with pytest.raises(ValueError, match="local_attn_size"):
         CausalWanTransformer(**tiny_wan_config(), local_attn_size=4, sink_size=2)
+
+
+@torch.no_grad()
+def test_relative_rope_after_eviction_places_sinks_then_window_then_chunk():
+    """With one layer, cached K/V depend only on each chunk's own input, so a relative-RoPE rollout with a
+    rolling window must equal a global block-causal forward over the compacted [sink, window, chunk]."""
+    cfg = tiny_wan_config(num_layers=1)
+    g = torch.Generator().manual_seed(6)
+    rel = randomize_(
+        CausalWanTransformer(**cfg, local_attn_size=9, sink_size=3, rope_mode="relative"), g
+    ).eval()
+    glob = CausalWanTransformer(**cfg).eval()
+    glob.load_state_dict(rel.state_dict())
+    x, text, tf = _inputs(b=1, f=15)
+    got = _rollout(rel, x, tf, text, rel.new_kv_cache(1))
+    keep = [0, 1, 2, 9, 10, 11, 12, 13, 14]  # sinks, the previous chunk, the current chunk
+    want = glob(x[:, :, keep], tf[:, keep], text, attention_mode="block_causal")
+    torch.testing.assert_close(got[:, :, 12:], want[:, :, 6:], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_ema_sink_changes_outputs_only_after_eviction():
+    x, text, tf = _inputs(b=1, f=15)
+    outs = {}
+    for eviction in ("drop", "ema"):
+        _, model = _pair(local_attn_size=9, sink_size=3, rope_mode="relative", sink_eviction=eviction,
+                         sink_ema_decay=0.5)  # fmt: skip
+        outs[eviction] = _rollout(model, x, tf, text, model.new_kv_cache(1))
+    # the first eviction happens when chunk [9, 12) is written, so chunks < 4 agree exactly
+    assert torch.equal(outs["drop"][:, :, :12], outs["ema"][:, :, :12])
+    assert not torch.allclose(outs["drop"][:, :, 12:], outs["ema"][:, :, 12:])
