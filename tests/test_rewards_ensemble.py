@@ -1,0 +1,174 @@
+"""RewardEnsemble: weights, frame routing, normalisation (hand-computed), NaN handling, gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rfvideo.rewards.base import FrameReward, Reward
+from rfvideo.rewards.ensemble import RewardEnsemble
+from rfvideo.rewards.frames import FrameSelector
+from rfvideo.rewards.weight_free import TemporalFlickerReward
+
+
+class _FrameMean(FrameReward):
+    """Image reward: mean pixel of the frame; records which frames it saw (by their constant value)."""
+
+    name = "frame_mean"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def score_images(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        self.seen.append(images.detach()[:, 0, 0, 0])
+        return images.mean((1, 2, 3))
+
+
+class _Const(Reward):
+    name = "const"
+    is_video = True
+
+    def __init__(self, values: list[float]) -> None:
+        super().__init__()
+        self.values = values
+
+    def score(self, video: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return torch.tensor(self.values) + 0 * video.sum((1, 2, 3, 4))
+
+
+def _indexed_video(b: int = 2, f: int = 9) -> torch.Tensor:
+    """Frame i of video j is the constant (10 j + i) / 100: what a reward saw identifies the frame."""
+    vals = torch.tensor([[(10 * j + i) / 100 for i in range(f)] for j in range(b)])
+    return vals.view(b, f, 1, 1, 1).expand(b, f, 3, 4, 4).clone()
+
+
+@pytest.mark.parametrize(
+    ("frames", "expected"),
+    [
+        (FrameSelector(policy="last"), [8]),
+        (FrameSelector(policy="last_chunk", k=4), [5, 6, 7, 8]),
+        (FrameSelector(policy="strided", k=4), [0, 4, 8]),
+        (FrameSelector(policy="all"), list(range(9))),
+    ],
+)
+def test_image_rewards_see_selected_frames_video_rewards_whole_clip(
+    frames: FrameSelector, expected: list[int]
+):
+    img, flick = _FrameMean(), TemporalFlickerReward()
+    ens = RewardEnsemble({"img": img, "flicker": flick}, {"img": 1.0, "flicker": 0.0}, frames)
+    v = _indexed_video()
+    out = ens(v, ["a", "b"])
+    seen = torch.cat(img.seen)
+    want = torch.tensor([(10 * j + i) / 100 for j in range(2) for i in expected])
+    torch.testing.assert_close(seen, want)
+    torch.testing.assert_close(out.terms["img"], want.view(2, -1).mean(1))
+    # flicker saw all 9 frames: consecutive difference 0.01 everywhere
+    torch.testing.assert_close(out.terms["flicker"], torch.full((2,), 1 - 0.01))
+
+
+def test_random_policy_uses_generator() -> None:
+    img = _FrameMean()
+    ens = RewardEnsemble({"img": img}, {"img": 1.0}, FrameSelector(policy="random", k=3))
+    v = _indexed_video(1, 20)
+    ens(v, ["a"], torch.Generator().manual_seed(5))
+    expected = FrameSelector(policy="random", k=3).pixel_frames(20, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(img.seen[0], torch.tensor([i / 100 for i in expected]))
+
+
+def test_weights_and_fixed_normalisation_hand_computed() -> None:
+    ens = RewardEnsemble(
+        {"a": _Const([1.0, 3.0]), "b": _Const([10.0, 20.0])},
+        {"a": 0.5, "b": -2.0},
+        normalize={"b": "fixed"},
+        fixed_stats={"b": (15.0, 5.0)},
+    )
+    out = ens(_indexed_video(), ["x", "y"])
+    torch.testing.assert_close(out.normalized["b"], torch.tensor([-1.0, 1.0]))
+    torch.testing.assert_close(out.terms["b"], torch.tensor([10.0, 20.0]))
+    torch.testing.assert_close(out.total, torch.tensor([0.5 * 1 - 2 * -1, 0.5 * 3 - 2 * 1]))
+
+
+def test_running_normalisation_hand_computed_and_checkpointed() -> None:
+    term = _Const([1.0, 3.0])
+    ens = RewardEnsemble({"r": term}, {"r": 1.0}, normalize={"r": "running"}, momentum=0.9, eps=0.0).train()
+    v = _indexed_video()
+    out = ens(v, ["x", "y"])
+    # first batch: m = 2, v = mean((x - 2)^2) = 1
+    torch.testing.assert_close(out.normalized["r"], torch.tensor([-1.0, 1.0]))
+    term.values = [5.0, 7.0]
+    out = ens(v, ["x", "y"])
+    # m = 0.9 * 2 + 0.1 * 6 = 2.4; batch var about 2.4: ((2.6^2 + 4.6^2) / 2) = 13.96; v = 0.9 + 1.396 = 2.296
+    m, var = 2.4, 0.9 * 1 + 0.1 * 13.96
+    torch.testing.assert_close(out.normalized["r"], (torch.tensor([5.0, 7.0]) - m) / var**0.5)
+    sd = ens.state_dict()
+    torch.testing.assert_close(sd["running_mean_r"], torch.tensor(m))
+    torch.testing.assert_close(sd["running_var_r"], torch.tensor(var))
+    assert int(sd["running_count_r"]) == 2
+    # eval: statistics frozen
+    ens.eval()
+    term.values = [100.0, 200.0]
+    ens(v, ["x", "y"])
+    torch.testing.assert_close(ens.running_mean_r, torch.tensor(m))
+    # restore into a fresh ensemble
+    fresh = RewardEnsemble({"r": _Const([0.0, 0.0])}, {"r": 1.0}, normalize={"r": "running"})
+    fresh.load_state_dict(sd)
+    torch.testing.assert_close(fresh.running_var_r, torch.tensor(var))
+
+
+def test_nonfinite_raise_or_report() -> None:
+    terms = {"good": _Const([1.0, 2.0]), "bad": _Const([0.5, float("nan")])}
+    ens = RewardEnsemble(terms, {"good": 1.0, "bad": 1.0})
+    with pytest.raises(FloatingPointError, match="'bad'.*nan"):
+        ens(_indexed_video(), ["x", "y"])
+    ens = RewardEnsemble(
+        terms, {"good": 1.0, "bad": 1.0}, on_nonfinite="report", normalize={"bad": "running"}
+    )
+    out = ens.train()(_indexed_video(), ["x", "y"])
+    assert out.nonfinite == ["bad"]
+    assert torch.isnan(out.total).all()
+    assert int(ens.running_count_bad) == 0  # NaN never entered the statistics
+
+
+def test_gradient_flows_to_video_through_selected_frames_only() -> None:
+    img, flick = _FrameMean(), TemporalFlickerReward()
+    ens = RewardEnsemble(
+        {"img": img, "flicker": flick}, {"img": 2.0, "flicker": 0.0}, FrameSelector(policy="last")
+    )
+    v = torch.rand(2, 5, 3, 4, 4, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    ens(v, ["a", "b"]).total.sum().backward()
+    assert torch.all(v.grad[:, :-1] == 0)
+    torch.testing.assert_close(v.grad[:, -1], torch.full((2, 3, 4, 4), 2.0 / 48))
+    ens2 = RewardEnsemble({"flicker": flick}, {"flicker": 1.0})
+    v.grad = None
+    ens2(v, ["a", "b"]).total.sum().backward()
+    assert v.grad[:, 0].abs().sum() > 0
+
+
+def test_pixel_frames_and_frame_indices() -> None:
+    img = _FrameMean()
+    ens = RewardEnsemble({"img": img}, {"img": 1.0}, FrameSelector(policy="last_chunk", k=2))
+    assert ens.pixel_frames(9) == [7, 8]
+    full = _indexed_video()
+    out = ens(full[:, [7, 8]], ["a", "b"], frame_indices=[7, 8])
+    torch.testing.assert_close(out.terms["img"], ens(full, ["a", "b"]).terms["img"])
+    with pytest.raises(ValueError, match="3 frame_indices for a video of 2 frames"):
+        ens(full[:, [7, 8]], ["a", "b"], frame_indices=[6, 7, 8])
+    ens_v = RewardEnsemble({"img": img, "fl": TemporalFlickerReward()}, {"img": 1.0, "fl": 1.0})
+    assert ens_v.pixel_frames(9) == list(range(9))
+
+
+def test_bad_configuration() -> None:
+    t = {"a": _Const([1.0])}
+    with pytest.raises(ValueError, match="weights keys"):
+        RewardEnsemble(t, {"b": 1.0})
+    with pytest.raises(ValueError, match="normalize\\['a'\\] must be"):
+        RewardEnsemble(t, {"a": 1.0}, normalize={"a": "zscore"})
+    with pytest.raises(ValueError, match="fixed_stats keys"):
+        RewardEnsemble(t, {"a": 1.0}, normalize={"a": "fixed"})
+    with pytest.raises(ValueError, match="std > 0"):
+        RewardEnsemble(t, {"a": 1.0}, normalize={"a": "fixed"}, fixed_stats={"a": (0.0, 0.0)})
+    with pytest.raises(ValueError, match="momentum"):
+        RewardEnsemble(t, {"a": 1.0}, momentum=1.0)
+    with pytest.raises(ValueError, match="empty"):
+        RewardEnsemble({}, {})
