@@ -37,6 +37,12 @@ format:  ## ruff autoformat
 bench:  ## benchmarks; writes bench/RESULTS.md
 	$(PYTHON) bench/rollout.py
 
+vbench-env:  ## build .venv-vbench (official vbench 0.1.5, its own torch/torchvision; ~6 GB)
+	bash tools/vbench_env/setup.sh
+
+test-vbench:  ## cross-check our VBench dimensions against VBench's own code (needs `make vbench-env`)
+	PYTHONPATH=src .venv-vbench/bin/python -m pytest -q -m vbench -p no:cacheprovider tests/vbench_crosscheck
+
 tb:  ## TensorBoard on the default log directory
 	$(PYTHON) -m tensorboard.main --logdir outputs --port 6006
 
