@@ -1,1 +1,15 @@
-"""rfvideo.modules."""
+"""rfvideo.modules: the training recipes as LightningModules (one recipe per file)."""
+
+from rfvideo.modules.base import FROZEN_PREFIXES, VideoGeneratorModule, paper_adamw
+from rfvideo.modules.ode_init import ODEInitModule, trajectory_step_indices
+from rfvideo.modules.reward_forcing import RewardForcingModule, pixel_to_latent_frame
+
+__all__ = [
+    "FROZEN_PREFIXES",
+    "ODEInitModule",
+    "RewardForcingModule",
+    "VideoGeneratorModule",
+    "paper_adamw",
+    "pixel_to_latent_frame",
+    "trajectory_step_indices",
+]

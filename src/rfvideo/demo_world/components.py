@@ -1,0 +1,159 @@
+"""Tiny, randomly initialised components (seeded) for the offline demo, the demo configs and the tests.
+
+Each builder returns the same type a real checkpoint loader returns, so YAML configs swap a tiny builder
+for `rfvideo.modules.components.load_*` by changing only `class_path` and the weight path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from diffusers import AutoencoderKLWan
+from torch import nn
+from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
+
+from rfvideo.models.causal_wan import CausalWanTransformer
+from rfvideo.models.text_encoder import TextEncoder
+from rfvideo.models.vae import WanVAE
+
+__all__ = ["SimpleRewardEnsemble", "TrailingFrames", "tiny_causal_wan", "tiny_text_encoder", "tiny_wan_vae"]
+
+
+def _randomize(module: nn.Module, seed: int, scale: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=g) * scale
+            if "norm" in name and name.endswith("weight"):
+                noise = noise + 1.0
+            p.copy_(noise)
+
+
+def tiny_causal_wan(
+    *,
+    num_layers: int = 2,
+    num_attention_heads: int = 2,
+    attention_head_dim: int = 16,
+    in_channels: int = 4,
+    text_dim: int = 24,
+    ffn_dim: int = 64,
+    freq_dim: int = 32,
+    num_frames_per_chunk: int = 1,
+    local_attn_size: int = -1,
+    sink_size: int = 0,
+    seed: int = 0,
+    init_scale: float | None = None,
+) -> CausalWanTransformer:
+    """A tiny `CausalWanTransformer` (diffusers' default init, or seeded noise when `init_scale` is set)."""
+    torch.manual_seed(seed)  # diffusers' default init draws from the global generator
+    model = CausalWanTransformer(
+        patch_size=(1, 2, 2),
+        num_attention_heads=num_attention_heads,
+        attention_head_dim=attention_head_dim,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        text_dim=text_dim,
+        freq_dim=freq_dim,
+        ffn_dim=ffn_dim,
+        num_layers=num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=1024,
+        num_frames_per_chunk=num_frames_per_chunk,
+        local_attn_size=local_attn_size,
+        sink_size=sink_size,
+    )
+    if init_scale is not None:
+        _randomize(model, seed, init_scale)
+    return model
+
+
+def tiny_wan_vae(
+    *, z_dim: int = 4, base_dim: int = 4, seed: int = 0, state_dict_path: str | None = None
+) -> WanVAE:
+    """A tiny `WanVAE` (8x spatial, 4x temporal like Wan's); optionally loads a saved state dict (demo)."""
+    torch.manual_seed(seed)
+    vae = AutoencoderKLWan(
+        base_dim=base_dim,
+        z_dim=z_dim,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * z_dim,
+        latents_std=[1.0] * z_dim,
+    )
+    if state_dict_path is not None:
+        from safetensors.torch import load_file
+
+        vae.load_state_dict(load_file(state_dict_path))
+    return WanVAE(vae)
+
+
+def tiny_text_encoder(*, d_model: int = 24, max_length: int = 32, seed: int = 0) -> TextEncoder:
+    """A tiny random umT5 with the file-free `ByT5Tokenizer`: distinct prompts get distinct embeddings."""
+    torch.manual_seed(seed)
+    cfg = UMT5Config(
+        vocab_size=384, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, dropout_rate=0.0,
+    )  # fmt: skip
+    model = UMT5EncoderModel(cfg)
+    _randomize(model, seed, 0.5)
+    return TextEncoder(model, ByT5Tokenizer(), max_length=max_length, cache_size=256)
+
+
+class TrailingFrames:
+    """Frame selector scoring the last `n` pixel frames (`n = 0`: all frames)."""
+
+    def __init__(self, n: int = 1) -> None:
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        self.n = n
+
+    def pixel_frames(self, num_pixel_frames: int) -> list[int]:
+        n = num_pixel_frames if self.n == 0 else min(self.n, num_pixel_frames)
+        return list(range(num_pixel_frames - n, num_pixel_frames))
+
+
+@dataclass
+class RewardOutput:
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class SimpleRewardEnsemble(nn.Module):
+    """Minimal weighted ensemble (adapter until `rfvideo.rewards.RewardEnsemble` is wired in).
+
+    Image terms (`image_terms`) see only the selected frames of the decoded clip; video terms see the
+    whole decoded clip. `forward(video (b n 3 H W), prompts) -> RewardOutput(total (b,), terms)`.
+    """
+
+    def __init__(
+        self,
+        terms: Mapping[str, nn.Module],
+        weights: Mapping[str, float],
+        *,
+        frames: TrailingFrames | None = None,
+        image_terms: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        if set(weights) != set(terms):
+            raise ValueError(f"weights keys {sorted(weights)} must equal terms keys {sorted(terms)}")
+        self.terms = nn.ModuleDict(dict(terms))
+        self.weights = dict(weights)
+        self.frames = frames or TrailingFrames(1)
+        self.image_terms = set(image_terms)
+
+    def forward(
+        self, video: torch.Tensor, prompts: list[str], generator: torch.Generator | None = None
+    ) -> RewardOutput:
+        # The trainer decodes from the first selected frame on; image terms see the selected frames.
+        n = video.shape[1] if self.frames.n == 0 else min(self.frames.n, video.shape[1])
+        out = {}
+        for name, term in self.terms.items():
+            clip = video[:, -n:] if name in self.image_terms else video
+            out[name] = term(clip, prompts)
+        total = sum(self.weights[k] * v for k, v in out.items())
+        return RewardOutput(total=total, terms=out)

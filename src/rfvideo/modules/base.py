@@ -1,0 +1,326 @@
+"""Shared LightningModule machinery of both training recipes (stage 1 ODE init, stage 2 reward forcing).
+
+What lives here and not in a recipe: prompt encoding, the EMA copy of the generator, the optimisation
+step (manual optimisation so that a non-finite loss or gradient skips the step on every rank with the
+weights and optimizer state untouched, gradient accumulation and clipping), leaving frozen parts out of
+checkpoints, and `generate` (docs/interfaces.md "LightningModules and callbacks").
+
+Legend: `b` batch, `c` latent channels, `f` latent frames, `h w` latent height/width, `F` pixel frames,
+`H W` pixel height/width, `n d` text tokens / width.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from einops import rearrange
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from rfvideo.sampling import FlowMatchSchedule, stream_chunks
+
+__all__ = ["FROZEN_PREFIXES", "VideoGeneratorModule", "paper_adamw"]
+
+# Submodules that load their own weights and never train; they are left out of training checkpoints.
+FROZEN_PREFIXES: tuple[str, ...] = ("vae.", "text_encoder.", "rewards.")
+
+
+def paper_adamw(params: Any) -> torch.optim.Optimizer:
+    """AdamW with the paper's stage-2 settings: betas (0, 0.999), lr 2e-6, weight decay 0.01."""
+    return torch.optim.AdamW(params, lr=2e-6, betas=(0.0, 0.999), weight_decay=0.01)
+
+
+def _mix_seed(*parts: int) -> int:
+    """A deterministic 63-bit seed from integers (same on every rank for the same inputs)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3 & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class VideoGeneratorModule(L.LightningModule):
+    """Base of the training recipes: owns the generator (trainable), its EMA, and the frozen parts.
+
+    Subclasses implement `compute_loss(batch, batch_idx) -> (loss, logs)`; this class does the rest of
+    the step. Gradient clipping and accumulation are arguments here, not Trainer flags, because the
+    step is manual (the Trainer's `gradient_clip_val` / `accumulate_grad_batches` must stay unset).
+
+    Args:
+        generator: the causal generator (`CausalWanTransformer`), trainable.
+        vae: frozen `WanVAE` (layout `(b f c h w)`).
+        text_encoder: frozen text encoder with `encode(prompts) -> (emb (b n d), mask (b n))`; may be None
+            when every batch carries `prompt_embeds` (precomputed) and `generate` is not used.
+        optimizer: partially applied optimizer (`OptimizerCallable`), e.g. `torch.optim.AdamW` with its
+            hyperparameters in YAML.
+        scheduler: optional partially applied LR scheduler, stepped once per optimizer step.
+        schedule: few-step schedule; default Wan's 4 steps with shift 5.
+        num_latent_frames: latent frames generated per video (21 for 81 pixel frames).
+        latent_size: latent `(h, w)` (60, 104 for 480x832).
+        ema_decay: EMA decay of the generator weights (paper 0.99); None disables the EMA copy.
+        ema_start_step: optimizer steps before the EMA starts tracking (it copies the weights until then).
+        grad_clip: max global gradient norm; None or 0 disables clipping (the norm is still logged).
+        accumulate_grad_batches: micro-batches per optimizer step.
+        activation_checkpointing: call `generator.enable_gradient_checkpointing()` at setup.
+        seed: base seed of the training noise (mixed with step, micro-batch and rank).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module | None = None,
+        optimizer: OptimizerCallable = paper_adamw,
+        scheduler: LRSchedulerCallable | None = None,
+        *,
+        schedule: FlowMatchSchedule | None = None,
+        num_latent_frames: int = 21,
+        latent_size: tuple[int, int] = (60, 104),
+        ema_decay: float | None = 0.99,
+        ema_start_step: int = 0,
+        grad_clip: float | None = 1.0,
+        accumulate_grad_batches: int = 1,
+        activation_checkpointing: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1) or be None, got {ema_decay}")
+        if accumulate_grad_batches < 1:
+            raise ValueError(f"accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
+        if num_latent_frames < 1:
+            raise ValueError(f"num_latent_frames must be >= 1, got {num_latent_frames}")
+        if len(latent_size) != 2 or min(latent_size) < 1:
+            raise ValueError(f"latent_size must be (h, w) with positive entries, got {latent_size}")
+        self.automatic_optimization = False
+        self.save_hyperparameters(
+            ignore=["generator", "vae", "text_encoder", "optimizer", "scheduler", "rewards"]
+        )
+        self.generator = generator
+        self.vae = vae
+        self.text_encoder = text_encoder
+        for frozen in (vae, text_encoder):
+            if frozen is not None:
+                frozen.requires_grad_(False)
+                frozen.eval()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.schedule = schedule if schedule is not None else FlowMatchSchedule()
+        self.num_latent_frames = int(num_latent_frames)
+        self.latent_size = (int(latent_size[0]), int(latent_size[1]))
+        self.ema_decay = ema_decay
+        self.ema_start_step = int(ema_start_step)
+        self.grad_clip = grad_clip
+        self.accumulate_grad_batches = int(accumulate_grad_batches)
+        self.activation_checkpointing = activation_checkpointing
+        self.seed = int(seed)
+        self.generator_ema: nn.Module | None = None
+        if ema_decay is not None:
+            self.generator_ema = copy.deepcopy(generator).requires_grad_(False).eval()
+        # Counters live in buffers so they are checkpointed and identical after a resume.
+        self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self._micro = 0
+
+    # ------------------------------------------------------------------ setup
+    def configure_optimizers(self) -> Any:
+        opt = self.optimizer_factory([p for p in self.generator.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt)}}
+
+    def setup(self, stage: str) -> None:
+        if self.activation_checkpointing and hasattr(self.generator, "enable_gradient_checkpointing"):
+            self.generator.enable_gradient_checkpointing()
+
+    def train(self, mode: bool = True) -> VideoGeneratorModule:
+        super().train(mode)
+        # Frozen parts and the EMA copy stay in eval mode whatever the trainer asks.
+        for m in (self.vae, self.text_encoder, self.generator_ema, getattr(self, "rewards", None)):
+            if m is not None:
+                m.eval()
+        return self
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """Trainable generator, its EMA and counters; frozen parts (FROZEN_PREFIXES) are left out."""
+        sd = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        drop = tuple(prefix + p for p in FROZEN_PREFIXES)
+        for k in [k for k in sd if k.startswith(drop)]:
+            del sd[k]
+        return sd
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Strict for everything a checkpoint holds; frozen parts keep the weights they loaded themselves."""
+        merged = dict(state_dict)
+        for k, v in super().state_dict().items():
+            if k.startswith(FROZEN_PREFIXES):
+                if k in merged:
+                    raise ValueError(
+                        f"checkpoint holds frozen key {k!r}; frozen parts load their own weights"
+                    )
+                merged[k] = v
+        return super().load_state_dict(merged, strict=strict, assign=assign)
+
+    # ------------------------------------------------------------------ conditioning
+    def encode_prompts(self, prompts: Sequence[str], batch: Mapping[str, Any] | None = None) -> torch.Tensor:
+        """Text embeddings `(b n d)`: the batch's precomputed `prompt_embeds` if present, else the encoder."""
+        if batch is not None and batch.get("prompt_embeds") is not None:
+            return batch["prompt_embeds"].to(self.device, self.param_dtype)
+        if self.text_encoder is None:
+            raise ValueError("no text_encoder given and the batch carries no 'prompt_embeds'")
+        with torch.no_grad():
+            emb, mask = self.text_encoder.encode(list(prompts))
+        # Wan convention: tokens past the prompt are zero (the encoder may already do this).
+        emb = emb * mask.unsqueeze(-1).to(emb.dtype)
+        return emb.to(self.device, self.param_dtype)
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        return next(self.generator.parameters()).dtype
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.generator.config.in_channels)
+
+    def noise(self, batch_size: int, num_latent_frames: int, generator: torch.Generator) -> torch.Tensor:
+        """Standard normal latents `(b c f h w)` drawn on CPU (device-independent) then moved."""
+        h, w = self.latent_size
+        shape = (batch_size, self.latent_channels, num_latent_frames, h, w)
+        return torch.randn(shape, generator=generator).to(self.device, self.param_dtype)
+
+    def step_generator(self, batch_idx: int, *, per_rank: bool, salt: int) -> torch.Generator:
+        """A CPU generator seeded from (seed, global step, micro-batch, [rank], salt): resumable."""
+        rank = self.global_rank if per_rank else -1
+        return torch.Generator().manual_seed(_mix_seed(self.seed, salt, self.global_step, batch_idx, rank))
+
+    # ------------------------------------------------------------------ training step
+    def compute_loss(self, batch: Mapping[str, Any], batch_idx: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Return the scalar loss of one micro-batch and extra scalars to log (`train/...` keys)."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        opt = self.optimizers()
+        loss, logs = self.compute_loss(batch, batch_idx)
+        # Decide on every rank together: a rank that skipped backward would hang DDP's all-reduce.
+        bad = torch.tensor(0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0, device=self.device)
+        bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        self._micro += 1
+        last_micro = self._micro % self.accumulate_grad_batches == 0
+        if float(bad) > 0:
+            self._skip(opt)
+            self._micro = 0
+        else:
+            self.manual_backward(loss / self.accumulate_grad_batches)
+            if last_micro:
+                self._micro = 0
+                grad_norm = self._grad_norm()
+                gbad = torch.tensor(0.0 if bool(torch.isfinite(grad_norm)) else 1.0, device=self.device)
+                if float(self.trainer.strategy.reduce(gbad, reduce_op="sum")) > 0:
+                    self._skip(opt)
+                else:
+                    if self.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(self._trainable(), self.grad_clip)
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    sch = self.lr_schedulers()
+                    if sch is not None:
+                        sch.step()
+                    self.update_ema()
+                    self.log("train/grad_norm", grad_norm, on_step=True, sync_dist=False)
+        self.log("train/loss", loss.detach().float(), on_step=True, prog_bar=True, sync_dist=True)
+        self.log("train/skipped_steps", self.skipped_steps.float(), on_step=True)
+        self.log("lr", float(opt.param_groups[0]["lr"]), on_step=True)
+        for k, v in logs.items():
+            self.log(k, v, on_step=True, sync_dist=True)
+        return loss.detach()
+
+    def _trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.generator.parameters() if p.requires_grad]
+
+    def _grad_norm(self) -> torch.Tensor:
+        grads = [p.grad.detach().float().norm() for p in self._trainable() if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        return torch.linalg.vector_norm(torch.stack(grads))
+
+    def _skip(self, opt: Any) -> None:
+        """Drop this accumulation window: grads cleared, weights, optimizer state and EMA untouched."""
+        opt.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """`ema <- d ema + (1 - d) w` after each optimizer step (a copy before `ema_start_step`)."""
+        if self.generator_ema is None:
+            return
+        d = self.ema_decay if self.global_step >= self.ema_start_step else 0.0
+        for pe, p in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
+            pe.lerp_(p.detach().to(pe.dtype), 1.0 - d)
+        for be, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
+            be.copy_(b)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        seeds: list[int],
+        num_latent_frames: int | None = None,
+        use_ema: bool = True,
+    ) -> torch.Tensor:
+        """Generate videos chunk by chunk from the KV cache, exactly as at inference.
+
+        Each sample uses its own seed (noise and re-noising), so a video does not depend on the batch it
+        was generated in. Videos longer than the cache window roll the cache (model configuration).
+
+        Args:
+            prompts: one prompt per video.
+            seeds: one seed per video.
+            num_latent_frames: latent frames (multiple of the chunk size); default the training length.
+            use_ema: use the EMA weights (the default, and what the paper evaluates).
+
+        Returns:
+            Video `(b F 3 H W)` in [0, 1], `F = 1 + 4 (f - 1)`.
+        """
+        if len(prompts) != len(seeds):
+            raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+        f = int(num_latent_frames or self.num_latent_frames)
+        videos = [self.decode(self.sample_latents(p, s, f, use_ema=use_ema)) for p, s in zip(prompts, seeds)]
+        return torch.cat(videos, dim=0)
+
+    def sample_latents(
+        self, prompt: str, seed: int, num_latent_frames: int, *, use_ema: bool = True
+    ) -> torch.Tensor:
+        """Clean latents `(1 c f h w)` of one prompt, streamed chunk by chunk."""
+        model = self.generator_ema if (use_ema and self.generator_ema is not None) else self.generator
+        was_training = model.training
+        model.eval()
+        emb = self.encode_prompts([prompt])
+        g = torch.Generator().manual_seed(int(seed))
+        noise = self.noise(1, num_latent_frames, g)
+        chunks = [c for _, c in stream_chunks(model, noise, emb, schedule=self.schedule, generator=g)]
+        model.train(was_training)
+        return torch.cat(chunks, dim=2)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Generator layout `(b c f h w)` -> video `(b F 3 H W)` in [0, 1] with the frozen VAE."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        return self.vae.decode(rearrange(latents, "b c f h w -> b f c h w").to(vae_dtype)).float().clamp(0, 1)
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+        """`batch = {"prompt": list[str], "seed": list[int] | tensor}` -> prompts, seeds and videos."""
+        prompts = list(batch["prompt"])
+        seeds = batch.get("seed")
+        if seeds is None:
+            seeds = batch.get("index", list(range(len(prompts))))
+        seeds = [int(s) for s in (seeds.tolist() if torch.is_tensor(seeds) else seeds)]
+        frames = batch.get("num_latent_frames")
+        video = self.generate(prompts, seeds=seeds, num_latent_frames=int(frames) if frames else None)
+        return {"prompt": prompts, "seed": seeds, "video": video.cpu()}
