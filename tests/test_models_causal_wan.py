@@ -339,3 +339,12 @@ def test_ema_sink_changes_outputs_only_after_eviction():
     # the first eviction happens when chunk [9, 12) is written, so chunks < 4 agree exactly
     assert torch.equal(outs["drop"][:, :, :12], outs["ema"][:, :, :12])
     assert not torch.allclose(outs["drop"][:, :, 12:], outs["ema"][:, :, 12:])
+
+
+@torch.no_grad()
+def test_flex_backend_equals_sdpa_block_causal():
+    _, model = _pair(local_attn_size=9, sink_size=3)
+    _, flex = _pair(local_attn_size=9, sink_size=3, attention_backend="flex")
+    x, text, tf = _inputs(b=1, f=12)
+    want = model(x, tf, text, attention_mode="block_causal")
+    torch.testing.assert_close(flex(x, tf, text, attention_mode="block_causal"), want, atol=1e-5, rtol=1e-5)

@@ -104,31 +104,44 @@ def frame_visibility(
     return vis
 
 
-def attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    frame_mask: torch.Tensor | None = None,
-    tokens_per_frame: int = 1,
-    backend: str = "sdpa",
-) -> torch.Tensor:
-    """Softmax attention of `q (b l H d)` over `k, v (b l' H d)`; `frame_mask (f f')` expands to tokens."""
-    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
-    if frame_mask is not None and backend == "flex":
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+_compiled_flex: Any = None
+
+
+def build_attention_mask(frame_mask: torch.Tensor, tokens_per_frame: int, backend: str) -> Any:
+    """Token-level mask from a frame mask `(f f')`, built once per forward and shared by every layer:
+    a dense boolean `(l l')` for SDPA, or a flex-attention `BlockMask`."""
+    T = tokens_per_frame
+    if backend == "flex":
+        from torch.nn.attention.flex_attention import create_block_mask
 
         fm = frame_mask
-        T = tokens_per_frame
 
         def mask_mod(b, h, qi, ki):  # noqa: ANN001, ANN202 - flex signature
             return fm[qi // T, ki // T]
 
-        block_mask = create_block_mask(mask_mod, None, None, qh.shape[2], kh.shape[2], device=qh.device)
-        out = flex_attention(qh, kh, vh, block_mask=block_mask)
+        lq, lk = fm.shape[0] * T, fm.shape[1] * T
+        return create_block_mask(mask_mod, None, None, lq, lk, device=str(fm.device))
+    return frame_mask.repeat_interleave(T, 0).repeat_interleave(T, 1)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any = None) -> torch.Tensor:
+    """Softmax attention of `q (b l H d)` over `k, v (b l' H d)`.
+
+    `mask`: None, a dense boolean `(l l')` (True = attend; SDPA) or a flex-attention `BlockMask`.
+    """
+    global _compiled_flex
+    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
+    if mask is not None and not isinstance(mask, torch.Tensor):
+        from torch.nn.attention.flex_attention import flex_attention
+
+        fn = flex_attention
+        if qh.is_cuda:
+            # flex attention is only fused (memory-efficient) when compiled
+            if _compiled_flex is None:
+                _compiled_flex = torch.compile(flex_attention, dynamic=False)
+            fn = _compiled_flex
+        out = fn(qh, kh, vh, block_mask=mask)
     else:
-        mask = None
-        if frame_mask is not None:
-            mask = frame_mask.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)
         out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
     return out.transpose(1, 2)
 
@@ -179,9 +192,7 @@ class WanBlock(nn.Module):
         cross_kv: tuple[torch.Tensor, torch.Tensor] | None,
         ctx_k: torch.Tensor | None,
         ctx_v: torch.Tensor | None,
-        frame_mask: torch.Tensor | None,
-        tokens_per_frame: int,
-        backend: str,
+        attn_mask: Any,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One block.
 
@@ -192,9 +203,7 @@ class WanBlock(nn.Module):
             text: `(b n D)` projected text, used when `cross_kv` is None.
             cross_kv: precomputed cross-attention K, V `(b n H d)`.
             ctx_k, ctx_v: cached context K (already rotated) and V `(b l' H d)`, prepended to this call's.
-            frame_mask: `(f f')` frame visibility over [context, current] keys, None = all visible.
-            tokens_per_frame: T.
-            backend: "sdpa" or "flex".
+            attn_mask: self-attention mask from `build_attention_mask`, None = all keys visible.
 
         Returns:
             x `(b l D)`, and this call's keys rotated by `rope_q` and unrotated, and values `(b l H d)`.
@@ -221,7 +230,7 @@ class WanBlock(nn.Module):
         if ctx_k is not None:
             keys = torch.cat([ctx_k.to(k_r.dtype), k_r], dim=1)
             values = torch.cat([ctx_v.to(v.dtype), v], dim=1)
-        y = attention(q_r, keys, values, frame_mask, tokens_per_frame, backend).type_as(q)
+        y = attention(q_r, keys, values, attn_mask).type_as(q)
         x = gated(x, a.out(y), gate)
 
         # 2. cross-attention
@@ -480,7 +489,7 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         text = ce.text_embedder(encoder_hidden_states)  # (b n D)
 
         # RoPE positions, context and masks per mode
-        frame_mask = None
+        attn_mask: Any = None
         ctx_rope: tuple[torch.Tensor, torch.Tensor] | None = None
         rope_store: str | None = None  # "query" (absolute) | "raw" (relative) | None (no write)
         use_cache_read = attention_mode == "cached"
@@ -508,6 +517,7 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
                     sink_size=cfg.sink_size,
                     device=device,
                 )
+                attn_mask = build_attention_mask(frame_mask, T, backend)
         rope_q = (rope_q[0].to(device), rope_q[1].to(device))
         if ctx_rope is not None:
             ctx_rope = (ctx_rope[0].to(device), ctx_rope[1].to(device))
@@ -532,7 +542,7 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
                     cross_kv = (ck, cv)
                 if grad_on:
                     cross_kv = None  # recompute with grad (same values) so text/attn2 params get gradients
-            args = (x, tproj, rope_q, text, cross_kv, ctx_k, ctx_v, frame_mask, T, backend)
+            args = (x, tproj, rope_q, text, cross_kv, ctx_k, ctx_v, attn_mask)
             if checkpoint:
                 x, k_rot, k_raw, v_new = self._gradient_checkpointing_func(block, *args)
             else:
