@@ -21,7 +21,7 @@ from typing import Any
 import einops
 import torch
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, unpatchify
+from diffusers.models.autoencoders.autoencoder_kl_wan import CACHE_T, WanCausalConv3d, WanUpBlock, unpatchify
 from torch import nn
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
@@ -80,6 +80,43 @@ def latent_frames_for_pixel_frames(
         p = p % num_pixel_frames
         out.add(0 if p == 0 else (p + temporal_factor - 1) // temporal_factor)
     return sorted(out)
+
+
+def _causal_conv(conv: WanCausalConv3d, x: torch.Tensor, cache: list[Any], idx: list[int]) -> torch.Tensor:
+    """A cached causal convolution exactly as diffusers' Wan decoder runs it: the conv sees the cached
+    last input frames as its left context, then the cache keeps this call's last `CACHE_T` input frames
+    (topped up with the previous cache's last frame when the call had fewer)."""
+    i = idx[0]
+    new_cache = x[:, :, -CACHE_T:].clone()
+    if new_cache.shape[2] < CACHE_T and cache[i] is not None:
+        new_cache = torch.cat([cache[i][:, :, -1:].to(new_cache.device), new_cache], dim=2)
+    out = conv(x, cache[i])
+    cache[i] = new_cache
+    idx[0] += 1
+    return out
+
+
+def _checkpoint_cached(
+    fn: Any, x: torch.Tensor, cache: list[Any], idx: list[int], **kwargs: Any
+) -> torch.Tensor:
+    """Activation-checkpoint `fn(x, feat_cache=..., feat_idx=..., **kwargs)`, a call that updates the cache.
+
+    The recomputation in backward must start from the cache as it was before the call, so `fn` runs on
+    a copy of the list taken now; the updated entries and index are copied back afterwards. Non-reentrant
+    checkpointing also carries gradients into cached tensors that are closed over rather than passed.
+    """
+    before, start, result = list(cache), idx[0], {}
+
+    def run(inp: torch.Tensor) -> torch.Tensor:
+        local, local_idx = list(before), [start]
+        out = fn(inp, feat_cache=local, feat_idx=local_idx, **kwargs)
+        result["cache"], result["idx"] = local, local_idx[0]
+        return out
+
+    out = torch_checkpoint(run, x, use_reentrant=False)
+    cache[:] = result["cache"]
+    idx[0] = result["idx"]
+    return out
 
 
 class WanVAE(nn.Module):
@@ -194,7 +231,9 @@ class WanVAE(nn.Module):
         return einops.rearrange(self.normalize(z), "b c f h w -> b f c h w")
 
     # ---------------------------------------------------------------- decode
-    def _decode_steps(self, x: torch.Tensor, cache: list[Any], start: int) -> tuple[torch.Tensor, list[Any]]:
+    def _decode_steps(
+        self, x: torch.Tensor, cache: list[Any], start: int, *, checkpoint: bool = False
+    ) -> tuple[torch.Tensor, list[Any]]:
         """Run the causal decoder one latent frame at a time, as diffusers' `_decode` does.
 
         Args:
@@ -202,6 +241,7 @@ class WanVAE(nn.Module):
             cache: Feature cache left by frames `0 .. start - 1` (entries: None, "Rep" or tensors).
                 Not mutated: the decoder replaces entries of a copy.
             start: Absolute index of x's first frame (frame 0 takes the `first_chunk` path).
+            checkpoint: Activation-checkpoint the decoder block by block (see `_checkpointed_step`).
 
         Returns:
             Decoder output (b 3 F' h*8 w*8) in the decoder's range (unclamped), and the new cache.
@@ -209,13 +249,38 @@ class WanVAE(nn.Module):
         cache = list(cache)
         outs = []
         for i in range(x.shape[2]):
-            idx = [0]
-            outs.append(
-                self.vae.decoder(
-                    x[:, :, i : i + 1], feat_cache=cache, feat_idx=idx, first_chunk=(start + i == 0)
-                )
-            )
+            frame, first = x[:, :, i : i + 1], start + i == 0
+            if checkpoint:
+                outs.append(self._checkpointed_step(frame, cache, first_chunk=first))
+            else:
+                outs.append(self.vae.decoder(frame, feat_cache=cache, feat_idx=[0], first_chunk=first))
         return torch.cat(outs, dim=2), cache
+
+    def _checkpointed_step(self, x: torch.Tensor, cache: list[Any], *, first_chunk: bool) -> torch.Tensor:
+        """One latent frame through `WanDecoder3d.forward`, checkpointing each block separately.
+
+        Checkpointing the whole decoder as one segment would only move the peak from forward to
+        backward; per block (every residual block / resampler of the plain Wan2.1 up-blocks, whole
+        up-blocks otherwise, mid block, head) the peak is one block's activations. Mirrors diffusers'
+        `WanDecoder3d.forward` call for call, so the cache indices line up; a test checks equality.
+        """
+        dec = self.vae.decoder
+        idx = [0]
+        x = _causal_conv(dec.conv_in, x, cache, idx)  # lowest resolution: cheap, not checkpointed
+        x = _checkpoint_cached(dec.mid_block, x, cache, idx)
+        for up_block in dec.up_blocks:
+            if isinstance(up_block, WanUpBlock):
+                for resnet in up_block.resnets:
+                    x = _checkpoint_cached(resnet, x, cache, idx)
+                if up_block.upsamplers is not None:
+                    x = _checkpoint_cached(up_block.upsamplers[0], x, cache, idx)
+            else:
+                x = _checkpoint_cached(up_block, x, cache, idx, first_chunk=first_chunk)
+
+        def head(h: torch.Tensor, feat_cache: list[Any], feat_idx: list[int]) -> torch.Tensor:
+            return _causal_conv(dec.conv_out, dec.nonlinearity(dec.norm_out(h)), feat_cache, feat_idx)
+
+        return _checkpoint_cached(head, x, cache, idx)
 
     def _to_video(self, out: torch.Tensor) -> torch.Tensor:
         """Decoder output (b 3 F H W) -> video (b F 3 H W) in [0, 1], as diffusers post-processes it."""
@@ -250,7 +315,9 @@ class WanVAE(nn.Module):
         Args:
             latents: Normalised latents (b f c h w).
             num_frames: Trailing pixel frames to return, 1 .. 1 + 4(f - 1).
-            checkpoint: Recompute the trailing decode in backward instead of storing its activations.
+            checkpoint: Activation-checkpoint the trailing decode block by block: backward recomputes
+                each decoder block, so only block inputs are kept and the backward peak is one block's
+                activations. No effect when grad is disabled.
 
         Returns:
             Video (b num_frames 3 H W) in [0, 1].
@@ -265,15 +332,12 @@ class WanVAE(nn.Module):
             with torch.no_grad():
                 _, cache = self._decode_steps(self._post_quant(latents[:, :start]), cache, 0)
 
-        def tail(lat: torch.Tensor) -> torch.Tensor:
-            out, _ = self._decode_steps(self._post_quant(lat), cache, start)
-            return self._to_video(out)
-
-        lat_tail = latents[:, start:]
-        if checkpoint and torch.is_grad_enabled() and lat_tail.requires_grad:
-            # Non-reentrant: the cache (constants) is closed over, and `_decode_steps` copies it, so the
-            # recomputation in backward starts from the same state as the forward.
-            video = torch_checkpoint(tail, lat_tail, use_reentrant=False)
-        else:
-            video = tail(lat_tail)
+        video = self._to_video(
+            self._decode_steps(
+                self._post_quant(latents[:, start:]),
+                cache,
+                start,
+                checkpoint=checkpoint and torch.is_grad_enabled(),
+            )[0]
+        )
         return video[:, -num_frames:]
