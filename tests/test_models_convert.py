@@ -56,7 +56,7 @@ def test_converted_original_weights_match_diffusers_output(tmp_path):
     other = {k: torch.zeros_like(v) for k, v in wan.items()}
     torch.save({"generator": other, "generator_ema": wan}, tmp_path / "sf.pt")
     model = CausalWanTransformer(**tiny_wan_config()).eval()
-    model.load_state_dict(load_original_checkpoint(tmp_path / "sf.pt"), strict=True)
+    load_original_checkpoint(tmp_path / "sf.pt", model=model)
     g = torch.Generator().manual_seed(3)
     x, text = torch.randn(1, 4, 3, 8, 8, generator=g), torch.randn(1, 5, 24, generator=g)
     t = torch.tensor([321.0])
@@ -83,5 +83,9 @@ def test_unknown_keys_and_missing_generator_raise(tmp_path):
     torch.save({"critic": {"a": torch.ones(1)}, "step": torch.tensor(3)}, tmp_path / "x.pt")
     with pytest.raises(ValueError, match="generator_ema"):
         load_original_checkpoint(tmp_path / "x.pt")
+    del wan["img_emb.proj.0.weight"], wan["blocks.0.cross_attn.k_img.weight"], wan["blocks.1.ffn.2.bias"]
+    torch.save(wan, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match=r"missing 1 \['blocks.1.ffn.net.2.bias'\]"):
+        load_original_checkpoint(tmp_path / "partial.pt", model=CausalWanTransformer(**tiny_wan_config()))
     with pytest.raises(ValueError, match="does not exist"):
         load_original_checkpoint(tmp_path / "missing.pt")

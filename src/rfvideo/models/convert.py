@@ -119,8 +119,24 @@ def _strip_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_keys(sd: Mapping[str, torch.Tensor], model: torch.nn.Module) -> None:
+    """Raise ValueError listing the keys `sd` lacks or has in excess w.r.t. `model`'s state dict."""
+    expected = set(model.state_dict().keys())
+    missing = sorted(expected - set(sd))
+    unexpected = sorted(set(sd) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint does not match the model: missing {len(missing)} {missing[:20]}, "
+            f"unexpected {len(unexpected)} {unexpected[:20]}"
+        )
+
+
 def load_original_checkpoint(
-    path: str | Path, *, key: str | None = "generator_ema", strict: bool = True
+    path: str | Path,
+    *,
+    key: str | None = "generator_ema",
+    strict: bool = True,
+    model: torch.nn.Module | None = None,
 ) -> dict[str, torch.Tensor]:
     """Load an original Wan / Self-Forcing / CausVid generator checkpoint as a diffusers-named state dict.
 
@@ -130,6 +146,8 @@ def load_original_checkpoint(
             ignored when the file is already a flat tensor dict. Falls back to "generator" when
             "generator_ema" is absent.
         strict: Raise on keys that no rule maps (otherwise they are dropped).
+        model: When given, the converted weights are checked against its keys and loaded into it
+            (ValueError listing missing / unexpected keys).
 
     Returns:
         State dict loadable with `CausalWanTransformer.load_state_dict(..., strict=True)`.
@@ -154,4 +172,8 @@ def load_original_checkpoint(
     sd = _strip_prefix(raw)
     if not strict:
         sd = {k: v for k, v in sd.items() if _rename(k, True) is not None}
-    return wan_to_diffusers(sd)
+    out = wan_to_diffusers(sd)
+    if model is not None:
+        check_keys(out, model)
+        model.load_state_dict(out, strict=True)
+    return out
