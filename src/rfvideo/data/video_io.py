@@ -1,0 +1,202 @@
+"""Video file IO: decode with decord, encode mp4 with PyAV, frame selection and resize/center-crop.
+
+Shapes (einops): `F` pixel frames, `H W` pixel height/width; videos are `(F 3 H W)` float in [0, 1].
+Both backends are imported inside the functions, so `rfvideo.data` imports without them.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import einops
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "VideoReadError",
+    "VideoTooShortError",
+    "frame_indices",
+    "read_video",
+    "resize_center_crop",
+    "write_video",
+]
+
+
+class VideoReadError(ValueError):
+    """A video file is missing, corrupt or cannot be decoded."""
+
+
+class VideoTooShortError(ValueError):
+    """A video has fewer frames than requested."""
+
+
+def frame_indices(total: int, num_frames: int, mode: str = "uniform") -> list[int]:
+    """Which of `total` frames to keep.
+
+    Args:
+        total: Frames in the file.
+        num_frames: Frames wanted.
+        mode: "first" (the first `num_frames`) or "uniform" (evenly spaced over the whole clip,
+            first and last included; this changes the apparent frame rate of long clips).
+
+    Raises:
+        VideoTooShortError: `total < num_frames`.
+        ValueError: Bad `num_frames` or `mode`.
+    """
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
+    if mode not in ("first", "uniform"):
+        raise ValueError(f"frame sampling mode must be 'first' or 'uniform', got {mode!r}")
+    if total < num_frames:
+        raise VideoTooShortError(f"video has {total} frames, fewer than the {num_frames} requested")
+    if mode == "first" or num_frames == 1:
+        return list(range(num_frames))
+    return [round(i * (total - 1) / (num_frames - 1)) for i in range(num_frames)]
+
+
+def resize_center_crop(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize `(F 3 H W)` so it covers `height x width` (scale by the limiting side), then center-crop.
+
+    For a target of the clip's aspect ratio this is a plain resize; otherwise the short side (relative
+    to the target) is matched and the long side cropped, so no frame is distorted or padded.
+    """
+    if video.ndim != 4 or video.shape[1] != 3:
+        raise ValueError(f"video must be (F 3 H W), got shape {tuple(video.shape)}")
+    for name, v in (("height", height), ("width", width)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    h, w = video.shape[-2:]
+    scale = max(height / h, width / w)
+    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+    if (new_h, new_w) != (h, w):
+        # antialias: downscaling high-res sources without it aliases fine texture
+        video = F.interpolate(
+            video, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+        )
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    return video[:, :, top : top + height, left : left + width].clamp(0.0, 1.0)
+
+
+def read_video(
+    path: str | os.PathLike[str],
+    *,
+    num_frames: int | None = None,
+    sampling: str = "uniform",
+    height: int | None = None,
+    width: int | None = None,
+) -> torch.Tensor:
+    """Decode a video file to `(F 3 H W)` float in [0, 1] with decord.
+
+    Args:
+        path: Video file (mp4 or anything ffmpeg reads).
+        num_frames: Frames to keep (see `frame_indices`); None keeps all.
+        sampling: "uniform" or "first".
+        height, width: If both given, resize + center-crop to this size.
+
+    Raises:
+        VideoReadError: Missing, corrupt or undecodable file, or decord not installed.
+        VideoTooShortError: Fewer than `num_frames` frames.
+    """
+    try:
+        import decord
+    except ImportError as e:  # pragma: no cover - decord2 is a dependency
+        raise VideoReadError("reading video needs `decord` (pip install decord2)") from e
+    p = Path(path)
+    if not p.is_file():
+        raise VideoReadError(f"video file not found: {str(p)!r}")
+    if (height is None) != (width is None):
+        raise ValueError(f"give both height and width or neither, got {height!r} x {width!r}")
+    try:
+        reader = decord.VideoReader(str(p), ctx=decord.cpu(0), num_threads=1)
+        total = len(reader)
+    except Exception as e:  # decord raises its own DECORDError / RuntimeError on bad files
+        raise VideoReadError(f"cannot open video {str(p)!r}: {type(e).__name__}: {e}") from e
+    if total < 1:
+        raise VideoReadError(f"video {str(p)!r} has no frames")
+    idx = list(range(total)) if num_frames is None else frame_indices(total, num_frames, sampling)
+    try:
+        frames = reader.get_batch(idx).asnumpy()  # (F H W 3) uint8
+    except Exception as e:
+        # decord2 3.x fails on some frame sizes (e.g. 48 pixels wide: "size must exactly match");
+        # PyAV decodes those files, so it is the fallback before calling the file unreadable.
+        try:
+            frames = _read_frames_av(p, idx)
+        except Exception as e2:
+            raise VideoReadError(
+                f"cannot decode frames of {str(p)!r}: {type(e).__name__}: {e}; "
+                f"PyAV: {type(e2).__name__}: {e2}"
+            ) from e
+    finally:
+        del reader
+    video = einops.rearrange(torch.from_numpy(frames), "F H W C -> F C H W").float() / 255.0
+    if height is not None and width is not None:
+        video = resize_center_crop(video, height, width)
+    return video
+
+
+def _read_frames_av(path: Path, indices: list[int]):  # -> (F H W 3) uint8 numpy array
+    import av
+    import numpy as np
+
+    wanted = sorted(set(indices))
+    got = {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                got[i] = frame.to_ndarray(format="rgb24")
+            if i >= wanted[-1]:
+                break
+    missing = [i for i in wanted if i not in got]
+    if missing:
+        raise VideoReadError(f"frames {missing[:5]} not decodable")
+    return np.stack([got[i] for i in indices])
+
+
+def write_video(
+    path: str | os.PathLike[str], video: torch.Tensor, fps: float = 16.0, *, crf: int | None = None
+) -> Path:
+    """Encode `(F 3 H W)` in [0, 1] as H.264 mp4 (yuv420p, plays everywhere) with PyAV.
+
+    The file is written under a temporary name and moved into place, so readers never see half a file.
+
+    Args:
+        path: Output file (its parent is created).
+        video: (F 3 H W) float in [0, 1] (clamped) or uint8; H and W must be even (yuv420p).
+        fps: Frame rate.
+        crf: x264 constant rate factor (0 lossless-ish .. 51 worst; None: x264's default 23).
+
+    Returns:
+        The written path.
+    """
+    import av
+
+    if video.ndim != 4 or video.shape[1] != 3 or video.shape[0] < 1:
+        raise ValueError(f"video must be (F 3 H W) with F >= 1, got shape {tuple(video.shape)}")
+    h, w = video.shape[-2:]
+    if h % 2 or w % 2:
+        raise ValueError(f"yuv420p needs even height and width, got {h}x{w}")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    if video.dtype != torch.uint8:
+        video = (video.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    frames = einops.rearrange(video.cpu(), "F C H W -> F H W C").contiguous().numpy()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    container = av.open(str(tmp), mode="w", format="mp4")
+    try:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = int(w), int(h), "yuv420p"
+        if crf is not None:
+            stream.options = {"crf": str(int(crf))}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():  # flush the encoder
+            container.mux(packet)
+    finally:
+        container.close()
+    os.replace(tmp, out)
+    return out
