@@ -165,3 +165,40 @@ def test_bad_inputs(wrapped: WanVAE) -> None:
         wrapped.decode_last(torch.rand(1, 3, 4, 2, 2), 0)
     with pytest.raises(ValueError, match="AutoencoderKLWan"):
         WanVAE(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+
+
+def test_wan22_residual_variant() -> None:
+    """Wan2.2's VAE (residual up-blocks, 2x2 patchify, 16x spatial) goes through the same code paths."""
+    vae = AutoencoderKLWan(
+        base_dim=4,
+        z_dim=4,
+        dim_mult=[1, 2, 2, 2],
+        num_res_blocks=1,
+        is_residual=True,
+        patch_size=2,
+        in_channels=12,
+        out_channels=12,
+        scale_factor_spatial=16,
+        latents_mean=MEAN,
+        latents_std=STD,
+    )
+    w = WanVAE(randomize_(vae, torch.Generator().manual_seed(4), scale=0.2))
+    assert w.spatial_factor == 16
+    lat = rand(1, 3, 4, 2, 2, seed=8)
+    full = w.decode(lat)
+    mean, std = stats()
+    ref = vae.decode(einops.rearrange(lat, "b f c h w -> b c f h w") * std + mean).sample
+    torch.testing.assert_close(
+        full, einops.rearrange((ref + 1) / 2, "b C F H W -> b F C H W"), rtol=0, atol=1e-6
+    )
+    grads = []
+    for ckpt in (False, True):
+        x = lat.clone().requires_grad_(True)
+        out = w.decode_last(x, 5, checkpoint=ckpt)
+        torch.testing.assert_close(out, full[:, -5:], rtol=0, atol=1e-5)
+        out.sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+    assert w.encode(torch.rand(1, 5, 3, 32, 32)).shape == (1, 2, 4, 2, 2)
+    with pytest.raises(ValueError, match="16"):
+        w.encode(torch.rand(1, 5, 3, 24, 32))
