@@ -342,6 +342,7 @@ def test_ema_sink_changes_outputs_only_after_eviction():
 
 
 @torch.no_grad()
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_flex_backend_equals_sdpa_block_causal():
     _, model = _pair(local_attn_size=9, sink_size=3)
     _, flex = _pair(local_attn_size=9, sink_size=3, attention_backend="flex")

@@ -435,7 +435,8 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         frame_offset: int | None = None,
         write_cache: bool = False,
         return_dict: bool = False,
-        **unused: Any,
+        encoder_hidden_states_image: torch.Tensor | None = None,
+        attention_kwargs: dict[str, Any] | None = None,
     ) -> torch.Tensor | Transformer2DModelOutput:
         """Flow prediction `v = eps - x0`.
 
@@ -450,11 +451,13 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
             write_cache: "cached": store this chunk's self-attention K/V (append, or overwrite the last
                 written chunk when `frame_offset` is its start).
             return_dict: Return diffusers' `Transformer2DModelOutput` instead of a tensor.
+            encoder_hidden_states_image: Accepted for diffusers compatibility; must be None (no I2V).
+            attention_kwargs: Accepted for diffusers compatibility; ignored (no LoRA scaling here).
 
         Returns:
             `(b c f h w)` flow prediction.
         """
-        if unused.get("encoder_hidden_states_image") is not None:
+        if encoder_hidden_states_image is not None:
             raise ValueError("encoder_hidden_states_image given: I2V is not supported")
         self._check_inputs(
             hidden_states,
