@@ -12,14 +12,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from rfvideo.demo_world.components import (
-    SimpleRewardEnsemble,
-    TrailingFrames,
     tiny_causal_wan,
     tiny_text_encoder,
     tiny_wan_vae,
 )
 from rfvideo.demo_world.data import DemoPromptDataModule
 from rfvideo.modules import ODEInitModule, RewardForcingModule, trajectory_step_indices
+from rfvideo.rewards import FrameSelector, RewardEnsemble
 from rfvideo.rewards.prompt_color import PromptColorReward
 from rfvideo.sampling import FlowMatchSchedule
 
@@ -31,11 +30,8 @@ def _adam(params):
 
 
 def _reward_module(**kw) -> RewardForcingModule:
-    rewards = SimpleRewardEnsemble(
-        {"prompt_color": PromptColorReward()},
-        {"prompt_color": 1.0},
-        frames=TrailingFrames(1),
-        image_terms=["prompt_color"],
+    rewards = RewardEnsemble(
+        {"prompt_color": PromptColorReward()}, {"prompt_color": 1.0}, FrameSelector(policy="last")
     )
     args = dict(
         generator=tiny_causal_wan(num_frames_per_chunk=1, seed=1, init_scale=0.1),

@@ -6,9 +6,6 @@ for `rfvideo.modules.components.load_*` by changing only `class_path` and the we
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-
 import torch
 from diffusers import AutoencoderKLWan
 from torch import nn
@@ -18,7 +15,7 @@ from rfvideo.models.causal_wan import CausalWanTransformer
 from rfvideo.models.text_encoder import TextEncoder
 from rfvideo.models.vae import WanVAE
 
-__all__ = ["SimpleRewardEnsemble", "TrailingFrames", "tiny_causal_wan", "tiny_text_encoder", "tiny_wan_vae"]
+__all__ = ["tiny_causal_wan", "tiny_text_encoder", "tiny_wan_vae"]
 
 
 def _randomize(module: nn.Module, seed: int, scale: float) -> None:
@@ -102,58 +99,3 @@ def tiny_text_encoder(*, d_model: int = 24, max_length: int = 32, seed: int = 0)
     model = UMT5EncoderModel(cfg)
     _randomize(model, seed, 0.5)
     return TextEncoder(model, ByT5Tokenizer(), max_length=max_length, cache_size=256)
-
-
-class TrailingFrames:
-    """Frame selector scoring the last `n` pixel frames (`n = 0`: all frames)."""
-
-    def __init__(self, n: int = 1) -> None:
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        self.n = n
-
-    def pixel_frames(self, num_pixel_frames: int) -> list[int]:
-        n = num_pixel_frames if self.n == 0 else min(self.n, num_pixel_frames)
-        return list(range(num_pixel_frames - n, num_pixel_frames))
-
-
-@dataclass
-class RewardOutput:
-    total: torch.Tensor
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-class SimpleRewardEnsemble(nn.Module):
-    """Minimal weighted ensemble (adapter until `rfvideo.rewards.RewardEnsemble` is wired in).
-
-    Image terms (`image_terms`) see only the selected frames of the decoded clip; video terms see the
-    whole decoded clip. `forward(video (b n 3 H W), prompts) -> RewardOutput(total (b,), terms)`.
-    """
-
-    def __init__(
-        self,
-        terms: Mapping[str, nn.Module],
-        weights: Mapping[str, float],
-        *,
-        frames: TrailingFrames | None = None,
-        image_terms: Sequence[str] = (),
-    ) -> None:
-        super().__init__()
-        if set(weights) != set(terms):
-            raise ValueError(f"weights keys {sorted(weights)} must equal terms keys {sorted(terms)}")
-        self.terms = nn.ModuleDict(dict(terms))
-        self.weights = dict(weights)
-        self.frames = frames or TrailingFrames(1)
-        self.image_terms = set(image_terms)
-
-    def forward(
-        self, video: torch.Tensor, prompts: list[str], generator: torch.Generator | None = None
-    ) -> RewardOutput:
-        # The trainer decodes from the first selected frame on; image terms see the selected frames.
-        n = video.shape[1] if self.frames.n == 0 else min(self.frames.n, video.shape[1])
-        out = {}
-        for name, term in self.terms.items():
-            clip = video[:, -n:] if name in self.image_terms else video
-            out[name] = term(clip, prompts)
-        total = sum(self.weights[k] * v for k, v in out.items())
-        return RewardOutput(total=total, terms=out)

@@ -36,9 +36,8 @@ class RewardForcingModule(VideoGeneratorModule):
     """Reward optimisation of the causal generator through its own rollout (no teacher, no critic).
 
     Args:
-        rewards: a `RewardEnsemble`: `forward(video (b n 3 H W), prompts, generator=...) -> RewardOutput`
-            with `.total (b,)` and `.terms {name: (b,)}`; its `frames` selector (if any) says which pixel
-            frames are scored: `frames.pixel_frames(F) -> list[int]`. Frozen.
+        rewards: a `RewardEnsemble`; `pixel_frames(F, generator)` says which pixel frames to decode and
+            `forward(video (b n 3 H W), prompts, frame_indices=...) -> RewardOutput(total, terms)`. Frozen.
         anchor_weight: weight of the L2 anchor to the initial generator weights (0 disables it).
         exit_per_chunk: draw one exit step per chunk instead of one shared step.
         checkpoint_decoder: recompute the decode in backward instead of storing its activations.
@@ -72,11 +71,13 @@ class RewardForcingModule(VideoGeneratorModule):
             # must get from the same initial checkpoint, not from the moving weights.
             self._anchor = [p.detach().clone() for p in self.generator.parameters()]
 
-    def scored_pixel_frames(self, num_pixel_frames: int) -> list[int]:
-        frames = getattr(self.rewards, "frames", None)
-        if frames is None:
-            return [num_pixel_frames - 1]
-        sel = [int(p) for p in frames.pixel_frames(num_pixel_frames)]
+    def scored_pixel_frames(self, num_pixel_frames: int, generator: torch.Generator) -> list[int]:
+        """Pixel frames to decode: the ensemble's `pixel_frames` (all frames if it holds a video reward)."""
+        select = getattr(self.rewards, "pixel_frames", None)
+        if select is None:
+            frames = getattr(self.rewards, "frames", None)
+            select = frames.pixel_frames if frames is not None else (lambda n, g=None: [n - 1])
+        sel = sorted(int(p) for p in select(num_pixel_frames, generator))
         if not sel:
             raise ValueError("the reward frame selector selected no frames")
         return sel
@@ -88,7 +89,9 @@ class RewardForcingModule(VideoGeneratorModule):
         k = int(self.generator.num_frames_per_chunk)
         tf = int(getattr(self.vae, "temporal_factor", 4))
         num_pixel = 1 + tf * (f - 1)
-        first_pixel = min(self.scored_pixel_frames(num_pixel))
+        # Same draw on every rank (a `random` frame policy must agree with the decode).
+        sel = self.scored_pixel_frames(num_pixel, self.step_generator(batch_idx, per_rank=False, salt=5))
+        first_pixel = sel[0]
         first_latent = pixel_to_latent_frame(first_pixel, tf)
         noise = self.noise(b, f, self.step_generator(batch_idx, per_rank=True, salt=2))
         out = rollout(

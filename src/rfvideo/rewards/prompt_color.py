@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 
 import torch
-from torch import nn
+
+from rfvideo.rewards.base import FrameReward
 
 __all__ = ["COLORS", "PromptColorReward", "prompt_color"]
 
@@ -37,7 +38,7 @@ def prompt_color(prompt: str) -> str | None:
     return None
 
 
-class PromptColorReward(nn.Module):
+class PromptColorReward(FrameReward):
     """`reward(video (b f 3 H W) in [0,1], prompts) -> (b,)` in [0, 1]: colour match of the foreground.
 
     Args:
@@ -61,12 +62,11 @@ class PromptColorReward(nn.Module):
         self.register_buffer("background", torch.tensor(background, dtype=torch.float32), persistent=False)
         self.tau = tau
         self.mask_tau = mask_tau
+        self.freeze()
 
-    def forward(self, video: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        if video.ndim != 5 or video.shape[2] != 3:
-            raise ValueError(f"video must be (b f 3 H W), got shape {tuple(video.shape)}")
-        if len(prompts) != video.shape[0]:
-            raise ValueError(f"got {len(prompts)} prompts for a batch of {video.shape[0]}")
+    def score_images(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """`(n 3 H W)` in [0, 1] and `n` prompts -> `(n,)`."""
+        video = images[:, None]  # (n 1 3 H W)
         names = [prompt_color(p) for p in prompts]
         known = torch.tensor([n is not None for n in names], device=video.device)
         target = torch.tensor([COLORS[n] if n else (0.0, 0.0, 0.0) for n in names], device=video.device)
