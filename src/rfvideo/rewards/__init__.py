@@ -1,25 +1,37 @@
 """rfvideo.rewards: the reward contract, reward models and the weighted ensemble."""
 
+from rfvideo.rewards.aesthetic import AestheticMLP, AestheticReward
 from rfvideo.rewards.base import FrameReward, Reward, validate_video
+from rfvideo.rewards.clip_score import ClipScoreReward, ClipSimilarityReward
 from rfvideo.rewards.ensemble import Normalization, RewardEnsemble, RewardOutput
 from rfvideo.rewards.frames import FramePolicy, FrameSelector
+from rfvideo.rewards.hps import HPSv2Reward, hf_to_open_clip, open_clip_to_hf
+from rfvideo.rewards.pickscore import PickScoreReward
 from rfvideo.rewards.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess
 from rfvideo.rewards.weight_free import ColorfulnessReward, MotionReward, TemporalFlickerReward, colorfulness
 
 __all__ = [
+    "AestheticMLP",
+    "AestheticReward",
     "CLIP_MEAN",
     "CLIP_STD",
+    "ClipScoreReward",
+    "ClipSimilarityReward",
+    "colorfulness",
     "ColorfulnessReward",
     "FramePolicy",
     "FrameReward",
     "FrameSelector",
+    "hf_to_open_clip",
+    "HPSv2Reward",
     "ImagePreprocess",
     "MotionReward",
     "Normalization",
+    "open_clip_to_hf",
+    "PickScoreReward",
     "Reward",
     "RewardEnsemble",
     "RewardOutput",
     "TemporalFlickerReward",
-    "colorfulness",
     "validate_video",
 ]
