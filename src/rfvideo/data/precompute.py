@@ -92,13 +92,22 @@ def _read_manifest(path: Path, video_field: str, prompt_field: str) -> tuple[lis
     return videos, prompts
 
 
-def _prompt_for(video: Path, prompts: Mapping[str, str] | Callable[[Path], str | None] | None) -> str | None:
+def _prompt_for(
+    video: Path,
+    prompts: Mapping[str, str] | Callable[[Path], str | None] | None,
+    manifest: Mapping[str, str],
+) -> str | None:
+    """Caption of `video`: `prompts` (callable or mapping), then the manifest, then a sidecar .txt."""
+    text = None
     if callable(prompts):
         text = prompts(video)
     elif prompts is not None:
-        text = prompts.get(str(video.resolve()), prompts.get(str(video), prompts.get(video.name)))
-    else:
-        text = None
+        for k in (str(video.resolve()), str(video), video.name):
+            if k in prompts:
+                text = prompts[k]
+                break
+    if text is None:
+        text = manifest.get(str(video.resolve()))
     if text is None:  # sidecar caption: clip.mp4 -> clip.txt
         sidecar = video.with_suffix(".txt")
         text = sidecar.read_text(encoding="utf-8") if sidecar.is_file() else None
@@ -232,8 +241,7 @@ def precompute_latents(
             if key in writer.done_keys:
                 resumed += 1
                 continue
-            all_prompts = {**manifest_prompts, **prompts} if isinstance(prompts, Mapping) else prompts
-            prompt = _prompt_for(Path(video), all_prompts if all_prompts else None)
+            prompt = _prompt_for(Path(video), prompts, manifest_prompts)
             if prompt is None:
                 fail(video, "no_prompt", "no prompt given and no sidecar .txt caption")
                 continue

@@ -53,7 +53,8 @@ def frame_indices(total: int, num_frames: int, mode: str = "uniform") -> list[in
         raise VideoTooShortError(f"video has {total} frames, fewer than the {num_frames} requested")
     if mode == "first" or num_frames == 1:
         return list(range(num_frames))
-    return [round(i * (total - 1) / (num_frames - 1)) for i in range(num_frames)]
+    # nearest frame, halves rounded up (Python's round() would round half to even)
+    return [int(i * (total - 1) / (num_frames - 1) + 0.5) for i in range(num_frames)]
 
 
 def resize_center_crop(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
