@@ -103,3 +103,15 @@ def test_writes_are_detached_and_options_validated():
         KVCache(1, batch_size=1, num_frames_per_chunk=3, local_attn_size=4, sink_size=2)
     with pytest.raises(ValueError, match="batch_size=1"):
         KVCache(1, batch_size=1).check_batch(2)
+
+
+def test_rolling_window_memory_is_constant_in_video_length():
+    g = torch.Generator().manual_seed(3)
+
+    def held_bytes(num_chunks: int) -> int:
+        cache = KVCache(2, batch_size=B, num_frames_per_chunk=3, local_attn_size=9, sink_size=3)
+        for i in range(num_chunks):
+            _write(cache, 3 * i, *_chunk(g))
+        return sum(t.untyped_storage().nbytes() for t in cache.tensors())
+
+    assert held_bytes(20) == held_bytes(5) > 0
