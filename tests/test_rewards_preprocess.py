@@ -73,3 +73,9 @@ def test_bad_config_raises() -> None:
         ImagePreprocess(std=(0.1, 0.0, 0.2))
     with pytest.raises(ValueError, match=r"\(n 3 H W\)"):
         ImagePreprocess()(torch.rand(3, 8, 8))
+
+
+def test_square_resize_processor_refused() -> None:
+    proc = CLIPImageProcessor(size={"height": 32, "width": 32})
+    with pytest.raises(ValueError, match="shortest-edge"):
+        ImagePreprocess.from_processor(proc)

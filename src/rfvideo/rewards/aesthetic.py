@@ -17,10 +17,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPImageProcessor, CLIPModel
+from transformers import CLIPModel
 
 from rfvideo.rewards.base import FrameReward
-from rfvideo.rewards.clip_score import _features
+from rfvideo.rewards.clip_score import CLIPImageProcessor, _features
 from rfvideo.rewards.preprocess import ImagePreprocess
 
 __all__ = ["AESTHETIC_CLIP", "AestheticMLP", "AestheticReward"]

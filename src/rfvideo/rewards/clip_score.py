@@ -18,12 +18,17 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+from transformers import AutoTokenizer, CLIPModel
+
+try:  # transformers >= 5 without torchvision: the PIL processor (same settings, no fallback warning)
+    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+except ImportError:  # transformers 4
+    from transformers import CLIPImageProcessor
 
 from rfvideo.rewards.base import FrameReward
 from rfvideo.rewards.preprocess import ImagePreprocess
 
-__all__ = ["ClipScoreReward", "ClipSimilarityReward", "load_clip_processing"]
+__all__ = ["CLIPImageProcessor", "ClipScoreReward", "ClipSimilarityReward", "load_clip_processing"]
 
 Scale = Literal["cosine", "logit"]
 

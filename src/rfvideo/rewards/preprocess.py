@@ -85,7 +85,9 @@ class ImagePreprocess:
     def from_processor(cls, processor: Any) -> ImagePreprocess:
         """Read size, crop, mean, std and resample from a transformers CLIP-style image processor."""
         size = processor.size
-        size = size["shortest_edge"] if isinstance(size, dict) else size.shortest_edge
+        size = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
+        if size is None:
+            raise ValueError(f"only shortest-edge resizing is supported, processor size is {processor.size}")
         crop = processor.crop_size
         crop = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop.height, crop.width)
         resample = int(getattr(processor, "resample", 3))
