@@ -240,7 +240,7 @@ def test_overall_consistency_and_temporal_style_hand_computed():
 def test_appearance_style_hand_computed_frame_weighted():
     gen = torch.Generator().manual_seed(8)
     frames = iter([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
-    image = lambda x: torch.tensor([next(frames)])
+    image = lambda x: torch.tensor([next(frames) for _ in range(len(x))])
     text = lambda t: torch.tensor([[1.0, 0.0]])
     vids = [torch.rand(3, 3, 30, 20, generator=gen), torch.rand(1, 3, 30, 20, generator=gen)]
     res = appearance_style(vids, "oil painting", image, text, logit_scale=50.0)

@@ -110,6 +110,7 @@ def appearance_style(
     clip_text: Callable[[list[str]], torch.Tensor],
     logit_scale: float = 100.0,
     device: torch.device | str = "cpu",
+    batch_size: int = 16,
 ) -> DimensionScore:
     """VBench appearance style: per-frame CLIP image-text similarity with the style phrase.
 
@@ -120,6 +121,7 @@ def appearance_style(
         clip_text: CLIP text encoder ``list[str] -> (m d)`` (tokenisation included).
         logit_scale: the model's ``logit_scale.exp()`` (100 for OpenAI CLIP).
         device: where the models run.
+        batch_size: frames per image-encoder forward.
     """
     vids = as_video_list(videos)
     texts = _prompts(styles, len(vids), "appearance_style")
@@ -129,10 +131,12 @@ def appearance_style(
         for video, text in zip(vids, texts):
             t = F.normalize(clip_text([text]).float(), dim=-1)
             x = clip_preprocess_pil(video)
+            # VBench scores one frame per forward; batching changes results only by float noise.
             frame_scores = []
-            for i in range(len(x)):
-                v = F.normalize(clip_image(x[i : i + 1].to(device)).float(), dim=-1)
-                frame_scores.append(float((logit_scale * v @ t.T.to(v.device))[0][0].cpu()) / 100)
+            for i in range(0, len(x), batch_size):
+                v = F.normalize(clip_image(x[i : i + batch_size].to(device)).float(), dim=-1)
+                sims = (logit_scale * v @ t.T.to(v.device))[:, 0].double().cpu() / 100
+                frame_scores += sims.tolist()
             per_video.append(sum(frame_scores) / len(frame_scores))
             weights.append(float(len(frame_scores)))
             total += sum(frame_scores)
