@@ -184,3 +184,12 @@ def test_read_video_roundtrip_close_to_source(tmp_path):
     assert fps == pytest.approx(8)
     err = np.abs(v.permute(0, 2, 3, 1).numpy().astype(int) - frames.astype(int)).mean()
     assert err < 6  # lossy H.264 + yuv420p, but the same picture
+
+
+def test_read_video_unaligned_width_falls_back_to_pyav(tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    frames = _smooth_video(gen, h=32, w=48)  # decord2 3.4 fails on widths that are not multiples of 64
+    write_mp4(tmp_path / "v-0.mp4", frames)
+    v, _ = read_video(tmp_path / "v-0.mp4")
+    assert v.shape == (6, 3, 32, 48)
+    assert np.abs(v.permute(0, 2, 3, 1).numpy().astype(int) - frames.astype(int)).mean() < 6

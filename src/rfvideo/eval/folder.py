@@ -28,14 +28,26 @@ def prompt_from_filename(path: str | os.PathLike) -> str:
 
 
 def read_video(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
-    """Decode an mp4 with decord: ``(f 3 h w)`` uint8 and its average fps."""
+    """Decode an mp4 with decord (as VBench): ``(f 3 h w)`` uint8 and its average fps.
+
+    decord2 3.4 fails on frame widths that are not a multiple of 64 (so do VBench's decord readers);
+    those files are decoded with PyAV instead (same FFmpeg decoder, RGB24 conversion by swscale).
+    """
     try:
         from decord import VideoReader, cpu
     except ImportError as e:  # pragma: no cover - decord2 is a core dependency
         raise ImportError("reading mp4 files needs decord (pip install decord2)") from e
     vr = VideoReader(os.fspath(path), ctx=cpu(0), num_threads=1)
-    frames = vr.get_batch(list(range(len(vr)))).asnumpy()
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), float(vr.get_avg_fps())
+    fps = float(vr.get_avg_fps())
+    try:
+        frames = vr.get_batch(list(range(len(vr)))).asnumpy()
+    except Exception:  # decord's DECORDError: stride/size mismatch on unaligned widths
+        import av
+        import numpy as np
+
+        with av.open(os.fspath(path)) as container:
+            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), fps
 
 
 def _styles_from_full_info(full_info: str | os.PathLike) -> dict[str, str]:
