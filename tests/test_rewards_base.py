@@ -79,3 +79,14 @@ def test_score_shape_checked() -> None:
 
     with pytest.raises(RuntimeError, match="shape"):
         Bad()(_video(), ["a", "b"])
+
+
+def test_rewards_package_does_not_import_lightning() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rfvideo.rewards\n"
+        "sys.exit(int(any(m.startswith(('lightning', 'pytorch_lightning')) for m in sys.modules)))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
