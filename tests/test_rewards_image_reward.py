@@ -348,3 +348,14 @@ def test_bad_constructor_args(model: ImageReward) -> None:
         from rfvideo.rewards.blip import blip_vision_config
 
         blip_vision_config("huge")
+
+
+def test_in_ensemble_scores_last_frame(model: ImageReward) -> None:
+    from rfvideo.rewards.ensemble import RewardEnsemble
+    from rfvideo.rewards.frames import FrameSelector
+
+    ens = RewardEnsemble({"image_reward": model}, {"image_reward": 1.0}, FrameSelector(policy="last"))
+    video = torch.rand(2, 3, 3, 40, 56, generator=torch.Generator().manual_seed(7))
+    out = ens(video, PROMPTS)
+    torch.testing.assert_close(out.terms["image_reward"], model(video[:, -1:], PROMPTS))
+    assert not torch.allclose(out.terms["image_reward"], model(video[:, :1], PROMPTS))
