@@ -131,3 +131,32 @@ def test_lightning_resume_mid_epoch_yields_exactly_the_remaining_samples(tmp_pat
     resumed = _Recorder()
     _trainer(tmp_path / "b", max_epochs=2).fit(resumed, datamodule=dm(), ckpt_path=str(path))
     assert resumed.seen == ref.seen[3:]
+
+
+class _FakeTrainer:
+    """The trainer attributes the DataModule reads (a 2-rank run without processes)."""
+
+    def __init__(self, world_size: int, rank: int) -> None:
+        self.world_size, self.global_rank = world_size, rank
+        self.current_epoch, self.training, self.sanity_checking = 1, True, False
+
+
+def test_two_ranks_position_and_resume_on_another_world_size(tmp_path):
+    prompt_file = tmp_path / "p.jsonl"
+    prompt_file.write_text("".join(f'{{"prompt": "{p}"}}\n' for p in PROMPTS))
+    seen, states = [], []
+    for rank in range(2):
+        dm = RFVideoDataModule(train_prompts=str(prompt_file), batch_size=2, seed=9)
+        dm.trainer = _FakeTrainer(2, rank)
+        it = iter(dm.train_dataloader())
+        for _ in range(3):  # 3 steps on each rank, then "checkpoint"
+            seen += dm.on_before_batch_transfer(next(it), 0)["index"].tolist()
+        states.append(dm.state_dict())
+    assert states[0] == states[1] == {"epoch": 1, "consumed": 12, "seed": 9}
+    dm = RFVideoDataModule(train_prompts=str(prompt_file), batch_size=4, seed=9)
+    dm.trainer = _FakeTrainer(1, 0)
+    dm.load_state_dict(states[0])
+    rest = _indices(dm.train_dataloader())
+    assert len(rest) == 8 and sorted(seen + rest) == list(range(20))
+    with pytest.raises(ValueError, match="seed"):
+        RFVideoDataModule(train_prompts=str(prompt_file), seed=1).load_state_dict(states[0])
