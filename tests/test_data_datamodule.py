@@ -58,6 +58,10 @@ def test_val_split_and_separate_val_file(prompt_file, tmp_path):
     assert (
         len(train) == 15 and len(set(val)) == 5 and not train & set(val) and train | set(val) == set(PROMPTS)
     )
+    with pytest.warns(UserWarning):
+        dm = RFVideoDataModule(train_prompts=str(prompt_file), val_split=3.0, batch_size=3, seed=0)
+        dm.setup("fit")
+    assert len(dm.val_dataset) == 3 and len(dm.train_dataset) == 17
     val_file = tmp_path / "val.jsonl"
     val_file.write_text('{"prompt": "a held-out prompt"}\n')
     with pytest.warns(UserWarning):

@@ -109,7 +109,7 @@ class RFVideoDataModule(pl.LightningDataModule):
         train_shards: str | None = None,
         val_prompts: str | None = None,
         val_shards: str | None = None,
-        val_split: float = 0.0,
+        val_split: float | int = 0.0,
         prompt_field: str = "prompt",
         on_empty: str = "skip",
         prompt_embeddings: str | EmbeddingLookup | None = None,
@@ -128,9 +128,12 @@ class RFVideoDataModule(pl.LightningDataModule):
             )
         if val_prompts is not None and val_shards is not None:
             raise ValueError("give at most one of val_prompts / val_shards")
-        if isinstance(val_split, bool) or not (
-            (isinstance(val_split, float) and 0.0 <= val_split < 1.0)
-            or (isinstance(val_split, int) and val_split >= 0)
+        # a config parser may hand a count over as a float (3 -> 3.0): whole numbers >= 1 are counts
+        if (
+            isinstance(val_split, bool)
+            or not isinstance(val_split, (int, float))
+            or not (0 <= val_split < 1 or float(val_split).is_integer())
+            or val_split < 0
         ):
             raise ValueError(f"val_split must be a fraction in [0, 1) or a count >= 0, got {val_split!r}")
         for name, v in (("batch_size", batch_size), ("val_batch_size", val_batch_size or 1)):
@@ -174,7 +177,7 @@ class RFVideoDataModule(pl.LightningDataModule):
             self.val_dataset = IndexedDataset(self._dataset(self.val_prompts, self.val_shards))
         elif self.val_split:
             n = len(full)  # type: ignore[arg-type]
-            n_val = round(self.val_split * n) if isinstance(self.val_split, float) else self.val_split
+            n_val = round(self.val_split * n) if self.val_split < 1 else int(self.val_split)
             if not 0 < n_val < n:
                 raise ValueError(f"val_split {self.val_split!r} leaves {n_val} of {n} samples for validation")
             perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
