@@ -19,6 +19,9 @@ fixes the three choices every such model needs, each differentiable w.r.t. the p
 `(b,)`, `(b k)` or `{head: (b,)}`; it is the stand-in used by the tests and the quickest way to plug in
 a model whose forward already takes normalised pixels.
 
+`rfvideo.rewards.videoalign.Qwen2VLVideoReward` implements the steps below (tested on a tiny random
+Qwen2-VL); what it still needs from a real checkpoint is listed in its module docstring.
+
 Plugging in a real VideoAlign checkpoint (KwaiVGI/VideoReward, Qwen2-VL-2B + a 3-way reward head read at
 the special tokens `<|VQ_reward|>`, `<|MQ_reward|>`, `<|TA_reward|>`):
     - Build `Qwen2VLForConditionalGeneration` from the local checkpoint directory (`from_pretrained(path)`,
