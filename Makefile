@@ -36,6 +36,7 @@ format:  ## ruff autoformat
 
 bench:  ## benchmarks; writes bench/RESULTS.md
 	$(PYTHON) bench/rollout.py
+	$(PYTHON) bench/eval.py
 
 vbench-env:  ## build .venv-vbench (official vbench 0.1.5, its own torch/torchvision; ~6 GB)
 	bash tools/vbench_env/setup.sh
