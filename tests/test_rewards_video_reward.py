@@ -52,6 +52,11 @@ def test_frame_sampling_hand_values() -> None:
     assert FrameSampling(max_frames=8).indices(5).tolist() == [0, 1, 2, 3, 4]
     # Fewer frames than asked: uniform repeats.
     assert FrameSampling(num_frames=4).indices(2).tolist() == [0, 0, 1, 1]
+    # qwen_vl_utils rule: 81 / 16 * 2 = 10.1 -> floor to pairs = 10 frames spread over 0..80.
+    q = FrameSampling(source_fps=16, target_fps=2, uniform=True, min_frames=4, multiple_of=2)
+    assert q.indices(81).tolist() == torch.linspace(0, 80, 10).round().long().tolist()
+    # Short clip: 9 / 16 * 2 = 1.1 < min_frames 4 -> 4 frames.
+    assert q.indices(9).tolist() == [0, 3, 5, 8]
     # 24 fps to 10 fps: timestamps 0, 2.4, 4.8 ... floored.
     assert FrameSampling(source_fps=24, target_fps=10).indices(10).tolist() == [0, 2, 4, 7, 9]
 
@@ -177,6 +182,7 @@ def test_bad_config(kwargs: dict, match: str) -> None:
         (dict(source_fps=16, target_fps=0), "target_fps"),
         (dict(num_frames=0), "num_frames"),
         (dict(multiple_of=0), "multiple_of"),
+        (dict(min_frames=0), "min_frames"),
     ],
 )
 def test_bad_sampling(kwargs: dict, match: str) -> None:

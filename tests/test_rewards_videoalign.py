@@ -113,7 +113,12 @@ def test_gradients_and_multi_output_head() -> None:
 def test_bad_config() -> None:
     reward = tiny_reward()
     with pytest.raises(ValueError, match="template lacks"):
-        Qwen2VLVideoReward(reward.model, reward.reward_head, reward.tokenizer, template="{video}{prompt}")
+        Qwen2VLVideoReward(reward.model, reward.reward_head, reward.tokenizer, template="{video} only")
+    no_tokens = Qwen2VLVideoReward(
+        reward.model, reward.reward_head, reward.tokenizer, template="{video}{prompt}"
+    )
+    with pytest.raises(ValueError, match="occurs 0 times"):
+        no_tokens(torch.rand(1, 2, 3, 56, 56, generator=torch.Generator().manual_seed(4)), ["a cat"])
     with pytest.raises(ValueError, match="outputs"):
         Qwen2VLVideoReward(reward.model, nn.Linear(32, 2), reward.tokenizer)
     with pytest.raises(ValueError, match="multiples"):

@@ -75,6 +75,13 @@ class FrameSampling:
     """Upper bound on the number of frames after fps resampling (uniform subsampling). None: no bound."""
     multiple_of: int = 1
     """Pad by repeating the last frame up to a multiple of this (Qwen2-VL's temporal patch: 2)."""
+    uniform: bool = False
+    """qwen_vl_utils' rule (used by VideoAlign): the fps only sets the count, `f / source_fps * target_fps`
+    clamped to [min_frames, max_frames or f] and floored to `multiple_of`; the frames are then spread
+    evenly over the clip (`linspace(0, f - 1, count).round()`). False: one frame every
+    `source_fps / target_fps` input frames from the first."""
+    min_frames: int = 1
+    """Lower bound of the count in `uniform` mode (qwen_vl_utils: 4)."""
 
     def __post_init__(self) -> None:
         if (self.source_fps is None) != (self.target_fps is None):
@@ -87,14 +94,23 @@ class FrameSampling:
         for label, count in (("num_frames", self.num_frames), ("max_frames", self.max_frames)):
             if count is not None and count < 1:
                 raise ValueError(f"{label} must be >= 1, got {count}")
-        if self.multiple_of < 1:
-            raise ValueError(f"multiple_of must be >= 1, got {self.multiple_of}")
+        if self.multiple_of < 1 or self.min_frames < 1:
+            raise ValueError(
+                f"multiple_of and min_frames must be >= 1, got {self.multiple_of}, {self.min_frames}"
+            )
 
     def indices(self, num_frames: int) -> torch.Tensor:
         """Indices into the `f = num_frames` input frames, shape (t,), sorted, duplicates allowed."""
         if num_frames < 1:
             raise ValueError(f"a clip needs at least one frame, got {num_frames}")
         idx = torch.arange(num_frames)
+        if self.uniform and self.source_fps is not None and self.target_fps is not None:
+            m = self.multiple_of
+            count = num_frames / self.source_fps * self.target_fps
+            upper = min(self.max_frames or num_frames, num_frames)
+            count = min(max(count, math.ceil(self.min_frames / m) * m), upper)
+            count = max(m, math.floor(count / m) * m)
+            return _uniform(num_frames, count)
         if self.source_fps is not None and self.target_fps is not None:
             # One frame every source/target input frames, starting at the first (floor of the timestamps).
             step = self.source_fps / self.target_fps

@@ -6,10 +6,26 @@ reward head applied to the last hidden state at the position of token k (a head 
 by all tokens; a head with K outputs gives head k from output k). Inputs: frames at 2 fps, smart-resized
 to at most 448x448 pixels, CLIP mean/std.
 
-What this module does not pin down (take it from the checkpoint you use and pass it in): the exact chat
-prompt template (`template`), the reward-head weights' file layout, and the per-head mean/std
-(`head_norm`). The plumbing (patchify, token layout, M-RoPE token types, head read-out) is tested on a
-tiny random Qwen2-VL against transformers' own image processor.
+To reproduce VideoAlign's own inference (KwaiVGI/VideoAlign inference.py, prompt_template.py):
+    - `template`: Qwen2-VL's chat format around VideoAlign's `DETAILED_PROMPT_WITH_SPECIAL_TOKEN` text,
+      i.e. "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{video}" + that
+      text with its `{text_prompt}` renamed `{prompt}` + "<|im_end|>\n<|im_start|>assistant\n" (the reward
+      tokens sit inside that text, after each section; copy the text from the checkpoint's repository,
+      it is not shipped here).
+    - `sampling=FrameSampling(source_fps=16, target_fps=2, uniform=True, min_frames=4, multiple_of=2)`
+      (qwen_vl_utils' fps rule; VideoAlign's data_config fps is 2), `preprocess=VideoPreprocess(
+      max_pixels=data_config.max_frame_pixels)`.
+    - `head_norm` from the checkpoint's `model_config.json` `inference_config` (VQ/MQ/TA mean and std);
+      VideoAlign's "Overall" is the sum of the normalised heads (our default weights).
+    - Weights: VideoAlign trains a LoRA/partly-unfrozen Qwen2-VL-2B with a reward head and loads it with
+      its own `load_model_from_checkpoint`; export the merged model with `save_pretrained` (loadable by
+      `Qwen2VLForConditionalGeneration.from_pretrained(dir)`, no remote code) and the head as a Linear
+      state dict, then pass both here.
+Unverified without the real weights and model class (not in the public index we read): that VideoAlign
+reads its head at each special token exactly as here (its "detailed_special" template places one token per
+head, and a public port configures `output_dim=1` with these tokens), and its own frame sampler
+(`vision_process.py`). The plumbing (patchify, token layout, M-RoPE token types, head read-out) is tested
+on a tiny random Qwen2-VL against transformers' own image processor.
 
 Shapes: t frames, c channels, h w pixels, p patch (14), tp temporal patch (2), m spatial merge (2),
 N = (t/tp)(h/p)(w/p) patches.
@@ -67,8 +83,10 @@ class Qwen2VLVideoReward(VideoReward):
         reward_head: Linear(hidden, 1) shared by the reward tokens, or Linear(hidden, K) (output k is
             head k).
         tokenizer: the model's tokenizer, with the reward tokens and Qwen2-VL's vision tokens in its vocab.
-        template: text around the video; `{video}` (vision start, video pads, vision end), `{prompt}` and
-            `{reward_tokens}` are substituted. Default is a bare layout; use the checkpoint's own template.
+        template: the full text fed to the tokenizer; `{video}` (vision start, video pads, vision end),
+            `{prompt}` and optionally `{reward_tokens}` (all reward tokens, in order) are substituted. Each
+            reward token must occur exactly once in the result (checked per call). The default is a bare
+            layout for tests; for VideoAlign use its chat-formatted "detailed_special" prompt (below).
         reward_tokens: one token per head, in `heads` order.
         heads: head names (VQ, MQ, TA).
         sampling, preprocess: see `VideoReward` (defaults: 16 -> 2 fps, pairs; smart resize to 448^2).
@@ -102,7 +120,7 @@ class Qwen2VLVideoReward(VideoReward):
             raise ValueError(
                 f"reward_head has {reward_head.out_features} outputs; expected 1 or {len(self.heads)}"
             )
-        for key in ("{video}", "{prompt}", "{reward_tokens}"):
+        for key in ("{video}", "{prompt}"):
             if key not in template:
                 raise ValueError(f"template lacks {key}: {template!r}")
         cfg = model.config
