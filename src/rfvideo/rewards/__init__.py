@@ -6,11 +6,36 @@ from rfvideo.rewards.clip_score import ClipScoreReward, ClipSimilarityReward
 from rfvideo.rewards.ensemble import Normalization, RewardEnsemble, RewardOutput
 from rfvideo.rewards.frames import FramePolicy, FrameSelector
 from rfvideo.rewards.hps import HPSv2Reward, hf_to_open_clip, open_clip_to_hf
+from rfvideo.rewards.image_reward import (
+    ImageReward,
+    ImageRewardMLP,
+    convert_image_reward_state_dict,
+    load_blip_tokenizer,
+)
 from rfvideo.rewards.pickscore import PickScoreReward
 from rfvideo.rewards.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess
+from rfvideo.rewards.video_reward import (
+    CallableVideoReward,
+    FrameSampling,
+    VideoPreprocess,
+    VideoReward,
+    smart_resize_size,
+)
+from rfvideo.rewards.videoalign import Qwen2VLVideoReward, patchify_video
 from rfvideo.rewards.weight_free import ColorfulnessReward, MotionReward, TemporalFlickerReward, colorfulness
 
 __all__ = [
+    "ImageReward",
+    "ImageRewardMLP",
+    "convert_image_reward_state_dict",
+    "load_blip_tokenizer",
+    "CallableVideoReward",
+    "FrameSampling",
+    "VideoPreprocess",
+    "VideoReward",
+    "smart_resize_size",
+    "Qwen2VLVideoReward",
+    "patchify_video",
     "AestheticMLP",
     "AestheticReward",
     "CLIP_MEAN",
