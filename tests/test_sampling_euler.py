@@ -97,3 +97,23 @@ def test_euler_rejects_bad_input():
         euler_sample_cfg(fn, noise, cond, uncond, return_timesteps=(1200.0,))
     with pytest.raises(ValueError, match="num_steps"):
         euler_sample_cfg(fn, noise, cond, uncond, num_steps=0)
+
+
+def test_default_returns_the_few_step_states_and_the_clean_endpoint():
+    noise, cond, _ = _inputs(b=1)
+    calls = []
+
+    def model_fn(x, t, c):
+        calls.append(round(float(t[0]), 3))
+        return 0.5 * x + c.mean()
+
+    out = euler_sample_cfg(model_fn, noise, cond, None, num_steps=4, guidance_scale=1.0)
+    torch.testing.assert_close(out.timesteps, torch.tensor([1000.0, 937.5, 2500.0 / 3, 625.0, 0.0]))
+    assert out.trajectory.shape == (1, 5, 4, 3, 8, 8)
+    torch.testing.assert_close(out.trajectory[:, 0], noise)
+    torch.testing.assert_close(out.trajectory[:, -1], out.latents)
+    # The 4-step grid (shift 5) is exactly the few-step schedule: nothing is inserted.
+    assert calls == [1000.0, 937.5, 833.333, 625.0]
+    # With a linear model the Euler step is exact arithmetic: check one step by hand.
+    x1 = noise + (0.9375 - 1.0) * (0.5 * noise + cond.mean())
+    torch.testing.assert_close(out.trajectory[:, 1], x1)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rfvideo.sampling.schedule import shift_sigma
+from rfvideo.sampling.schedule import FlowMatchSchedule, shift_sigma
 
 __all__ = ["EulerTrajectory", "euler_sigmas", "euler_sample_cfg"]
 
@@ -71,8 +71,9 @@ def euler_sample_cfg(
     shift: float = 5.0,
     guidance_scale: float = 5.0,
     num_train_timesteps: int = 1000,
+    schedule: FlowMatchSchedule | None = None,
     generator: torch.Generator | None = None,
-    return_timesteps: Sequence[float] = (1000.0, 937.5, 833.33, 625.0, 0.0),
+    return_timesteps: Sequence[float] | None = None,
 ) -> EulerTrajectory:
     """Integrate the probability-flow ODE `dx/ds = v(x, s)` from `s = 1` (noise) to `s = 0` with Euler steps.
 
@@ -92,14 +93,19 @@ def euler_sample_cfg(
         shift: timestep shift `k`.
         guidance_scale: `g`; 1 disables guidance (one model call per step).
         num_train_timesteps: `T` of `t = T s`.
+        schedule: the few-step schedule whose states stage 1 regresses on; only used for the default
+            of `return_timesteps` (the 50-step grid keeps its own `shift`). None: `FlowMatchSchedule()`.
         generator: unused (the ODE is deterministic); accepted so every sampler shares one signature.
         return_timesteps: shifted timesteps (units of T) at which to return the state; 1000 is `noise`,
-            0 the final latents.
+            0 the final latents. None: `schedule.timesteps` and 0, i.e. (1000, 937.5, 833.33.., 625, 0).
 
     Returns:
         An `EulerTrajectory` (final latents, the requested states stacked `(b s c f h w)`, their timesteps).
     """
     del generator
+    if return_timesteps is None:
+        few_step = schedule if schedule is not None else FlowMatchSchedule()
+        return_timesteps = (*few_step.timesteps.tolist(), 0.0)
     if noise.ndim != 5:
         raise ValueError(f"noise must be (b c f h w), got shape {tuple(noise.shape)}")
     if cond.shape[0] != noise.shape[0]:
