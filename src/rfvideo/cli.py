@@ -1,5 +1,5 @@
 """The `rfvideo` console script: LightningCLI (`fit|validate|test|predict --config X.yaml`) plus
-`rfvideo generate` (prompts -> mp4 with a trained module).
+`rfvideo generate` (prompts -> mp4 with a trained module) and `rfvideo trajectories` (stage-1 data).
 
 Models and data are chosen by `class_path` in YAML (experiments/); a misspelt key is rejected by
 jsonargparse with one error naming the key.
@@ -79,10 +79,53 @@ def generate(argv: list[str]) -> int:
     return 0
 
 
+def trajectories(argv: list[str]) -> int:
+    """Stage-1 data: ODE trajectories of the bidirectional Wan base (full attention, CFG) into shards."""
+    p = argparse.ArgumentParser(prog="rfvideo trajectories", description=trajectories.__doc__)
+    p.add_argument(
+        "--wan", required=True, help="Wan2.1 diffusers folder (transformer/, text_encoder/, tokenizer/)"
+    )
+    p.add_argument("--prompts", required=True, help="prompt file (.txt/.jsonl/.csv)")
+    p.add_argument("--out", required=True, help="shard directory")
+    p.add_argument("--num-latent-frames", type=int, default=21)
+    p.add_argument("--latent-size", type=int, nargs=2, default=(60, 104))
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = p.parse_args(argv)
+    from rfvideo.data.prompts import load_prompts
+    from rfvideo.modules.components import load_causal_wan, load_text_encoder
+    from rfvideo.modules.trajectories import generate_trajectories, write_trajectory_shards
+
+    base = load_causal_wan(a.wan, dtype=a.dtype).to(a.device).eval()
+    text = load_text_encoder(a.wan, dtype=a.dtype).to(a.device)
+
+    def embed(prompts: list[str]) -> torch.Tensor:
+        emb, mask = text.encode(prompts)
+        return emb * mask.unsqueeze(-1).to(emb.dtype)
+
+    uncond = embed([a.negative_prompt]) if a.negative_prompt.strip() else embed(["."]) * 0
+    prompts = load_prompts(a.prompts).prompts
+    data = generate_trajectories(
+        base, prompts, embed, uncond=uncond, seeds=[a.seed + i for i in range(len(prompts))],
+        num_latent_frames=a.num_latent_frames, latent_size=tuple(a.latent_size),
+        latent_channels=int(base.config.in_channels), num_steps=a.steps, guidance_scale=a.guidance,
+        batch_size=a.batch_size,
+    )  # fmt: skip
+    print(f"wrote {len(prompts)} trajectories to {write_trajectory_shards(data, a.out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "generate":
         return generate(argv[1:])
+    if argv and argv[0] == "trajectories":
+        return trajectories(argv[1:])
     build_cli(argv)
     return 0
 

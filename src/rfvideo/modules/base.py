@@ -131,6 +131,22 @@ class VideoGeneratorModule(L.LightningModule):
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt)}}
 
+    def configure_model(self) -> None:
+        """Under `ModelParallelStrategy` (FSDP2): shard the generator and its EMA per transformer block."""
+        mesh = self.device_mesh
+        if mesh is None or getattr(self, "_sharded", False):
+            return
+        from rfvideo.distributed import shard_generator
+
+        dp = mesh["data_parallel"] if mesh.mesh_dim_names and "data_parallel" in mesh.mesh_dim_names else mesh
+        dtype = None if self.trainer is None or "bf16" not in str(self.trainer.precision) else torch.bfloat16
+        shard_generator(
+            self.generator, dp, param_dtype=dtype, activation_checkpointing=self.activation_checkpointing
+        )
+        if self.generator_ema is not None:
+            shard_generator(self.generator_ema, dp, param_dtype=dtype, activation_checkpointing=False)
+        self._sharded = True
+
     def setup(self, stage: str) -> None:
         if self.activation_checkpointing and hasattr(self.generator, "enable_gradient_checkpointing"):
             self.generator.enable_gradient_checkpointing()

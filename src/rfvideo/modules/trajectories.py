@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from rfvideo.sampling import FlowMatchSchedule, euler_sample_cfg
 
-__all__ = ["generate_trajectories", "save_trajectories"]
+__all__ = ["generate_trajectories", "save_trajectories", "write_trajectory_shards"]
 
 
 @torch.no_grad()
@@ -100,3 +100,20 @@ def save_trajectories(data: dict[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(data, path)
     return path
+
+
+def write_trajectory_shards(data: dict[str, Any], out_dir: str | Path, *, shard_size: int = 64) -> Path:
+    """Write `generate_trajectories` output as `data.ShardWriter` shards (what RFVideoDataModule reads):
+    one sample per trajectory with `prompt`, `trajectory (s f c h w)` and `trajectory_timesteps (s,)`.
+    Samples are keyed by index, prompt and seed, so a re-run skips finished shards."""
+    from rfvideo.data.shards import ShardWriter
+
+    with ShardWriter(out_dir, shard_size=shard_size, meta={"kind": "ode_trajectories"}) as writer:
+        for i, (prompt, seed) in enumerate(zip(data["prompt"], data["seed"], strict=True)):
+            sample = {
+                "prompt": prompt,
+                "trajectory": data["trajectory"][i],
+                "trajectory_timesteps": data["timesteps"],
+            }
+            writer.add(sample, key=f"{i}:{seed}:{prompt}")
+    return Path(out_dir)

@@ -1,0 +1,91 @@
+"""Loaders that YAML configs name by `class_path`: each takes weight paths and returns a built component.
+
+Configs for real weights differ from the demo configs only in these class paths and their paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rfvideo.models.causal_wan import CausalWanTransformer
+from rfvideo.models.text_encoder import TextEncoder
+from rfvideo.models.vae import WanVAE
+from rfvideo.rewards.base import FrameReward
+
+__all__ = ["load_causal_wan", "load_image_reward", "load_text_encoder", "load_wan_vae"]
+
+
+def _dtype(name: str) -> torch.dtype:
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise ValueError(f"unknown torch dtype {name!r} (use float32, bfloat16, float16)")
+    return dt
+
+
+def load_causal_wan(
+    path: str,
+    *,
+    subfolder: str | None = "transformer",
+    dtype: str = "float32",
+    num_frames_per_chunk: int = 3,
+    local_attn_size: int = -1,
+    sink_size: int = 0,
+    init_checkpoint: str | None = None,
+    init_from_ema: bool = True,
+) -> CausalWanTransformer:
+    """Wan2.1 diffusers weights (folder or hub id) as a causal generator; optionally then a stage-1 Lightning
+    checkpoint's generator (its EMA by default) on top, loaded strictly.
+
+    Keep trainable weights in float32 and let the Trainer's `bf16-mixed` precision cast the compute.
+    """
+    model = CausalWanTransformer.from_pretrained(
+        path, subfolder=subfolder, torch_dtype=_dtype(dtype), num_frames_per_chunk=num_frames_per_chunk,
+        local_attn_size=local_attn_size, sink_size=sink_size,
+    )  # fmt: skip
+    if init_checkpoint is not None:
+        if not Path(init_checkpoint).is_file():
+            raise ValueError(f"init_checkpoint {init_checkpoint!r} does not exist")
+        sd = torch.load(init_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        prefix = (
+            "generator_ema."
+            if init_from_ema and any(k.startswith("generator_ema.") for k in sd)
+            else "generator."
+        )
+        model.load_state_dict(
+            {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}, strict=True
+        )
+    return model
+
+
+def load_wan_vae(path: str, *, subfolder: str | None = "vae", dtype: str = "float32") -> WanVAE:
+    """Wan's VAE from a diffusers folder or hub id (frozen)."""
+    return WanVAE.from_pretrained(path, subfolder=subfolder, torch_dtype=_dtype(dtype))
+
+
+def load_text_encoder(
+    path: str,
+    *,
+    subfolder: str | None = "text_encoder",
+    tokenizer_subfolder: str | None = "tokenizer",
+    dtype: str = "bfloat16",
+    max_length: int = 512,
+    cache_size: int = 1024,
+) -> TextEncoder:
+    """umT5 encoder + tokenizer from a Wan diffusers folder (frozen; no remote code)."""
+    return TextEncoder.from_pretrained(
+        path, subfolder=subfolder, tokenizer_subfolder=tokenizer_subfolder, torch_dtype=_dtype(dtype),
+        max_length=max_length, cache_size=cache_size,
+    )  # fmt: skip
+
+
+def load_image_reward(
+    checkpoint: str, *, med_config: str, tokenizer: str, vit: str = "large", dtype: str = "float32"
+) -> FrameReward:
+    """ImageReward (the paper's reward) from its official local files (see `ImageReward.from_pretrained`)."""
+    from rfvideo.rewards.image_reward import ImageReward
+
+    return ImageReward.from_pretrained(
+        checkpoint, med_config=med_config, tokenizer=tokenizer, vit=vit, dtype=_dtype(dtype)
+    )
