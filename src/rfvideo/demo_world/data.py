@@ -11,11 +11,29 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rfvideo.demo_world.world import all_specs, split_specs
 
-__all__ = ["DemoPromptDataModule", "TrajectoryFileDataModule", "PromptListDataset"]
+__all__ = ["DemoPromptDataModule", "EpochShuffleSampler", "PromptListDataset", "TrajectoryFileDataModule"]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation drawn from `(seed, epoch)`: Lightning calls `set_epoch`, so a run resumed at an epoch
+    boundary sees exactly the order an uninterrupted run sees."""
+
+    def __init__(self, n: int, *, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 class PromptListDataset(Dataset):
@@ -50,8 +68,8 @@ class DemoPromptDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds = PromptListDataset(self.prompts(), length=self.epoch_length)
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=g, drop_last=True)
+        sampler = EpochShuffleSampler(len(ds), seed=self.seed)
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=True)
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(PromptListDataset(self.prompts()), batch_size=self.batch_size)
@@ -90,5 +108,5 @@ class TrajectoryFileDataModule(L.LightningDataModule):
                     "trajectory_timesteps": d["timesteps"],
                 }
 
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(_DS(), batch_size=self.batch_size, shuffle=True, generator=g, drop_last=True)
+        sampler = EpochShuffleSampler(len(d["prompt"]), seed=self.seed)
+        return DataLoader(_DS(), batch_size=self.batch_size, sampler=sampler, drop_last=True)
