@@ -207,3 +207,16 @@ def test_trajectory_step_indices_reject_missing_timestep():
     ]
     with pytest.raises(ValueError, match="625"):
         trajectory_step_indices(torch.tensor([1000.0, 937.5, 833.33, 0.0]), sched.timesteps)
+
+
+def test_video_logger_writes_mp4_and_tensorboard_image(tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from rfvideo.callbacks import VideoLogger
+
+    module = _reward_module()
+    cb = VideoLogger(["a red square moving left"], every_n_steps=1)
+    trainer = _trainer(tmp_path, max_steps=1, logger=TensorBoardLogger(tmp_path, name="tb"), callbacks=[cb])
+    trainer.fit(module, DemoPromptDataModule(batch_size=2, epoch_length=4))
+    assert len(list(tmp_path.rglob("videos/step_0000001/*.mp4"))) == 1
+    assert list(tmp_path.rglob("events.out.tfevents.*"))

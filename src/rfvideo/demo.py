@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--base-steps", type=int, default=400)
     p.add_argument("--ode-steps", type=int, default=200)
-    p.add_argument("--reward-steps", type=int, default=30)
+    p.add_argument("--reward-steps", type=int, default=60)
+    p.add_argument("--reward-lr", type=float, default=1e-3)
+    p.add_argument("--vae-gain", type=float, default=6.0, help="gain on the random decoder's output conv")
     p.add_argument("--no-ablation", action="store_true")
     a = p.parse_args(argv)
     if a.seeds < 1:
@@ -75,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---------------------------------------------------------------- components
     vae = tiny_wan_vae(z_dim=4, base_dim=2, seed=0)
+    with torch.no_grad():
+        # An untrained decoder outputs near-constant grey; a gain on its last conv makes decoded colour depend
+        # on the latents, so a pixel-space reward has something to act on (clamped to [0, 1] afterwards).
+        vae.vae.decoder.conv_out.weight.mul_(a.vae_gain)
     text = tiny_text_encoder(d_model=32, max_length=16, seed=0)
 
     def embed(prompts: list[str]) -> torch.Tensor:
@@ -165,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         module = RewardForcingModule(
             generator=copy.deepcopy(ode.generator), vae=vae, text_encoder=text, rewards=ens,
             schedule=schedule, num_latent_frames=f, latent_size=latent_size, ema_decay=0.8, grad_clip=1.0,
-            optimizer=lambda ps: torch.optim.AdamW(ps, lr=3e-4, betas=(0.0, 0.999), weight_decay=0.01),
+            optimizer=lambda ps: torch.optim.AdamW(ps, lr=a.reward_lr, betas=(0.0, 0.999), weight_decay=0.01),
         )  # fmt: skip
         trainer(name, a.reward_steps).fit(module, DemoPromptDataModule(batch_size=4, epoch_length=400))
         _log(f"stage 2 ({name}, image reward on {policy} frame(s)): {a.reward_steps} steps", t0)

@@ -1,0 +1,79 @@
+"""Log sample videos of fixed prompts and seeds during training: mp4 files plus a TensorBoard image of the
+first, middle and last frames. Calls only `pl_module.generate` (docs/interfaces.md), on every rank, and
+writes on rank zero.
+
+Legend: `b` videos, `F` pixel frames, `H W` pixel size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from einops import rearrange
+
+__all__ = ["VideoLogger"]
+
+
+class VideoLogger(L.Callback):
+    """Every `every_n_steps` optimizer steps (and at the end of fit), generate and log videos.
+
+    Args:
+        prompts: fixed prompts.
+        seeds: one seed per prompt (default 0, 1, ...).
+        every_n_steps: logging period in optimizer steps.
+        num_latent_frames: video length (default: the module's).
+        fps: frame rate of the mp4 files.
+    """
+
+    def __init__(
+        self,
+        prompts: list[str],
+        *,
+        seeds: list[int] | None = None,
+        every_n_steps: int = 100,
+        num_latent_frames: int | None = None,
+        fps: float = 16.0,
+    ) -> None:
+        if not prompts:
+            raise ValueError("prompts must not be empty")
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        self.prompts = list(prompts)
+        self.seeds = list(seeds) if seeds is not None else list(range(len(prompts)))
+        if len(self.seeds) != len(self.prompts):
+            raise ValueError(f"{len(self.prompts)} prompts but {len(self.seeds)} seeds")
+        self.every_n_steps = every_n_steps
+        self.num_latent_frames = num_latent_frames
+        self.fps = fps
+        self._last_logged = -1
+
+    def log_videos(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        if step == self._last_logged:
+            return
+        self._last_logged = step
+        video = pl_module.generate(self.prompts, seeds=self.seeds, num_latent_frames=self.num_latent_frames)
+        if not trainer.is_global_zero:
+            return
+        from rfvideo.data.video_io import write_video
+
+        root = Path(trainer.log_dir or trainer.default_root_dir) / "videos" / f"step_{step:07d}"
+        for i, v in enumerate(video):
+            write_video(root / f"{i:03d}.mp4", v, fps=self.fps)
+        exp = getattr(trainer.logger, "experiment", None)
+        if exp is not None and hasattr(exp, "add_image"):
+            f = video.shape[1]
+            frames = video[:, [0, f // 2, f - 1]]  # (b 3 3 H W)
+            grid = rearrange(frames, "b k c h w -> c (b h) (k w)")
+            exp.add_image("samples/first_mid_last", grid.clamp(0, 1), global_step=step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step > 0 and trainer.global_step % self.every_n_steps == 0:
+            with torch.no_grad():
+                self.log_videos(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        with torch.no_grad():
+            self.log_videos(trainer, pl_module)
