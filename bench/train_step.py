@@ -1,0 +1,119 @@
+"""One stage-2 training step, two ways (issue 5 §3), memory held for backward and time:
+
+  (a) naive: rollout with grad through every chunk's exit step, full decode of all frames, reward on the
+      last frame;
+  (b) ours:  rollout with grad only from the last chunk (`grad_from_chunk`), `decode_last(1, checkpoint)`.
+
+Memory is the peak of bytes saved for backward (autograd saved-tensor hooks, storage-deduplicated), which is
+what differs between the two and is device-independent; on CUDA the allocator's peak is reported too.
+Writes a delimited section of bench/RESULTS.md. Run: `python bench/train_step.py [--device cuda]`.
+Legend: `b` batch, `c` channels, `f` latent frames, `h w` latent size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from pathlib import Path
+
+import torch
+from einops import rearrange
+
+from rfvideo.demo_world.components import tiny_causal_wan, tiny_wan_vae
+from rfvideo.rewards.prompt_color import PromptColorReward
+from rfvideo.sampling import FlowMatchSchedule, rollout
+
+
+class SavedBytes:
+    """Counts unique storages saved for backward while active."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, int] = {}
+
+    def pack(self, t: torch.Tensor) -> torch.Tensor:
+        try:
+            st = t.untyped_storage()
+            self.seen[st.data_ptr()] = st.nbytes()
+        except Exception:  # noqa: BLE001 (sparse or meta tensors: not counted)
+            pass
+        return t
+
+    @property
+    def total(self) -> int:
+        return sum(self.seen.values())
+
+
+def step(mode: str, gen, vae, reward, noise, emb, sched, device) -> tuple[float, int, int]:
+    gen.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    counter = SavedBytes()
+    t0 = time.perf_counter()
+    k = gen.num_frames_per_chunk
+    m = noise.shape[2] // k
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
+        out = rollout(gen, noise, emb, schedule=sched, exit_step=sched.num_steps - 1,
+                      grad_from_chunk=0 if mode == "a" else m - 1)  # fmt: skip
+        lat = rearrange(out.latents, "b c f h w -> b f c h w")
+        video = vae.decode(lat)[:, -1:] if mode == "a" else vae.decode_last(lat, 1, checkpoint=True)
+        loss = -reward(video, ["a red square"] * video.shape[0]).mean()
+    loss.backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+    return dt, counter.total, peak
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--latent-frames", type=int, default=12)
+    p.add_argument("--repeats", type=int, default=2)
+    a = p.parse_args()
+    device = torch.device(a.device)
+    torch.manual_seed(0)
+    gen = tiny_causal_wan(num_layers=4, num_attention_heads=4, attention_head_dim=16, ffn_dim=256,
+                          num_frames_per_chunk=3, text_dim=24).to(device)  # fmt: skip
+    vae = tiny_wan_vae(base_dim=4).to(device)
+    reward = PromptColorReward().to(device)
+    sched = FlowMatchSchedule()
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 4, a.latent_frames, 8, 8, generator=g).to(device)
+    emb = torch.randn(1, 16, 24, generator=g).to(device)
+    rows = {}
+    for mode in ("a", "b"):
+        step(mode, gen, vae, reward, noise, emb, sched, device)  # warm-up
+        res = [step(mode, gen, vae, reward, noise, emb, sched, device) for _ in range(a.repeats)]
+        rows[mode] = (min(r[0] for r in res), res[-1][1], res[-1][2])
+    ratio = rows["b"][1] / rows["a"][1]
+    lines = [
+        "<!-- train_step:start -->",
+        "## One reward-stage training step (bench/train_step.py)",
+        f"device: {device.type}; tiny generator (4 blocks, width 64), {a.latent_frames} latent frames "
+        "of 8x8, "
+        "chunks of 3, 4-step schedule, tiny Wan VAE, last-frame reward.",
+        "",
+        "| variant | time (s) | saved for backward (MiB) | CUDA peak (MiB) |",
+        "| --- | --- | --- | --- |",
+        f"| (a) grad through every chunk + full decode | {rows['a'][0]:.3f} | {rows['a'][1] / 2**20:.2f} "
+        f"| {rows['a'][2] / 2**20:.1f} |",
+        f"| (b) grad only in the last chunk + decode_last(1, checkpoint) | {rows['b'][0]:.3f} | "
+        f"{rows['b'][1] / 2**20:.2f} | {rows['b'][2] / 2**20:.1f} |",
+        "",
+        f"memory ratio (b)/(a): {ratio:.3f} (target <= 0.5: {'met' if ratio <= 0.5 else 'NOT met'})",
+        "<!-- train_step:end -->",
+    ]
+    section = "\n".join(lines)
+    print(section)
+    path = Path(__file__).with_name("RESULTS.md")
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pat = re.compile(r"<!-- train_step:start -->.*?<!-- train_step:end -->", re.S)
+    text = pat.sub(section, text) if pat.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
