@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer, BlipTextModel, BlipVisionModel, PreTrainedTokenizerBase
 
+from rfvideo.rewards.aesthetic import AestheticMLP
 from rfvideo.rewards.base import FrameReward
 from rfvideo.rewards.blip import (
     blip_text_config,
@@ -78,28 +79,12 @@ def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[..., top : top + size, left : left + size]
 
 
-class ImageRewardMLP(nn.Module):
+class ImageRewardMLP(AestheticMLP):
     """ImageReward's head: five Linear layers, no activations (they are commented out upstream).
 
-    Keeps upstream's `layers` Sequential indices (Dropouts at 1, 3, 5) so checkpoint keys map 1:1.
+    The same layer stack as the LAION improved aesthetic head (both descend from one script), with
+    upstream's `layers` Sequential indices (Dropouts at 1, 3, 5), so checkpoint keys map 1:1.
     """
-
-    def __init__(self, input_size: int = 768) -> None:
-        super().__init__()
-        self.layers = nn.Sequential(
-            nn.Linear(input_size, 1024),
-            nn.Dropout(0.2),
-            nn.Linear(1024, 128),
-            nn.Dropout(0.2),
-            nn.Linear(128, 64),
-            nn.Dropout(0.1),
-            nn.Linear(64, 16),
-            nn.Linear(16, 1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(n d) -> (n 1)."""
-        return self.layers(x)
 
 
 def convert_image_reward_state_dict(
