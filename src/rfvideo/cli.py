@@ -14,30 +14,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.cli import LightningCLI
 
-__all__ = ["main", "write_mp4"]
-
-_EXTRA = ("generate",)
-
-
-def write_mp4(video: torch.Tensor, path: str | Path, *, fps: int = 16) -> None:
-    """Write a video `(F 3 H W)` in [0, 1] as H.264 mp4 with PyAV."""
-    import av
-    import numpy as np
-
-    frames = (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    h, w = frames.shape[1:3]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = w - w % 2, h - h % 2
-        stream.pix_fmt = "yuv420p"
-        for fr in frames:
-            img = av.VideoFrame.from_ndarray(
-                np.ascontiguousarray(fr[: h - h % 2, : w - w % 2]), format="rgb24"
-            )
-            for packet in stream.encode(img):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+__all__ = ["main"]
 
 
 def build_cli(args: list[str], *, run: bool = True) -> LightningCLI:
@@ -62,6 +39,8 @@ def generate(argv: list[str]) -> int:
     p.add_argument("--no-ema", action="store_true")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
+    from rfvideo.data.video_io import write_video
+
     cli = build_cli(["--config", a.config], run=False)
     module = cli.model
     if a.ckpt:
@@ -74,7 +53,7 @@ def generate(argv: list[str]) -> int:
             [prompt], seeds=[a.seed + i], num_latent_frames=a.num_frames, use_ema=not a.no_ema
         )
         path = out / f"{i:03d}.mp4"
-        write_mp4(video[0], path)
+        write_video(path, video[0])
         print(f"wrote {path}  ({prompt!r})")
     return 0
 
@@ -120,12 +99,112 @@ def trajectories(argv: list[str]) -> int:
     return 0
 
 
+def precompute(argv: list[str]) -> int:
+    """Stage inputs computed once: `latents` (raw videos -> VAE latent shards) or `embeddings` (prompts ->
+    umT5 embedding shards), both resumable."""
+    p = argparse.ArgumentParser(prog="rfvideo precompute", description=precompute.__doc__)
+    sub = p.add_subparsers(dest="what", required=True)
+    lat = sub.add_parser("latents", help="videos -> Wan VAE latent shards")
+    lat.add_argument("--wan", required=True, help="Wan2.1 diffusers folder or hub id (uses vae/)")
+    lat.add_argument("--videos", required=True, help="folder of videos, or a .jsonl/.csv manifest")
+    lat.add_argument("--out", required=True, help="shard directory")
+    lat.add_argument("--num-frames", type=int, default=81, help="pixel frames per clip (1 + 4k)")
+    lat.add_argument("--height", type=int, default=480)
+    lat.add_argument("--width", type=int, default=832)
+    lat.add_argument("--shard-size", type=int, default=64)
+    lat.add_argument("--sampling", choices=("uniform", "first"), default="uniform")
+    emb = sub.add_parser("embeddings", help="prompts -> umT5 embedding shards")
+    emb.add_argument(
+        "--wan", required=True, help="Wan2.1 diffusers folder or hub id (text_encoder/, tokenizer/)"
+    )
+    emb.add_argument("--prompts", required=True, help="prompt file (.txt/.jsonl/.csv)")
+    emb.add_argument("--out", required=True, help="embedding store directory")
+    emb.add_argument("--shard-size", type=int, default=256)
+    emb.add_argument("--batch-size", type=int, default=16)
+    for q in (lat, emb):
+        q.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        q.add_argument("--dtype", default="float32", help="weights dtype (e.g. bfloat16)")
+    a = p.parse_args(argv)
+    dtype = _dtype(a.dtype)
+    if a.what == "latents":
+        from rfvideo.data.precompute import precompute_latents
+        from rfvideo.models import WanVAE
+
+        vae = WanVAE.from_pretrained(a.wan, subfolder="vae", torch_dtype=dtype).to(a.device)
+        report = precompute_latents(
+            a.videos, a.out, vae, num_frames=a.num_frames, height=a.height, width=a.width,
+            shard_size=a.shard_size, sampling=a.sampling, device=a.device, dtype=dtype,
+        )  # fmt: skip
+        print(
+            f"encoded {report.num_encoded} videos, skipped {report.num_failed} "
+            f"(see {a.out}/precompute_report.json)"
+        )
+        return 0
+    from rfvideo.data.prompts import load_prompts
+    from rfvideo.models import TextEncoder, precompute_prompt_embeddings
+
+    text = TextEncoder.from_pretrained(
+        a.wan, subfolder="text_encoder", tokenizer_subfolder="tokenizer", torch_dtype=dtype
+    ).to(a.device)
+    prompts = load_prompts(a.prompts).prompts
+    out = precompute_prompt_embeddings(text, prompts, a.out, shard_size=a.shard_size, batch_size=a.batch_size)
+    print(f"embedded {len(prompts)} prompts into {out}")
+    return 0
+
+
+def vbench(argv: list[str]) -> int:
+    """Score a folder of `{prompt}-{i}.mp4` videos on VBench dimensions (VBench's formulas)."""
+    import json
+
+    from rfvideo.eval import IMPLEMENTED_DIMENSIONS, load_backbones, score_video_folder
+
+    p = argparse.ArgumentParser(prog="rfvideo vbench", description=vbench.__doc__)
+    p.add_argument("--videos", required=True, help="folder of {prompt}-{i}.mp4 files")
+    p.add_argument(
+        "--dimensions", nargs="+", default=["temporal_flickering"], help=f"any of {IMPLEMENTED_DIMENSIONS}"
+    )
+    p.add_argument(
+        "--backbone", action="append", default=[], metavar="DIMENSION=PATH",
+        help="local weights per dimension (repeat); see rfvideo.eval.backbones for what each path holds",
+    )  # fmt: skip
+    p.add_argument("--full-info", default=None, help="VBench_full_info.json (appearance_style phrases)")
+    p.add_argument("--out", default=None, help="write the scores as JSON here")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = p.parse_args(argv)
+    spec: dict[str, str] = {}
+    for item in a.backbone:
+        dim, sep, path = item.partition("=")
+        if not sep or not dim or not path:
+            p.error(f"--backbone expects DIMENSION=PATH, got {item!r}")
+        spec[dim] = path
+    backbones = load_backbones(spec, device=a.device) if spec else {}
+    scores = score_video_folder(a.videos, a.dimensions, backbones, full_info=a.full_info, device=a.device)
+    text = json.dumps(scores, indent=2, default=float)
+    if a.out:
+        Path(a.out).write_text(text + "\n")
+    for dim, r in scores["dimensions"].items():
+        print(f"{dim:24s} {r['score']:.4f}")
+    agg = scores["aggregate"]
+    print(f"aggregate ({agg.get('label', '')}): " + ", ".join(
+        f"{k} {agg[k]:.4f}" for k in ("quality", "semantic", "total") if isinstance(agg.get(k), float)
+    ))  # fmt: skip
+    return 0
+
+
+def _dtype(name: str) -> torch.dtype:
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r} (use e.g. float32, bfloat16, float16)")
+    return value
+
+
+_COMMANDS = {"generate": generate, "trajectories": trajectories, "precompute": precompute, "vbench": vbench}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "generate":
-        return generate(argv[1:])
-    if argv and argv[0] == "trajectories":
-        return trajectories(argv[1:])
+    if argv and argv[0] in _COMMANDS:
+        return _COMMANDS[argv[0]](argv[1:])
     build_cli(argv)
     return 0
 
