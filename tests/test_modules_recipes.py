@@ -220,3 +220,29 @@ def test_video_logger_writes_mp4_and_tensorboard_image(tmp_path):
     trainer.fit(module, DemoPromptDataModule(batch_size=2, epoch_length=4))
     assert len(list(tmp_path.rglob("videos/step_0000001/*.mp4"))) == 1
     assert list(tmp_path.rglob("events.out.tfevents.*"))
+
+
+def test_checkpoint_keeps_reward_running_statistics(tmp_path):
+    """Running reward normalisation is training state: it is saved, and a resumed module restores it."""
+
+    def ensemble():
+        return RewardEnsemble(
+            {"prompt_color": PromptColorReward()}, {"prompt_color": 1.0}, FrameSelector(policy="last"),
+            normalize={"prompt_color": "running"},
+        )  # fmt: skip
+
+    module = _reward_module(rewards=ensemble())
+    ens = module.rewards
+    ens.train()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        ens(torch.rand(2, 3, 3, 16, 16, generator=g), ["a red square moving left", "a blue square moving up"])
+    sd = module.state_dict()
+    kept = sorted(k for k in sd if k.startswith("rewards."))
+    assert kept == [f"rewards.running_{s}_prompt_color" for s in ("count", "mean", "var")]
+    assert int(sd["rewards.running_count_prompt_color"]) > 0
+    assert not any(k.startswith(("vae.", "text_encoder.")) for k in sd)
+    other = _reward_module(rewards=ensemble())
+    other.load_state_dict(sd, strict=True)
+    for k in kept:
+        assert torch.equal(other.state_dict()[k], sd[k]), k

@@ -27,6 +27,15 @@ __all__ = ["FROZEN_PREFIXES", "VideoGeneratorModule", "paper_adamw"]
 
 # Submodules that load their own weights and never train; they are left out of training checkpoints.
 FROZEN_PREFIXES: tuple[str, ...] = ("vae.", "text_encoder.", "rewards.")
+# Training state that lives inside a frozen part and must survive a resume: the reward ensemble's running
+# normalisation statistics (RewardEnsemble registers them as `running_{mean,var,count}_<term>`).
+KEPT_STATE_PREFIXES: tuple[str, ...] = ("rewards.running_",)
+
+
+def _is_frozen_key(key: str, prefix: str = "") -> bool:
+    return key.startswith(tuple(prefix + p for p in FROZEN_PREFIXES)) and not key.startswith(
+        tuple(prefix + p for p in KEPT_STATE_PREFIXES)
+    )
 
 
 def paper_adamw(params: Any) -> torch.optim.Optimizer:
@@ -161,11 +170,10 @@ class VideoGeneratorModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        """Trainable generator, its EMA and counters; frozen parts (FROZEN_PREFIXES) are left out."""
+        """Generator, EMA, counters and reward running statistics; frozen weights are left out."""
         sd = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
-        drop = tuple(prefix + p for p in FROZEN_PREFIXES)
-        for k in [k for k in sd if k.startswith(drop)]:
+        for k in [k for k in sd if _is_frozen_key(k, prefix)]:
             del sd[k]
         return sd
 
@@ -175,7 +183,7 @@ class VideoGeneratorModule(L.LightningModule):
         """Strict for everything a checkpoint holds; frozen parts keep the weights they loaded themselves."""
         merged = dict(state_dict)
         for k, v in super().state_dict().items():
-            if k.startswith(FROZEN_PREFIXES):
+            if _is_frozen_key(k):
                 if k in merged:
                     raise ValueError(
                         f"checkpoint holds frozen key {k!r}; frozen parts load their own weights"
