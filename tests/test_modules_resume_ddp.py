@@ -96,3 +96,33 @@ def test_two_process_ddp_on_cpu_keeps_ranks_identical(tmp_path):
     assert stats.shape[0] == 2
     torch.testing.assert_close(stats[0], stats[1], rtol=0, atol=0)
     assert not torch.equal(res["first"], before[:64])  # it trained
+
+
+def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path):
+    """The real data module, killed inside an epoch: the resumed run sees exactly the remaining prompts."""
+    from rfvideo.data import RFVideoDataModule
+
+    prompts = tmp_path / "prompts.txt"
+    colors, moves = ("red", "green", "blue"), ("left", "up")
+    prompts.write_text("".join(f"a {c} square moving {m}\n" for c in colors for m in moves))
+
+    def fit(root, max_steps, ckpt_path=None, rec=None):
+        module = _module()
+        trainer = L.Trainer(
+            accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
+            enable_model_summary=False, deterministic=True, default_root_dir=root,
+            callbacks=[ModelCheckpoint(dirpath=root / "ckpt", save_last=True, every_n_train_steps=1), rec],
+        )  # fmt: skip
+        data = RFVideoDataModule(train_prompts=str(prompts), batch_size=2, seed=5)
+        trainer.fit(module, data, ckpt_path=ckpt_path)
+        return module, trainer
+
+    rec_full, rec_a, rec_b = _RecordPrompts(), _RecordPrompts(), _RecordPrompts()
+    full, t_full = fit(tmp_path / "full", 5, rec=rec_full)  # 3 steps per epoch: crosses an epoch
+    fit(tmp_path / "part", 2, rec=rec_a)  # killed after 2 of the epoch's 3 steps
+    resumed, t_res = fit(tmp_path / "part", 5, str(tmp_path / "part" / "ckpt" / "last.ckpt"), rec=rec_b)
+    assert rec_a.prompts + rec_b.prompts == rec_full.prompts
+    assert len(rec_b.prompts) == 3
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    assert t_full.global_step == t_res.global_step == 5
