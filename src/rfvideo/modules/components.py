@@ -81,11 +81,21 @@ def load_text_encoder(
 
 
 def load_image_reward(
-    checkpoint: str, *, med_config: str, tokenizer: str, vit: str = "large", dtype: str = "float32"
+    checkpoint: str,
+    *,
+    med_config: str,
+    tokenizer: str,
+    vit: str | dict[str, int] = "large",
+    image_size: int = 224,
+    dtype: str = "float32",
 ) -> FrameReward:
-    """ImageReward (the paper's reward) from its official local files (see `ImageReward.from_pretrained`)."""
+    """ImageReward (the paper's reward) from its official local files (see `ImageReward.from_pretrained`).
+
+    `vit` / `image_size` stay at ImageReward v1.0's ("large", 224); a size dict lets tests build tiny files.
+    """
     from rfvideo.rewards.image_reward import ImageReward
 
     return ImageReward.from_pretrained(
-        checkpoint, med_config=med_config, tokenizer=tokenizer, vit=vit, dtype=_dtype(dtype)
-    )
+        checkpoint, med_config=med_config, tokenizer=tokenizer, vit=vit, image_size=image_size,
+        dtype=_dtype(dtype),
+    )  # fmt: skip
