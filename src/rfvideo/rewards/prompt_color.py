@@ -5,6 +5,11 @@ reward is the mean over those pixels of `exp(-||rgb - target||^2 / (2 tau^2))`, 
 RGB of the first colour word found in the prompt. Prompts that name no known colour get reward 0
 (with a gradient of 0). Everything is a smooth function of the video, so the reward backpropagates.
 
+That colour match is a ratio over the foreground, so painting the whole frame in the prompt's colour
+maximises it (reward hacking). With `target_area` set (the demo uses 1/16, the world's square), it is
+multiplied by a size term `min(A, A0) / max(A, A0)`, `A` the mean foreground mask of the frame and `A0 =
+target_area`: 1 for a square of the world's size, lower for a frame that is over- or under-painted.
+
 Legend: `b` batch, `f` frames, `H W` pixel size.
 """
 
@@ -45,6 +50,7 @@ class PromptColorReward(FrameReward):
         background: RGB of the background; pixels near it are not "foreground".
         tau: colour tolerance (RGB distance) of the match kernel.
         mask_tau: softness of the foreground mask (distance to the background).
+        target_area: expected foreground fraction of a frame; None (default) scores the colour only.
     """
 
     name = "prompt_color"
@@ -55,6 +61,7 @@ class PromptColorReward(FrameReward):
         background: tuple[float, float, float] = (0.5, 0.5, 0.5),
         tau: float = 0.35,
         mask_tau: float = 0.15,
+        target_area: float | None = None,
     ) -> None:
         super().__init__()
         if tau <= 0 or mask_tau <= 0:
@@ -62,6 +69,9 @@ class PromptColorReward(FrameReward):
         self.register_buffer("background", torch.tensor(background, dtype=torch.float32), persistent=False)
         self.tau = tau
         self.mask_tau = mask_tau
+        if target_area is not None and not 0 < target_area <= 1:
+            raise ValueError(f"target_area must lie in (0, 1] or be None, got {target_area}")
+        self.target_area = target_area
         self.freeze()
 
     def score_images(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
@@ -78,4 +88,11 @@ class PromptColorReward(FrameReward):
         d_t = ((v - target.view(-1, 1, 3, 1, 1)) ** 2).sum(2)  # (b f H W)
         match = torch.exp(-d_t / (2 * self.tau**2))
         score = (mask * match).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) + 1e-3)
+        if self.target_area is not None:
+            area = mask.mean((1, 2, 3))
+            score = (
+                score
+                * torch.minimum(area, torch.full_like(area, self.target_area))
+                / torch.maximum(area, torch.full_like(area, self.target_area))
+            )
         return torch.where(known, score, torch.zeros_like(score))
