@@ -200,3 +200,16 @@ def test_reward_forcing_config_instantiates_and_trains_one_step(assets, tmp_path
     assert cli.trainer.global_step == 1
     _assert_paper_optimizer(cli.trainer)
     _assert_one_adam_step(before, _params(model.generator))
+
+
+@pytest.mark.parametrize("overlay", ["ddp.yaml", "fsdp.yaml"])
+def test_strategy_overlays_instantiate_on_a_real_config(assets, tmp_path, overlay):
+    """Each strategy YAML builds its Lightning strategy on top of a filled real config (one CPU process)."""
+    from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
+
+    strategy = REAL.parent / "strategies" / overlay
+    size = ["--trainer.strategy.init_args.data_parallel_size=1"] if overlay == "fsdp.yaml" else []
+    cli = _build(_filled_copy("ode_init.yaml", assets, tmp_path), tmp_path, "--config", str(strategy), *size)
+    want = ModelParallelStrategy if overlay == "fsdp.yaml" else DDPStrategy
+    assert isinstance(cli.trainer.strategy, want)
+    assert isinstance(cli.model, ODEInitModule)
