@@ -8,8 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 __all__ = ["shard_generator"]
 
@@ -41,32 +40,5 @@ def shard_generator(
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
     for block in blocks:
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
-        cross = getattr(block, "attn2", None)
-        if cross is not None and hasattr(cross, "project_kv"):
-            _gather_for_project_kv(block, cross)
     fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=reshard_after_forward)
     return model
-
-
-def _gather_for_project_kv(block: nn.Module, cross: nn.Module) -> None:
-    """Let `block.attn2.project_kv` run outside the block's forward.
-
-    The cached rollout projects the text K/V once per block with `project_kv` (under no_grad) before calling
-    the block, when the block's parameters are still sharded DTensors. Inside the block's forward they are
-    already gathered and the call goes straight through; outside, the block is gathered for the call and
-    resharded after it (on every rank alike: the rollout makes the same calls everywhere).
-    """
-    assert isinstance(block, FSDPModule)
-    project_kv = cross.project_kv
-
-    def gathered_project_kv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(cross.to_k.weight, DTensor):
-            return project_kv(x)
-        block.unshard()
-        try:
-            # as the block's forward would: inputs in the gathered (mixed-precision) parameter dtype
-            return project_kv(x.to(cross.to_k.weight.dtype))
-        finally:
-            block.reshard()
-
-    cross.project_kv = gathered_project_kv

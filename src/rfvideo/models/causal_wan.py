@@ -193,7 +193,7 @@ class WanBlock(nn.Module):
         ctx_k: torch.Tensor | None,
         ctx_v: torch.Tensor | None,
         attn_mask: Any,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         """One block.
 
         Args:
@@ -206,7 +206,9 @@ class WanBlock(nn.Module):
             attn_mask: self-attention mask from `build_attention_mask`, None = all keys visible.
 
         Returns:
-            x `(b l D)`, and this call's keys rotated by `rope_q` and unrotated, and values `(b l H d)`.
+            x `(b l D)`; this call's keys rotated by `rope_q` and unrotated, and values `(b l H d)`; the
+            cross-attention K, V `(b n H d)` it used (projected here when `cross_kv` is None, so that the
+            caller can cache them: every parameter use stays inside the block's forward, which FSDP needs).
         """
         g = temb.shape[1]
         mod = (self.scale_shift_table[None] + temb.float()).unsqueeze(3)  # (b g 6 1 D)
@@ -245,7 +247,7 @@ class WanBlock(nn.Module):
         nx = modulate(self.norm3, x, c_scale, c_shift)
         x = gated(x, self.ffn(nx), c_gate)
 
-        return x, k_r, k, v
+        return x, k_r, k, v, ck, cv
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -537,19 +539,15 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
                     ctx_k, ctx_v = ctx
                     if ctx_rope is not None:
                         ctx_k = apply_rope(ctx_k, *ctx_rope)
-                cross_kv = kv_cache.get_cross(li)
-                if cross_kv is None:
-                    with torch.no_grad():
-                        ck, cv = block.attn2.project_kv(text)
-                    kv_cache.set_cross(li, ck, cv)
-                    cross_kv = (ck, cv)
-                if grad_on:
-                    cross_kv = None  # recompute with grad (same values) so text/attn2 params get gradients
+                # Under grad, recompute (same values) so the text embedder and attn2 get gradients.
+                cross_kv = None if grad_on else kv_cache.get_cross(li)
             args = (x, tproj, rope_q, text, cross_kv, ctx_k, ctx_v, attn_mask)
             if checkpoint:
-                x, k_rot, k_raw, v_new = self._gradient_checkpointing_func(block, *args)
+                x, k_rot, k_raw, v_new, ck, cv = self._gradient_checkpointing_func(block, *args)
             else:
-                x, k_rot, k_raw, v_new = block(*args)
+                x, k_rot, k_raw, v_new, ck, cv = block(*args)
+            if use_cache_read and kv_cache.get_cross(li) is None:
+                kv_cache.set_cross(li, ck, cv)  # detached by the cache
             if rope_store is not None:
                 # detached inside; outside any checkpoint, so recomputation never writes twice
                 kv_cache.write(li, k_rot if rope_store == "query" else k_raw, v_new)
