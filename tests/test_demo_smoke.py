@@ -11,7 +11,8 @@ from rfvideo.demo import main
 def test_demo_fast_writes_table_samples_and_tensorboard(tmp_path, capsys):
     assert main(["--fast", "--seeds", "2", "--out", str(tmp_path)]) == 0
     table = (tmp_path / "results.md").read_text()
-    for row in ("stage 1 (ODE init)", "stage 2 (last frame)", "ablation: all frames", "colour-only", "motion"):
+    rows = ("stage 1 (ODE init)", "stage 2 (last frame)", "ablation: all frames", "colour-only", "motion")
+    for row in rows:
         assert row in table
     assert len(list((tmp_path / "samples").rglob("*.mp4"))) == 12  # 4 models x 3 prompts
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
