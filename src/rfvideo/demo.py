@@ -14,7 +14,7 @@ random umT5 with the file-free ByT5 tokenizer, and a tiny `CausalWanTransformer`
      last frame; then the paper's ablation, scoring all frames;
   3. before/after table on held-out prompts over several seeds, sample mp4s, TensorBoard logs.
 
-Run: `python -m rfvideo.demo [--seeds 3] [--out outputs/demo] [--fast]`.
+Run: `python -m rfvideo.demo [--seeds 3] [--seed 0] [--out outputs/demo] [--fast]`.
 Legend: `N` clips, `F` pixel frames, `f` latent frames, `c` channels, `h w` latent size.
 """
 
@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rfvideo.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--seeds", type=int, default=3, help="evaluation seeds per held-out prompt")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="training seed: weights, noise, data order (the world stays fixed)",
+    )
     p.add_argument("--fast", action="store_true", help="few steps everywhere (smoke test, not meaningful)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--base-steps", type=int, default=3000)
@@ -74,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(0, verbose=False)
+    L.seed_everything(a.seed, verbose=False)
     size, num_pixel, f, speed = 64, 9, 3, 3.0  # 9 pixel frames of 64x64 -> 3 latent frames of 8x8
     latent_size = (size // 8, size // 8)
     train_specs, held_specs = split_specs()
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     uncond = torch.zeros(1, 16, 32)
     gen_cfg: dict[str, Any] = dict(
         num_layers=2, num_attention_heads=2, attention_head_dim=32, in_channels=3, text_dim=32, ffn_dim=128,
-        freq_dim=32, num_frames_per_chunk=1, seed=0,
+        freq_dim=32, num_frames_per_chunk=1, seed=a.seed,
     )  # fmt: skip
     base = tiny_causal_wan(**gen_cfg)
 
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cond_all = embed(prompts)
     opt = torch.optim.AdamW(base.parameters(), lr=1e-3, weight_decay=0.0)
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(a.seed)
     x0_all = rearrange(latents, "n f c h w -> n c f h w")
     base.train()
     for step in range(a.base_steps):
@@ -132,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---------------------------------------------------------------- 1. stage 1
     traj_prompts = [s.prompt for s in train_specs for _ in range(a.traj_per_prompt)]
+    traj_seeds = [10_000 * a.seed + i for i in range(len(traj_prompts))]
     traj = generate_trajectories(
-        base, traj_prompts, embed, uncond=uncond, seeds=list(range(len(traj_prompts))), num_latent_frames=f,
+        base, traj_prompts, embed, uncond=uncond, seeds=traj_seeds, num_latent_frames=f,
         latent_size=latent_size, latent_channels=3, schedule=schedule, num_steps=8 if a.fast else 24,
         guidance_scale=3.0, batch_size=24, progress=False,
     )  # fmt: skip
@@ -156,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         optimizer=lambda ps: torch.optim.AdamW(ps, lr=5e-4, weight_decay=0.0),
     )  # fmt: skip
     trainer("stage1_ode_init", a.ode_steps).fit(
-        ode, TrajectoryFileDataModule(path=str(traj_path), batch_size=8)
+        ode, TrajectoryFileDataModule(path=str(traj_path), batch_size=8, seed=a.seed)
     )
     last = float(ode.trainer.callback_metrics["train/loss"])
     _log(f"stage 1 ODE init: {a.ode_steps} steps, last loss {last:.4f}", t0)
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         rec = train_logs[name] = _Record()
         tr = trainer(name, a.reward_steps)
         tr.callbacks.append(rec)
-        tr.fit(module, DemoPromptDataModule(batch_size=4, epoch_length=400))
+        tr.fit(module, DemoPromptDataModule(batch_size=4, epoch_length=400, seed=a.seed))
         k = max(1, len(rec.reward) // 5)
         _log(
             f"stage 2 ({name}, image reward on {policy} frame(s)): {a.reward_steps} steps; training reward "
