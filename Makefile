@@ -34,8 +34,9 @@ format:  ## ruff autoformat
 	$(PYTHON) -m ruff format src tests bench
 	$(PYTHON) -m ruff check --fix src tests bench
 
-bench:  ## benchmarks; writes bench/RESULTS.md
+bench:  ## benchmarks (a few minutes on 2 cores); writes bench/RESULTS.md
 	$(PYTHON) bench/rollout.py
+	$(PYTHON) bench/train_step.py
 	$(PYTHON) bench/eval.py
 
 vbench-env:  ## build .venv-vbench (official vbench 0.1.5, its own torch/torchvision; ~6 GB)
