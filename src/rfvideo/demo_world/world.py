@@ -12,15 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+from rfvideo.rewards.prompt_color import COLORS
+
 __all__ = ["DIRECTIONS", "WORLD_COLORS", "ClipSpec", "all_specs", "render_clip", "split_specs"]
 
+# The world draws a subset of the prompt-colour reward's palette, so every prompt is scoreable by it.
 WORLD_COLORS: dict[str, tuple[float, float, float]] = {
-    "red": (1.0, 0.0, 0.0),
-    "green": (0.0, 1.0, 0.0),
-    "blue": (0.0, 0.0, 1.0),
-    "yellow": (1.0, 1.0, 0.0),
-    "magenta": (1.0, 0.0, 1.0),
-    "cyan": (0.0, 1.0, 1.0),
+    name: COLORS[name] for name in ("red", "green", "blue", "yellow", "magenta", "cyan")
 }
 DIRECTIONS: dict[str, tuple[int, int]] = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}
 BACKGROUND = (0.5, 0.5, 0.5)
