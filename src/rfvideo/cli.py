@@ -17,7 +17,8 @@ from lightning.pytorch.cli import LightningCLI
 __all__ = ["main"]
 
 
-def build_cli(args: list[str], *, run: bool = True) -> LightningCLI:
+def build_cli(args: list[str] | None, *, run: bool = True) -> LightningCLI:
+    """LightningCLI over any LightningModule / DataModule class_path; `args=None` parses `sys.argv`."""
     return LightningCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,
@@ -202,10 +203,12 @@ _COMMANDS = {"generate": generate, "trajectories": trajectories, "precompute": p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _COMMANDS:
         return _COMMANDS[argv[0]](argv[1:])
-    build_cli(argv)
+    # From the console script LightningCLI reads sys.argv itself (passing it again makes it warn).
+    build_cli(None if from_command_line else argv)
     return 0
 
 
