@@ -8,6 +8,18 @@ from torch import nn
 
 from rfvideo.rewards.base import FrameReward, Reward, validate_video
 
+_GEN = torch.Generator().manual_seed(0)  # parametrize data is built at collection time: seed it here
+
+
+def _rand(*shape: int) -> torch.Tensor:
+    return torch.rand(*shape, generator=_GEN)
+
+
+def _with_max(video: torch.Tensor, value: float) -> torch.Tensor:
+    """`video` with one element set to `value` (so the error message's max is known exactly)."""
+    video.view(-1)[0] = value
+    return video
+
 
 class _MeanPixel(FrameReward):
     """Toy image reward with a dropout layer and a weight: w * mean pixel (+ len(prompt) / 100)."""
@@ -53,14 +65,14 @@ def test_frozen_and_stays_eval() -> None:
 @pytest.mark.parametrize(
     ("video", "prompts", "match"),
     [
-        (torch.rand(2, 3, 4, 4), ["a", "b"], r"\(b f 3 H W\)"),
-        (torch.rand(2, 1, 4, 4, 4), ["a", "b"], r"\(b f 3 H W\)"),
-        (torch.rand(2, 1, 3, 4, 4), ["a"], "1 prompts for a batch of 2"),
-        (torch.rand(1, 1, 3, 4, 4), "a", "list of str"),
-        (torch.rand(1, 1, 3, 4, 4) * 2, ["a"], r"\[0, 1\], got min .* max 1\.9"),
-        (torch.rand(1, 1, 3, 4, 4) - 0.5, ["a"], r"\[0, 1\]"),
-        ((torch.rand(1, 1, 3, 4, 4) * 255).to(torch.uint8), ["a"], "floating point"),
-        (torch.rand(1, 0, 3, 4, 4), ["a"], "empty"),
+        (_rand(2, 3, 4, 4), ["a", "b"], r"\(b f 3 H W\)"),
+        (_rand(2, 1, 4, 4, 4), ["a", "b"], r"\(b f 3 H W\)"),
+        (_rand(2, 1, 3, 4, 4), ["a"], "1 prompts for a batch of 2"),
+        (_rand(1, 1, 3, 4, 4), "a", "list of str"),
+        (_with_max(_rand(1, 1, 3, 4, 4), 1.95), ["a"], r"\[0, 1\], got min .* max 1\.95"),
+        (_rand(1, 1, 3, 4, 4) - 0.5, ["a"], r"\[0, 1\]"),
+        ((_rand(1, 1, 3, 4, 4) * 255).to(torch.uint8), ["a"], "floating point"),
+        (_rand(1, 0, 3, 4, 4), ["a"], "empty"),
     ],
 )
 def test_validation_errors(video: torch.Tensor, prompts: list[str], match: str) -> None:
