@@ -21,6 +21,7 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from transformers import BertTokenizer, ByT5Tokenizer, UMT5Config, UMT5EncoderModel
 
 from helpers import randomize_, tiny_wan_config
+from rfvideo.callbacks import VideoLogger
 from rfvideo.cli import build_cli
 from rfvideo.models import CausalWanTransformer
 from rfvideo.modules import ODEInitModule, RewardForcingModule
@@ -171,6 +172,7 @@ def test_ode_init_config_instantiates_and_trains_one_step(assets, tmp_path):
     cli.trainer.fit(model, cli.datamodule)
     assert cli.trainer.global_step == 1
     _assert_paper_optimizer(cli.trainer)
+    assert any(isinstance(c, VideoLogger) for c in cli.trainer.callbacks)  # sample videos in TensorBoard
     _assert_one_adam_step(before, _params(model.generator))
 
 
@@ -199,6 +201,7 @@ def test_reward_forcing_config_instantiates_and_trains_one_step(assets, tmp_path
     cli.trainer.fit(model, cli.datamodule)
     assert cli.trainer.global_step == 1
     _assert_paper_optimizer(cli.trainer)
+    assert any(isinstance(c, VideoLogger) for c in cli.trainer.callbacks)  # sample videos in TensorBoard
     _assert_one_adam_step(before, _params(model.generator))
 
 
