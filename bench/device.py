@@ -1,0 +1,341 @@
+"""The checks only a GPU can answer, as one prepared script: bf16 parity, flex vs SDPA, FPS, memory.
+
+Random weights of the real architecture (no download: speed and memory depend on shapes, not values).
+`--size wan1.3b` is Wan2.1-T2V-1.3B (30 blocks, width 1536, 21 latent frames of 60x104 = 81 pixel frames
+at 480x832, 512 umT5 tokens) with the real Wan VAE architecture; `--size tiny` runs the same code on the
+CPU in seconds (tests/test_bench_device.py keeps it working between GPU sessions).
+
+  1. parity: our full-attention forward vs diffusers' `WanTransformer3DModel` (same weights) on one chunk,
+     as ||ours - ref|| / ||ref|| against diffusers in fp32 (TF32 off); ours in bf16 next to diffusers'
+     own bf16 error, so the bf16 number has a yardstick;
+  2. attention backends: one block-causal forward over the whole video, SDPA (dense mask) vs flex
+     attention (block mask, compiled on CUDA): difference and time;
+  3. generation speed: `stream_chunks` (4 steps + context pass per chunk, global KV cache), time to the
+     first chunk and to the whole video, with and without the VAE decode; pixel frames per second;
+  4. KV cache size: global over the whole video and a rolling window (9 frames, 3 sinks) over a 3x
+     longer video (spec: ~6 GB and ~2.6 GB in bf16 at batch 1);
+  5. one reward-stage training step: rollout with grad only in the last chunk, activation checkpointing,
+     `decode_last`, a pixel reward; peak memory and time.
+
+Prints a markdown table last and writes it to `--out` (default `$OUT/device.md` when $OUT is set).
+
+On a lent H200 (it has torch, no diffusers): here, once, `echo /.whl/ >> .git/info/exclude` and
+`python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl diffusers==0.42.1`;
+then run with carry [".whl"]:
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
+  PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 python3 bench/device.py --size wan1.3b
+
+Legend: `b` batch, `c` latent channels, `f` latent frames, `h w` latent size, `n` text tokens, `d` width.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass(kw_only=True)
+class Size:
+    """One benchmark size: transformer config, video shape, VAE config."""
+
+    transformer: dict[str, Any]
+    latent_frames: int
+    latent_hw: tuple[int, int]
+    text_tokens: int
+    vae: dict[str, Any]
+    repeats: int
+
+
+SIZES: dict[str, Size] = {
+    "wan1.3b": Size(
+        transformer=dict(
+            patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
+            out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
+        ),
+        latent_frames=21, latent_hw=(60, 104), text_tokens=512,
+        vae={},  # diffusers' AutoencoderKLWan defaults are Wan2.1's VAE
+        repeats=3,
+    ),
+    "tiny": Size(
+        transformer=dict(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+            text_dim=24, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
+        ),
+        latent_frames=6, latent_hw=(8, 8), text_tokens=8,
+        vae=dict(base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                 latents_mean=[0.0] * 4, latents_std=[1.0] * 4),
+        repeats=2,
+    ),
+}  # fmt: skip
+CHUNK = 3
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    """Median wall seconds of `fn` after one warm-up call, synchronising the device around each call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    x, ref = x.double(), ref.double()
+    if not torch.isfinite(x).all():
+        return float("nan")
+    return float((x - ref).norm() / ref.norm())
+
+
+def peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device: torch.device) -> str:
+    """Peak allocated device memory since `peak_reset`, or "n/a" off CUDA."""
+    return f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if device.type == "cuda" else "n/a"
+
+
+def cast(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """`model` in `dtype` but its `_keep_in_fp32_modules`, as `from_pretrained(torch_dtype=...)` loads it."""
+    model.to(dtype)
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    for name, module in model.named_modules():
+        if any(k in name.split(".") for k in keep):
+            module.float()
+    return model
+
+
+def human_bytes(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
+
+
+def build_models(size: Size, device: torch.device, dtype: torch.dtype, **causal: Any):
+    """diffusers reference (fp32) and ours with its weights, built directly on `device`."""
+    from diffusers import WanTransformer3DModel
+
+    from rfvideo.models import CausalWanTransformer
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        ref = WanTransformer3DModel(**size.transformer).eval()
+        with torch.no_grad():  # diffusers zero-inits nothing here, but make every table non-trivial
+            for name, p in ref.named_parameters():
+                if "norm" in name and name.endswith("weight"):
+                    p.add_(0.1 * torch.randn_like(p))
+        ours = CausalWanTransformer(**size.transformer, num_frames_per_chunk=CHUNK, **causal).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", choices=sorted(SIZES), default="wan1.3b")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bf16 on CUDA")
+    p.add_argument("--skip", nargs="*", default=[], choices=("parity", "flex", "speed", "cache", "train"))
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    device = torch.device(a.device)
+    dtype = (
+        getattr(torch, a.dtype) if a.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    )
+    size = SIZES[a.size]
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 references must be fp32
+    torch.backends.cudnn.allow_tf32 = False
+
+    from einops import rearrange
+
+    from rfvideo.models import WanVAE
+    from rfvideo.sampling import FlowMatchSchedule, rollout, stream_chunks
+
+    rows: list[tuple[str, str, str]] = []  # (measurement, value, note)
+    f, (h, w) = size.latent_frames, size.latent_hw
+    c = size.transformer["in_channels"]
+    g = torch.Generator(device="cpu").manual_seed(1)
+    noise = torch.randn(1, c, f, h, w, generator=g).to(device)  # (b c f h w)
+    text = torch.randn(1, size.text_tokens, size.transformer["text_dim"], generator=g).to(device)  # (b n d)
+    sched = FlowMatchSchedule()
+    ref, ours = build_models(size, device, dtype)
+    log = lambda msg: print(f"[device bench] {msg}", flush=True)
+    log(f"{a.size} on {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'})")
+
+    if "parity" not in a.skip:
+        x, t = noise[:, :, :CHUNK], torch.full((1,), 500.0, device=device)
+        with torch.no_grad():
+            want = ref(x, t, text, return_dict=False)[0].float()
+            ours32 = ours.float()
+            got32 = ours32(x, t, text, attention_mode="full").float()
+            what = "parity fp32: ours vs diffusers (one chunk, full attention)"
+            rows.append((what, f"{rel_err(got32, want):.2e}", "‖ours − ref‖ / ‖ref‖; fp32: far under 1e-3"))
+            if dtype != torch.float32:
+                ref_lo = ref.to(dtype)
+                got = cast(ours32, dtype)(x.to(dtype), t, text.to(dtype), attention_mode="full").float()
+                base = ref_lo(x.to(dtype), t, text.to(dtype), return_dict=False)[0].float()
+                rows.append((f"parity {dtype}: ours vs diffusers fp32", f"{rel_err(got, want):.2e}",
+                             f"diffusers' own {dtype} error: {rel_err(base, want):.2e}"))  # fmt: skip
+        log("parity done")
+    del ref
+    ours = cast(ours, dtype)
+
+    if "flex" not in a.skip:
+        x, tt = noise.to(dtype), torch.zeros(1, f, device=device)
+        outs, times = {}, {}
+        for backend in ("sdpa", "flex"):
+            ours.register_to_config(attention_backend=backend)
+            with torch.no_grad():
+                fn = lambda: ours(x, tt, text.to(dtype), attention_mode="block_causal")
+                outs[backend] = fn().float()
+                times[backend] = median_time(fn, device, size.repeats)
+        ours.register_to_config(attention_backend="auto")
+        diff = rel_err(outs["flex"], outs["sdpa"])
+        note = f"SDPA {times['sdpa'] * 1e3:.1f} ms, flex {times['flex'] * 1e3:.1f} ms"
+        rows.append(("block-causal forward, whole video: flex vs SDPA", f"{diff:.2e}", note))
+        log("flex done")
+
+    pixel_frames = 1 + 4 * (f - 1)
+    if "speed" not in a.skip:
+        import diffusers
+
+        torch.manual_seed(0)
+        with torch.device(device):
+            vae = WanVAE(diffusers.AutoencoderKLWan(**size.vae)).to(dtype)
+        emb = text.to(dtype)
+        z = noise.to(dtype)
+
+        def first_chunk() -> None:
+            with torch.no_grad():
+                next(
+                    iter(
+                        stream_chunks(
+                            ours, z, emb, schedule=sched, generator=torch.Generator(device).manual_seed(0)
+                        )
+                    )
+                )
+
+        def video() -> torch.Tensor:
+            with torch.no_grad():
+                chunks = [
+                    x0
+                    for _, x0 in stream_chunks(
+                        ours, z, emb, schedule=sched, generator=torch.Generator(device).manual_seed(0)
+                    )
+                ]
+            return torch.cat(chunks, dim=2)  # (b c f h w)
+
+        lat = rearrange(video(), "b c f h w -> b f c h w")
+        t_first = median_time(first_chunk, device, size.repeats)
+        t_gen = median_time(video, device, size.repeats)
+        with torch.no_grad():
+            t_dec = median_time(lambda: vae.decode(lat), device, size.repeats)
+        rows += [
+            ("first chunk latency (4 steps + context pass, 3 latent frames)", f"{t_first:.3f} s", ""),
+            (f"generator, {f} latent frames -> {pixel_frames} pixel frames",
+             f"{pixel_frames / t_gen:.1f} FPS", f"{t_gen:.3f} s per video, batch 1, {dtype}"),
+            ("generator + VAE decode", f"{pixel_frames / (t_gen + t_dec):.1f} FPS", f"decode {t_dec:.3f} s"),
+        ]  # fmt: skip
+        del vae
+        log("speed done")
+
+    if "cache" not in a.skip:
+        from rfvideo.models import CausalWanTransformer
+
+        for label, window, frames in (("global", -1, f), ("window 9, sinks 3", 9, 3 * f)):
+            model = ours
+            if window != -1:
+                model = (
+                    CausalWanTransformer(
+                        **size.transformer,
+                        num_frames_per_chunk=CHUNK,
+                        local_attn_size=window,
+                        sink_size=3,
+                        rope_mode="relative",
+                    )
+                    .to(device)
+                    .eval()
+                )
+                cast(model, dtype)
+                model.load_state_dict(ours.state_dict())
+            cache = model.new_kv_cache(1, device=device, dtype=dtype)
+            zz = torch.randn(1, c, frames, h, w, generator=g).to(device=device, dtype=dtype)
+            peak_reset(device)
+            sync(device)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                for _ in stream_chunks(model, zz, text.to(dtype), schedule=sched, kv_cache=cache):
+                    pass
+            sync(device)
+            dt = time.perf_counter() - t0
+            nbytes = sum(t.numel() * t.element_size() for t in cache.tensors())
+            note = (
+                f"{cache.num_cached_frames()} frames held; peak allocated {peak_gib(device)}; "
+                f"{(1 + 4 * (frames - 1)) / dt:.1f} FPS (generator)"
+            )
+            rows.append((f"KV cache after {frames} latent frames, {label}", human_bytes(nbytes), note))
+            del model, cache
+        log("cache done")
+
+    if "train" not in a.skip:
+        import diffusers
+
+        torch.manual_seed(0)
+        with torch.device(device):
+            vae = WanVAE(diffusers.AutoencoderKLWan(**size.vae))
+        gen = ours.float().train()  # fp32 master weights, bf16 autocast: Lightning's bf16-mixed
+        gen.enable_gradient_checkpointing()
+        peak_reset(device)
+        sync(device)
+        t0 = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            out = rollout(gen, noise, text, schedule=sched, generator=torch.Generator(device).manual_seed(0),
+                          exit_step=sched.num_steps - 1, grad_from_chunk=f // CHUNK - 1)  # fmt: skip
+            frame = vae.decode_last(rearrange(out.latents, "b c f h w -> b f c h w"), 1, checkpoint=True)
+            loss = -frame.float().mean()  # a pixel reward: the step's cost does not depend on which
+        loss.backward()
+        sync(device)
+        dt = time.perf_counter() - t0
+        grads = sum(p.grad is not None for p in gen.parameters())
+        what = "reward-stage step (rollout, grad in last chunk, ckpt, decode_last)"
+        rows.append((what, f"peak {peak_gib(device)}", f"{dt:.2f} s; {grads} parameter tensors got grads"))
+        log("train done")
+
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    lines = [
+        f"### `python bench/device.py --size {a.size}` on {where} (torch {torch.__version__}, {dtype})",
+        "",
+        "| measurement | value | note |",
+        "| --- | --- | --- |",
+        *[f"| {m} | {v} | {n} |" for m, v, n in rows],
+    ]
+    table = "\n".join(lines)
+    print(table)
+    out = a.out or (str(Path(os.environ["OUT"]) / "device.md") if os.environ.get("OUT") else None)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(table + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
