@@ -27,7 +27,7 @@ test-all:  ## fast and slow tests
 	$(PYTHON) -m pytest -q -m "not vbench"
 
 lint:  ## ruff
-	$(PYTHON) -m ruff check src tests bench
+	$(PYTHON) -m ruff check src tests bench notebooks
 	$(PYTHON) -m ruff format --check src tests bench
 
 format:  ## ruff autoformat

@@ -140,7 +140,7 @@ def build_models(size: Size, device: torch.device, dtype: torch.dtype, **causal:
     torch.manual_seed(0)
     with torch.device(device):
         ref = WanTransformer3DModel(**size.transformer).eval()
-        with torch.no_grad():  # diffusers zero-inits nothing here, but make every table non-trivial
+        with torch.no_grad():  # norm gains start at exactly 1: perturb them so a misplaced norm shows
             for name, p in ref.named_parameters():
                 if "norm" in name and name.endswith("weight"):
                     p.add_(0.1 * torch.randn_like(p))

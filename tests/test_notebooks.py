@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
@@ -20,7 +19,6 @@ def test_notebook_code_cells_run(path: Path):
     cells = json.loads(path.read_text())["cells"]
     code = [("".join(c["source"])) for c in cells if c["cell_type"] == "code"]
     assert code, f"{path.name} has no code cells"
-    torch.manual_seed(0)
     scope: dict[str, object] = {"__name__": "__notebook__"}
     for i, src in enumerate(code):
         try:
