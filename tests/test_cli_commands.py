@@ -61,7 +61,7 @@ def test_precompute_latents_equals_direct_encode_and_reports_corrupt(tiny_wan, t
     (videos / "bad.txt").write_text("broken")
     out = tmp_path / "lat"
     assert main(["precompute", "latents", "--wan", str(tiny_wan), "--videos", str(videos), "--out", str(out),
-                 "--num-frames", "9", "--height", "32", "--width", "32", "--device", "cpu"]) == 0  # fmt: skip
+                 "--pixel-frames", "9", "--height", "32", "--width", "32", "--device", "cpu"]) == 0  # fmt: skip
     ds = ShardedTensorDataset(out)
     assert len(ds) == 1
     report = json.loads((out / "precompute_report.json").read_text())
@@ -91,6 +91,6 @@ def test_vbench_command_equals_library(tmp_path, capsys):
     assert "temporal_flickering" in capsys.readouterr().out
 
 
-def test_vbench_command_rejects_malformed_backbone(tmp_path):
-    with pytest.raises(SystemExit):
-        main(["vbench", "--videos", str(tmp_path), "--backbone", "subject_consistency"])
+def test_vbench_command_rejects_malformed_backbone(tmp_path, capsys):
+    assert main(["vbench", "--videos", str(tmp_path), "--backbone", "subject_consistency"]) == 2
+    assert capsys.readouterr().err == "error: --backbone expects DIMENSION=PATH, got 'subject_consistency'\n"

@@ -1,0 +1,108 @@
+"""LightningCLI for `rfvideo fit|validate|test|predict`, and the same config machinery for other
+subcommands: `build_module` (a config's LightningModule, nothing run) and `load_module_checkpoint`.
+
+Before any class is built, `rfvideo.cli.preflight` checks the parsed config (frame counts, learning
+rate, every path it names, the checkpoint), so a typo costs seconds, not a model load.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from rfvideo.cli.preflight import preflight_checkpoint, preflight_config
+from rfvideo.utils.checkpoint import load_checkpoint
+
+__all__ = ["RFVideoCLI", "build_module", "load_module_checkpoint", "run_lightning"]
+
+
+class RFVideoCLI(LightningCLI):
+    """LightningCLI over any LightningModule / DataModule `class_path`, with preflight checks.
+
+    Args:
+        args: Command-line style arguments (always given: `rfvideo.cli.main` passes them).
+        run: Whether to run the subcommand (`False`: build the classes only).
+        model_only: With `run=False`, skip building the Trainer (and its callbacks, loggers).
+    """
+
+    def __init__(self, args: list[str], *, run: bool = True, model_only: bool = False) -> None:
+        self._model_only = model_only and not run
+        super().__init__(
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            save_config_kwargs={"overwrite": True},
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        # rfvideo.cli.main always passes the arguments explicitly (it strips --traceback first), so
+        # LightningCLI's warning about "args and command line arguments" would fire on every run.
+        self.config = parser.parse_args(args)
+        # Before LightningCLI itself torch.loads --ckpt_path to read its hyperparameters.
+        sub = self.config.get("subcommand")
+        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt:
+            preflight_checkpoint(ckpt, option="--ckpt_path")
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.config.get("subcommand")
+        preflight_config(self.config[sub] if sub else self.config)
+
+    def instantiate_classes(self) -> None:
+        if not self._model_only:
+            super().instantiate_classes()
+            return
+        self.config_init = self.parser.instantiate_classes(self.config)
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+
+
+def _config_args(config_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
+    paths = [config_paths] if isinstance(config_paths, (str, os.PathLike)) else list(config_paths)
+    args: list[str] = []
+    for p in paths:
+        args += ["--config", os.fspath(p)]
+    return args
+
+
+def build_module(
+    config_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], overrides: Sequence[str] = ()
+) -> pl.LightningModule:
+    """The LightningModule a training config describes, built (weights loaded) but nothing run.
+
+    Args:
+        config_paths: One or more YAML configs, merged in order (as repeated `--config`).
+        overrides: Extra command-line style arguments, e.g. `["--model.init_args.num_latent_frames=4"]`.
+
+    Returns:
+        The module (preflight-checked, in the state its loaders leave it).
+    """
+    cli = RFVideoCLI([*_config_args(config_paths), *overrides], run=False, model_only=True)
+    return cli.model
+
+
+def load_module_checkpoint(
+    module: pl.LightningModule, ckpt_path: str | os.PathLike[str]
+) -> pl.LightningModule:
+    """Load a Lightning checkpoint's `state_dict` into `module` strictly (weights only, no code).
+
+    Raises:
+        ValueError: The file is missing, empty, truncated, or holds no `state_dict`; names the file.
+    """
+    preflight_checkpoint(ckpt_path, option="checkpoint")
+    ckpt = load_checkpoint(ckpt_path)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{os.fspath(ckpt_path)!r} is not a Lightning checkpoint (no 'state_dict')")
+    module.load_state_dict(ckpt["state_dict"], strict=True)
+    return module
+
+
+def run_lightning(args: list[str]) -> int:
+    """`rfvideo fit|validate|test|predict ...` (LightningCLI parses `args`)."""
+    RFVideoCLI(args)
+    return 0
