@@ -1,5 +1,6 @@
 """HPSv2: open_clip -> transformers CLIP key converter against a naive open_clip forward, round trip,
-and loading a checkpoint in the released format."""
+loading a checkpoint in the released format, hpsv2's letterbox and prompt cleaning. The cross-check against
+the hpsv2 package itself is tests/reward_crosscheck (isolated environment)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from transformers import CLIPModel
 
 from rfvideo.rewards.hps import HPSv2Reward, hf_to_open_clip, load_open_clip_state_dict, open_clip_to_hf
-from rfvideo.rewards.preprocess import ImagePreprocess
+from rfvideo.rewards.preprocess import Letterbox
 from test_rewards_clip import IMAGE, PROMPTS, tiny_clip_config, tiny_clip_tokenizer, tiny_processor
 
 W, LAYERS, HEADS, MLP, PATCH, EMBED, VOCAB, CTX = 32, 2, 2, 64, 8, 16, 518, 16
@@ -144,7 +145,7 @@ def test_from_pretrained_released_format(tmp_path: Path) -> None:
     assert reward.name == "hps" and reward.scale == "cosine"
     video = torch.rand(2, 2, 3, 40, 48, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
     out = reward(video, PROMPTS)
-    pre = ImagePreprocess(size=IMAGE, crop=(IMAGE, IMAGE))
+    pre = Letterbox(size=IMAGE)  # hpsv2's transform: the whole 40x48 frame, padded, not a centre crop
     ids = tiny_clip_tokenizer()(PROMPTS, padding=True, return_tensors="pt")["input_ids"]
     ref = (
         torch.stack(
@@ -157,3 +158,34 @@ def test_from_pretrained_released_format(tmp_path: Path) -> None:
     assert video.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="processor_path is required"):
         HPSv2Reward.from_pretrained(tmp_path / "HPS_v2_compressed.pt", processor_path=None)
+
+
+def test_hps_scores_the_whole_letterboxed_frame() -> None:
+    """hpsv2 letterboxes: a change in the side columns of a 480x832-shaped frame (outside the centre square
+    that a CLIP processor's crop keeps) must change the score, and the default preprocess is the letterbox."""
+    model = _converted_model(random_open_clip_state_dict(5))
+    reward = HPSv2Reward(model, tiny_clip_tokenizer())
+    assert reward.preprocess == Letterbox(size=IMAGE)
+    video = torch.rand(2, 1, 3, 30, 52, generator=torch.Generator().manual_seed(6))  # 480x832 aspect
+    edited = video.clone()
+    edited[..., :, :8] = 1.0 - edited[..., :, :8]  # columns 0-7: outside the centre 30x30 square (11-40)
+    before, after = reward(video, PROMPTS), reward(edited, PROMPTS)
+    assert (before - after).abs().min() > 1e-4, (before, after)
+    # Reference: the naive open_clip forward on the letterboxed frame.
+    ids = tiny_clip_tokenizer()(PROMPTS, padding=True, return_tensors="pt")["input_ids"]
+    sd = random_open_clip_state_dict(5)
+    ref = naive_open_clip_logits(sd, Letterbox(size=IMAGE)(video[:, 0]), ids).diagonal()
+    ref = ref / sd["logit_scale"].exp()
+    torch.testing.assert_close(before, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_hps_cleans_prompts_like_open_clip() -> None:
+    """Curly quotes and HTML entities reach the BPE as open_clip's tokenizer leaves them (ftfy + unescape)."""
+    model = _converted_model(random_open_clip_state_dict(7))
+    hps = HPSv2Reward(model, tiny_clip_tokenizer())
+    raw = ["the cat\u2019s  toy &amp;amp; the dog", "a \u201cred\u201d car"]
+    clean = ["the cat's toy & the dog", 'a "red" car']
+    torch.testing.assert_close(hps.text_features(raw), hps.text_features(clean))
+    # Without the cleaning (transformers' tokenizer alone) the same prompts embed differently.
+    plain = HPSv2Reward(model, tiny_clip_tokenizer(), text_clean=lambda p: p)
+    assert not torch.allclose(plain.text_features(raw), plain.text_features(clean), atol=1e-3)

@@ -1,12 +1,23 @@
-"""Differentiable CLIP preprocessing vs transformers' own CLIPImageProcessor (PIL path)."""
+"""Differentiable CLIP preprocessing vs transformers' own CLIPImageProcessor (PIL path); HPSv2's letterbox
+vs a PIL implementation; open_clip's prompt cleaning on hand-written cases."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from transformers import CLIPImageProcessor
 
-from rfvideo.rewards.preprocess import ImagePreprocess, center_crop, shortest_edge_size
+from rfvideo.rewards.preprocess import (
+    ImagePreprocess,
+    Letterbox,
+    center_crop,
+    clean_prompt_open_clip,
+    letterbox,
+    longest_edge_size,
+    shortest_edge_size,
+)
 
 
 def _smooth_uint8(h: int, w: int, g: torch.Generator) -> torch.Tensor:
@@ -79,3 +90,75 @@ def test_square_resize_processor_refused() -> None:
     proc = CLIPImageProcessor(size={"height": 32, "width": 32})
     with pytest.raises(ValueError, match="shortest-edge"):
         ImagePreprocess.from_processor(proc)
+
+
+def _pil_letterbox(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Naive HPSv2 letterbox with PIL: each channel as a float ("F") image, antialiased bicubic resize of
+    the long side to `size` (short side rounded), pasted at (pad_w // 2, pad_h // 2) on a zero canvas."""
+    h, w = img.shape[-2:]
+    new_h, new_w = round(h * size / max(h, w)), round(w * size / max(h, w))
+    out = torch.zeros(3, size, size)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    for c in range(3):
+        resized = Image.fromarray(img[c].numpy().astype(np.float32), mode="F").resize(
+            (new_w, new_h), Image.Resampling.BICUBIC
+        )
+        out[c, top : top + new_h, left : left + new_w] = torch.from_numpy(np.array(resized))
+    return out
+
+
+@pytest.mark.parametrize("hw", [(60, 104), (104, 60), (480, 832), (50, 50), (31, 77)])
+def test_letterbox_matches_pil(hw: tuple[int, int]) -> None:
+    g = torch.Generator().manual_seed(hw[0] * 7 + hw[1])
+    imgs = torch.stack([_smooth_uint8(*hw, g) for _ in range(2)]).float() / 255  # (n 3 H W)
+    size = 32
+    ours = letterbox(imgs, size)
+    ref = torch.stack([_pil_letterbox(im, size) for im in imgs])
+    assert ours.shape == ref.shape == (2, 3, size, size)
+    torch.testing.assert_close(ours, ref, atol=2e-5, rtol=0)
+    # The whole frame is kept: the padding is exactly zero and the picture spans the long side.
+    new_h, new_w = longest_edge_size(*hw, size)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    assert ours[..., :top, :].abs().sum() == 0 and ours[..., top + new_h :, :].abs().sum() == 0
+    assert ours[..., :, :left].abs().sum() == 0 and ours[..., :, left + new_w :].abs().sum() == 0
+
+
+def test_letterbox_sizes_normalisation_and_gradient() -> None:
+    assert longest_edge_size(480, 832, 224) == (129, 224)  # 480 * 224 / 832 = 129.23
+    assert longest_edge_size(832, 480, 224) == (224, 129)
+    assert longest_edge_size(60, 104, 224) == (129, 224)  # 129.23 as well: the 480x832 aspect ratio
+    assert longest_edge_size(3, 8, 224) == (84, 224)
+    pre = Letterbox(size=16, mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 2.0))
+    video = torch.rand(2, 3, 30, 52, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    x = pre(video)
+    ref = (letterbox(video.detach(), 16) - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.5, 0.25, 2.0]
+    ).view(1, 3, 1, 1)
+    torch.testing.assert_close(x, ref)
+    # padding rows are the normalised fill (0 -> -mean / std)
+    torch.testing.assert_close(x[0, :, 0, 0], torch.tensor([-0.2, -0.8, -0.15]))
+    x.sum().backward()
+    # every input pixel reaches the output (a centre crop would leave the left/right columns at zero grad)
+    assert video.grad is not None and (video.grad[..., :, :5].abs().sum() > 0)
+    assert video.grad[..., :, -5:].abs().sum() > 0
+    with pytest.raises(ValueError, match="size"):
+        Letterbox(size=0)
+    with pytest.raises(ValueError, match="mode"):
+        Letterbox(mode="area")
+    with pytest.raises(ValueError, match=r"\(n 3 H W\)"):
+        Letterbox()(torch.rand(3, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        # ftfy uncurls quotes; HTML entities are unescaped (twice: "&amp;amp;" -> "&")
+        ("A dog\u2019s \u201cbone\u201d &amp; a cat", 'a dog\'s "bone" & a cat'),
+        ("fish &amp;amp; chips", "fish & chips"),
+        ("  two\t\nspaces   here ", "two spaces here"),
+        ("mojibake: caf\u00c3\u00a9", "mojibake: caf\u00e9"),  # UTF-8 read as Latin-1, repaired by ftfy
+        ("plain prompt", "plain prompt"),
+    ],
+)
+def test_clean_prompt_open_clip(raw: str, clean: str) -> None:
+    assert clean_prompt_open_clip(raw) == clean

@@ -5,14 +5,18 @@
 `scale` is "cosine" (1: the raw cosine, CLIP score / 100 without the clamp at 0, HPSv2's convention) or
 "logit" (`exp(logit_scale)`, ~100 for trained CLIP: the model's own `logits_per_image`, PickScore's
 convention). Image embeddings carry gradients to the pixels; text embeddings do not (prompts are data) and
-are computed once per distinct prompt in a call. In transformers >= 5 `get_image_features` /
-`get_text_features` return an output object whose `pooler_output` is the *projected* embedding.
+are computed once per distinct prompt in a call. `preprocess` is any differentiable `(n 3 H W) -> model
+input` callable (a centre crop like transformers' processor, or HPSv2's letterbox); `text_clean` optionally
+rewrites each prompt before the tokenizer (HPSv2: open_clip's ftfy / HTML-unescape cleaning).
+In transformers >= 5 `get_image_features` / `get_text_features` return an output object whose
+`pooler_output` is the *projected* embedding.
 
 Legend: `n` images, `H W` pixel size, `d` joint embedding width, `t` tokens.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +35,8 @@ from rfvideo.rewards.preprocess import ImagePreprocess
 __all__ = ["CLIPImageProcessor", "ClipScoreReward", "ClipSimilarityReward", "load_clip_processing"]
 
 Scale = Literal["cosine", "logit"]
+#: Differentiable `(n 3 H W)` in [0, 1] -> `(n 3 h w)` model input.
+Preprocess = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _features(out: Any) -> torch.Tensor:
@@ -51,22 +57,28 @@ class ClipSimilarityReward(FrameReward):
     Args:
         model: the CLIP model (frozen here).
         tokenizer: its tokenizer (callable like a transformers tokenizer).
-        preprocess: differentiable image preprocessing matching the model's image processor.
+        preprocess: differentiable image preprocessing matching the model's own image transform
+            (default: the class's `default_preprocess`, else 224 shortest-edge resize + centre crop).
         scale: "cosine" or "logit" (see the module docstring).
         max_length: token limit (default: the text model's position table).
+        text_clean: prompt rewrite applied before tokenizing (default: the class's `default_text_clean`).
     """
 
     name = "clip_similarity"
     default_scale: Scale = "cosine"
+    #: Prompt rewrite before the tokenizer (None: the tokenizer sees the prompt as given). Subclasses set a
+    #: `staticmethod`, so reading it from an instance gives the plain function.
+    default_text_clean: Callable[[str], str] | None = None
 
     def __init__(
         self,
         model: CLIPModel,
         tokenizer: Any,
-        preprocess: ImagePreprocess | None = None,
+        preprocess: Preprocess | None = None,
         *,
         scale: Scale | None = None,
         max_length: int | None = None,
+        text_clean: Callable[[str], str] | None = None,
     ) -> None:
         super().__init__()
         scale = scale or self.default_scale
@@ -74,10 +86,16 @@ class ClipSimilarityReward(FrameReward):
             raise ValueError(f"scale must be cosine or logit, got {scale!r}")
         self.model = model
         self.tokenizer = tokenizer
-        self.preprocess = preprocess or ImagePreprocess()
+        self.preprocess = preprocess or self.default_preprocess(model)
         self.scale = scale
         self.max_length = max_length or model.config.text_config.max_position_embeddings
+        self.text_clean = text_clean if text_clean is not None else self.default_text_clean
         self.freeze()
+
+    @classmethod
+    def default_preprocess(cls, model: CLIPModel) -> Preprocess:
+        """Image preprocessing when none is given: transformers' CLIP processor defaults (224 crop)."""
+        return ImagePreprocess()
 
     @classmethod
     def from_pretrained(
@@ -109,6 +127,8 @@ class ClipSimilarityReward(FrameReward):
     def text_features(self, prompts: list[str]) -> torch.Tensor:
         """`n` prompts -> `(n d)` L2-normalised text embeddings (no grad)."""
         device, _ = self._device_dtype
+        if self.text_clean is not None:
+            prompts = [self.text_clean(p) for p in prompts]
         tok = self.tokenizer(
             prompts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )

@@ -5,8 +5,16 @@ open_clip needs torchvision, which does not install beside our torch, so the rel
 (`HPS_v2_compressed.pt`, `HPS_v2.1_compressed.pt`; a dict whose `state_dict` holds the open_clip weights)
 are converted key by key into transformers' CLIP layout (`open_clip_to_hf`), loaded strictly into a
 `CLIPModel` built from the `laion/CLIP-ViT-H-14-laion2B-s32B-b79K` config, whose tokenizer and image
-processor match open_clip's ViT-H-14 ones. Score as in the authors' code: the cosine of the normalised
-image and text embeddings (no logit scale), ~0.2-0.35.
+processor settings (mean/std) match open_clip's ViT-H-14 ones. Score as in the authors' code
+(`hpsv2.img_score.score`): the cosine of the normalised image and text embeddings (no logit scale),
+~0.2-0.35.
+
+Inputs as hpsv2 prepares them (tests/reward_crosscheck checks both against the hpsv2 package):
+- image: hpsv2 builds its transform with `light_augmentation=True`, i.e. open_clip's letterbox (long side
+  to 224, zero padding to a square; `rfvideo.rewards.preprocess.Letterbox`), so a 480x832 frame is scored
+  whole, with black bars, not centre-cropped as transformers' CLIP processor would;
+- prompt: open_clip's tokenizer cleans it first (`ftfy.fix_text`, double `html.unescape`, whitespace;
+  `clean_prompt_open_clip`), then the same BPE as transformers' CLIP tokenizer.
 
 open_clip -> transformers:
     visual.conv1.weight                  vision_model.embeddings.patch_embedding.weight
@@ -33,9 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import CLIPConfig, CLIPModel
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
-from rfvideo.rewards.clip_score import ClipSimilarityReward, Scale, load_clip_processing
+from rfvideo.rewards.clip_score import CLIPImageProcessor, ClipSimilarityReward, Preprocess, Scale
+from rfvideo.rewards.preprocess import Letterbox, clean_prompt_open_clip
 
 __all__ = ["HPS_PROCESSOR", "HPSv2Reward", "hf_to_open_clip", "load_open_clip_state_dict", "open_clip_to_hf"]
 
@@ -145,10 +154,20 @@ def load_open_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 class HPSv2Reward(ClipSimilarityReward):
-    """HPSv2 / v2.1 per frame: `cos(image, text)` of the converted ViT-H-14 (or `scale="logit"`)."""
+    """HPSv2 / v2.1 per frame: `cos(image, text)` of the converted ViT-H-14 (or `scale="logit"`).
+
+    Defaults follow hpsv2's scoring path: `Letterbox` at the vision tower's image size and open_clip's
+    prompt cleaning (pass `preprocess=` / `text_clean=` to override).
+    """
 
     name = "hps"
     default_scale: Scale = "cosine"
+    default_text_clean = staticmethod(clean_prompt_open_clip)
+
+    @classmethod
+    def default_preprocess(cls, model: CLIPModel) -> Preprocess:
+        """hpsv2's letterbox at the model's image size, OpenAI CLIP mean/std."""
+        return Letterbox(size=int(model.config.vision_config.image_size))
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
@@ -165,26 +184,36 @@ class HPSv2Reward(ClipSimilarityReward):
             path_or_id: `HPS_v2_compressed.pt` / `HPS_v2.1_compressed.pt` (open_clip format), or a directory /
                 hub id of an already converted transformers `CLIPModel`.
             processor_path: directory or hub id with the ViT-H-14 `config.json`, tokenizer and image
-                processor (only the config is read, no weights).
+                processor (no weights are read from it). Required with an open_clip checkpoint; with a
+                converted model, None means "beside the weights".
             torch_dtype: model dtype.
-            **kwargs: constructor options (`scale`, `max_length`).
+            **kwargs: constructor options (`scale`, `max_length`, `preprocess`, `text_clean`).
         """
         path = Path(path_or_id)
-        if not path.is_file():
-            return super().from_pretrained(
-                path_or_id, processor_path=processor_path, torch_dtype=torch_dtype, **kwargs
+        if path.is_file():
+            if processor_path is None:
+                raise ValueError(
+                    "processor_path is required with an open_clip checkpoint (config and tokenizer)"
+                )
+            model = CLIPModel(CLIPConfig.from_pretrained(str(processor_path))).eval()
+            missing, unexpected = model.load_state_dict(
+                open_clip_to_hf(load_open_clip_state_dict(path)), strict=False
             )
-        if processor_path is None:
-            raise ValueError("processor_path is required with an open_clip checkpoint (config and tokenizer)")
-        config = CLIPConfig.from_pretrained(str(processor_path))
-        model = CLIPModel(config).eval()
-        missing, unexpected = model.load_state_dict(
-            open_clip_to_hf(load_open_clip_state_dict(path)), strict=False
-        )
-        missing = [k for k in missing if not k.endswith("position_ids")]
-        if missing or unexpected:
-            raise ValueError(
-                f"{path}: checkpoint does not fit the config: missing {missing}, unexpected {unexpected}"
+            missing = [k for k in missing if not k.endswith("position_ids")]
+            if missing or unexpected:
+                raise ValueError(
+                    f"{path}: checkpoint does not fit the config: missing {missing}, unexpected {unexpected}"
+                )
+        else:
+            model = CLIPModel.from_pretrained(str(path_or_id), torch_dtype=torch_dtype)
+        source = str(processor_path or path_or_id)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        if "preprocess" not in kwargs:
+            # mean/std from the processor; the letterbox side is the vision tower's input size.
+            processor = CLIPImageProcessor.from_pretrained(source)
+            kwargs["preprocess"] = Letterbox(
+                size=int(model.config.vision_config.image_size),
+                mean=tuple(processor.image_mean),
+                std=tuple(processor.image_std),
             )
-        tokenizer, preprocess = load_clip_processing(processor_path)
-        return cls(model.to(torch_dtype), tokenizer, preprocess, **kwargs)
+        return cls(model.to(torch_dtype), tokenizer, **kwargs)

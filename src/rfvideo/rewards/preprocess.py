@@ -1,4 +1,4 @@
-"""Differentiable image preprocessing for reward models, matching each model's own image processor.
+"""Differentiable image preprocessing (and prompt cleaning) for reward models, matching each model's own.
 
 transformers' `CLIPImageProcessor` (used by CLIP, PickScore, HPS and the LAION aesthetic backbone): resize the
 shortest edge to `size` (long edge `int(size * long / short)`), bicubic with antialiasing (PIL), centre-crop
@@ -10,11 +10,23 @@ rounds the result to uint8; `F.interpolate(mode="bicubic", antialias=True)` uses
 without the rounding. On uint8 inputs the two differ by 0.30 grey levels on average (uint8 rounding alone
 explains 0.25) and by at most ~1.1 levels, which tests/test_rewards_preprocess.py checks.
 
+HPSv2's scoring transform (open_clip's `image_transform(..., resize_longest_max=True)`, which hpsv2 selects
+with `light_augmentation=True`) is a letterbox instead: `ToTensor`, then the LONG side resized to `size`
+(short side `round(size * short / long)`, torchvision's bicubic with antialiasing on the float tensor),
+then zero padding to `size x size` (left/top get `pad // 2`), then mean/std. The whole frame is scored,
+bars included. `Letterbox` runs exactly those float ops, so it matches hpsv2 to float round-off.
+
+Prompt cleaning: open_clip's tokenizer (hpsv2 vendors a copy) runs `ftfy.fix_text`, a double
+`html.unescape` and whitespace collapsing before BPE; transformers' CLIP tokenizer does not, so curly
+quotes, HTML entities or mojibake get other token ids unless `clean_prompt_open_clip` runs first.
+
 Legend: `n` images, `H W` input size, `h w` output size.
 """
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +34,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "ImagePreprocess", "resize_shortest_edge", "center_crop"]
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "ImagePreprocess",
+    "Letterbox",
+    "center_crop",
+    "clean_prompt_open_clip",
+    "letterbox",
+    "longest_edge_size",
+    "resize_shortest_edge",
+]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -106,7 +128,90 @@ class ImagePreprocess:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (n 3 H W), got shape {tuple(images.shape)}")
         x = resize_shortest_edge(images.float(), self.size, mode=self.mode)
-        x = center_crop(x, *self.crop)
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return _normalize(center_crop(x, *self.crop), self.mean, self.std)
+
+
+def _normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def longest_edge_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """`(h, w)` after open_clip's `ResizeMaxSize`: long side `size`, short `round(size * short / long)`."""
+    scale = size / float(max(h, w))
+    return round(h * scale), round(w * scale)
+
+
+def letterbox(images: torch.Tensor, size: int, *, mode: str = "bicubic", fill: float = 0.0) -> torch.Tensor:
+    """`(n 3 H W)` -> `(n 3 size size)`: long side resized to `size`, padded with `fill` (differentiable).
+
+    Same arithmetic as open_clip's `ResizeMaxSize` on a tensor: new size by `round`, torchvision's tensor
+    resize (`F.interpolate`, antialiased for bilinear/bicubic, no clamp on float input), padding split
+    `pad // 2` before (left/top) and the rest after. Unlike `ResizeMaxSize`, an image whose long side is
+    already `size` is still padded to a square (open_clip returns it unpadded there, which its ViT rejects).
+    """
+    h, w = images.shape[-2:]
+    new_h, new_w = longest_edge_size(h, w, size)
+    if (new_h, new_w) != (h, w):
+        antialias = mode in ("bilinear", "bicubic")
+        images = F.interpolate(
+            images,
+            size=(new_h, new_w),
+            mode=mode,
+            align_corners=False if antialias else None,
+            antialias=antialias,
+        )
+    pad_h, pad_w = size - new_h, size - new_w
+    if pad_h or pad_w:
+        images = F.pad(images, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=fill)
+    return images
+
+
+@dataclass(kw_only=True)
+class Letterbox:
+    """HPSv2's scoring transform as differentiable torch ops: letterbox to `size x size`, then mean/std."""
+
+    size: int = 224
+    """Side of the square output (the ViT's image size)."""
+    mean: Sequence[float] = CLIP_MEAN
+    """Per-channel mean (after rescaling to [0, 1])."""
+    std: Sequence[float] = CLIP_STD
+    """Per-channel standard deviation."""
+    fill: float = 0.0
+    """Padding value in [0, 1] pixel units, before normalisation (open_clip's `fill_color=0`: black)."""
+    mode: str = "bicubic"
+    """`F.interpolate` mode of the resize."""
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"size must be positive, got size={self.size}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean/std must have 3 entries and std > 0, got {self.mean} {self.std}")
+        if self.mode not in ("nearest", "bilinear", "bicubic"):
+            raise ValueError(f"mode must be nearest, bilinear or bicubic, got {self.mode!r}")
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """`(n 3 H W)` float in [0, 1] -> `(n 3 size size)` normalised model input."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (n 3 H W), got shape {tuple(images.shape)}")
+        x = letterbox(images.float(), self.size, mode=self.mode, fill=self.fill)
+        return _normalize(x, self.mean, self.std)
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def clean_prompt_open_clip(text: str) -> str:
+    """open_clip's prompt cleaning (`basic_clean` + `whitespace_clean`), run before its BPE.
+
+    `ftfy.fix_text` (curly quotes -> straight, mojibake, ligatures, NFC ...), `html.unescape` twice
+    (`&amp;amp;` -> `&`), whitespace runs collapsed to one space, stripped, lower-cased (Python's
+    `str.lower`, as open_clip; transformers' CLIP tokenizer lower-cases again, a no-op then).
+    """
+    try:
+        import ftfy
+    except ImportError as err:  # a silent fallback would tokenize some prompts differently from open_clip
+        raise ImportError("open_clip prompt cleaning needs ftfy (pip install ftfy)") from err
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return _WHITESPACE.sub(" ", text).strip().lower()

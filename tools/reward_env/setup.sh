@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Build the isolated environment for the reward cross-checks (`make reward-env`).
+#
+# The official reward packages cannot live beside the main environment: hpsv2 and open_clip need
+# torchvision (PyPI's torchvision does not import beside our CPU torch), ImageReward's BLIP code imports
+# helpers that transformers removed from `modeling_utils` in 4.56 (so transformers stays < 4.56 here),
+# and hpsv2 / image-reward pin test runners and old libraries we do not want. So they live in their own
+# venv (git-ignored by the `.gitignore` this script writes into it), installed --no-deps where their pins
+# are stale, plus only what the code paths we call import. rfvideo itself is NOT installed there: the
+# cross-check tests import it through PYTHONPATH=src. No weights are downloaded, by this script or the tests.
+#
+# Usage: tools/reward_env/setup.sh [VENV_DIR]   (default: .venv-rewards at the repository root)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="${1:-$ROOT/.venv-rewards}"
+PYTHON="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+echo '*' > "$VENV/.gitignore"
+PIP=("$VENV/bin/python" -m pip install --quiet)
+
+# A matched torch/torchvision pair first (a CUDA build that runs on the CPU; ~6 GB).
+"${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1"
+# The reference packages. hpsv2 vendors its own open_clip copy (the one its scoring path uses); its and
+# ImageReward's declared pins (pytest==7.2, timm==0.6.13, fairscale, datasets, diffusers...) are skipped.
+"${PIP[@]}" --no-deps "hpsv2==1.2.0" "image-reward==1.5" "open_clip_torch==3.3.0" "openai-clip==1.0.1"
+# What the called code paths import, the libraries rfvideo's reward code needs, and the test runner.
+"${PIP[@]}" \
+    "transformers>=4.46,<4.56" \
+    "huggingface_hub<1" \
+    "tokenizers" \
+    "timm>=1.0.17" \
+    "torchmetrics>=1.4" \
+    "ftfy>=6" \
+    "regex" \
+    "tqdm" \
+    "numpy" \
+    "pillow" \
+    "safetensors" \
+    "einops>=0.8" \
+    "setuptools<81" \
+    "pytest>=8" \
+    "pytest-timeout>=2.3"
+
+"$VENV/bin/python" - <<'PY'
+import importlib.metadata as md
+
+for name in ("torch", "torchvision", "hpsv2", "image-reward", "open_clip_torch", "openai-clip", "transformers",
+             "timm", "torchmetrics", "ftfy"):
+    print(f"{name}=={md.version(name)}")
+PY
+echo "Reward cross-check environment ready: $VENV"
