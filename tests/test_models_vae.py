@@ -202,3 +202,72 @@ def test_wan22_residual_variant() -> None:
     assert w.encode(torch.rand(1, 5, 3, 32, 32)).shape == (1, 2, 4, 2, 2)
     with pytest.raises(ValueError, match="16"):
         w.encode(torch.rand(1, 5, 3, 24, 32))
+
+
+@pytest.fixture(scope="module")
+def streamed_video(wrapped: WanVAE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents of a 4-latent-frame video and their full decode (the reference), computed once."""
+    lat = rand(2, 4, 4, 2, 3, seed=11)
+    return lat, wrapped.decode(lat)
+
+
+@pytest.mark.parametrize("chunks", [(1, 1, 1, 1), (1, 3), (2, 2), (3, 1), (4,)])
+def test_stream_decoder_equals_full_decode(
+    wrapped: WanVAE, streamed_video: tuple[torch.Tensor, torch.Tensor], chunks: tuple[int, ...]
+) -> None:
+    """Chunk-by-chunk decode (feature cache carried between calls) == one decode of the whole video."""
+    lat, full = streamed_video
+    decoder = wrapped.stream_decoder()
+    outs, start = [], 0
+    for i, f in enumerate(chunks):
+        out = decoder(lat[:, start : start + f], frame_offset=start)
+        # latent frame 0 -> 1 pixel frame, every later latent frame -> 4
+        assert out.shape == (2, 1 + 4 * (f - 1) if i == 0 else 4 * f, 3, 16, 24)
+        outs.append(out)
+        start += f
+    streamed = torch.cat(outs, dim=1)
+    assert streamed.shape == full.shape == (2, 13, 3, 16, 24)
+    assert (streamed - full).abs().max() <= 1e-5
+    assert full.std() > 1e-3  # a non-trivial video: a dropped cache entry would show
+    assert decoder.next_frame == 4
+
+
+def test_stream_decoder_reset_and_wan22(wrapped: WanVAE) -> None:
+    decoder = wrapped.stream_decoder()
+    a, b = rand(1, 2, 4, 2, 2, seed=12), rand(1, 2, 4, 2, 2, seed=13)
+    decoder(a)
+    decoder.reset()
+    # after reset the next chunk is latent frame 0 of a new video: no state of `a` leaks in
+    torch.testing.assert_close(decoder(b), wrapped.decode(b), rtol=0, atol=1e-5)
+    # Wan2.2's residual up-blocks with 2x2 patchify stream too
+    vae = AutoencoderKLWan(
+        base_dim=4, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1, is_residual=True, patch_size=2,
+        in_channels=12, out_channels=12, scale_factor_spatial=16, latents_mean=MEAN, latents_std=STD,
+    )  # fmt: skip
+    w = WanVAE(randomize_(vae, torch.Generator().manual_seed(4), scale=0.2))
+    lat = rand(1, 3, 4, 1, 1, seed=14)
+    dec = w.stream_decoder()
+    streamed = torch.cat([dec(lat[:, :1]), dec(lat[:, 1:2]), dec(lat[:, 2:])], dim=1)
+    assert (streamed - w.decode(lat)).abs().max() <= 1e-5
+
+
+def test_stream_decoder_bad_input(wrapped: WanVAE) -> None:
+    decoder = wrapped.stream_decoder()
+    lat = rand(2, 3, 4, 2, 2, seed=15)
+    decoder(lat[:, :2], frame_offset=0)
+    with pytest.raises(ValueError, match="frame_offset=0"):
+        decoder(lat[:, 2:], frame_offset=0)  # repeated chunk
+    with pytest.raises(ValueError, match="frame_offset=5"):
+        decoder(lat[:, 2:], frame_offset=5)  # skipped frames
+    with pytest.raises(ValueError, match=r"\(1, 1, 4, 2, 2\)"):
+        decoder(lat[:1, 2:])  # batch changed mid-stream
+    with pytest.raises(ValueError, match=r"\(2, 1, 4, 1, 2\)"):
+        decoder(lat[:, 2:, :, :1])  # latent size changed mid-stream
+    with pytest.raises(ValueError, match="c=4"):
+        decoder(rand(2, 1, 3, 2, 2))
+    with pytest.raises(ValueError, match="at least one"):
+        decoder(lat[:, :0])
+    # a refused chunk leaves the stream where it was: the right next chunk still decodes exactly
+    torch.testing.assert_close(
+        decoder(lat[:, 2:], frame_offset=2), wrapped.decode(lat)[:, 5:], rtol=0, atol=1e-5
+    )

@@ -9,7 +9,8 @@ speaks `(b c f h w)` latents and `(b 3 F H W)` video in [-1, 1].
 The Wan decoder is causal in time: it decodes one latent frame per call and carries, per causal
 convolution, the last two input frames of that convolution in a feature cache. Latent frame 0 decodes
 to pixel frame 0; latent frame j > 0 decodes to pixel frames 4j-3 .. 4j. So the last pixel frames need
-only the cache state left by the earlier latent frames, which we build under `no_grad`.
+only the cache state left by the earlier latent frames, which we build under `no_grad`; and a video can be
+decoded chunk by chunk while it is generated (`WanVAE.stream_decoder`), carrying that cache between calls.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import CACHE_T, WanCausalC
 from torch import nn
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
-__all__ = ["WanVAE", "latent_frames_for_pixel_frames", "num_latent_frames", "num_pixel_frames"]
+__all__ = [
+    "WanStreamDecoder",
+    "WanVAE",
+    "latent_frames_for_pixel_frames",
+    "num_latent_frames",
+    "num_pixel_frames",
+]
 
 # Wan2.1's VAE: 4x temporal, 8x spatial compression. Kept as fallbacks for configs that predate
 # diffusers' `scale_factor_*` keys.
@@ -295,6 +302,14 @@ class WanVAE(nn.Module):
         z = self.denormalize(einops.rearrange(latents, "b f c h w -> b c f h w").to(self.vae.dtype))
         return self.vae.post_quant_conv(z)
 
+    def stream_decoder(self) -> WanStreamDecoder:
+        """A decoder that takes the video chunk by chunk, in order, and returns each chunk's pixels at once.
+
+        `decoder(chunk (b f c h w))` equals the matching slice of `decode` of the whole video: the causal
+        decoder's feature cache is kept between calls, so a chunk needs only its own latents.
+        """
+        return WanStreamDecoder(self)
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Decode normalised latents (b f c h w) to video (b F 3 H W) in [0, 1], F = 1 + 4(f - 1)."""
         self._check_latents(latents)
@@ -341,3 +356,71 @@ class WanVAE(nn.Module):
             )[0]
         )
         return video[:, -num_frames:]
+
+
+class WanStreamDecoder:
+    """Chunk-by-chunk decode of one video (a batch of videos), equal to `WanVAE.decode` of the whole.
+
+    The causal decoder keeps, per causal convolution, the last input frames of that convolution; this
+    object carries that feature cache from one call to the next, so each chunk's latents decode as soon
+    as they exist and memory stays constant however long the video grows (a few frames per conv).
+    Runs under `no_grad`: streaming is inference (use `WanVAE.decode_last` for a differentiable decode).
+
+    Call it with consecutive chunks `(b f c h w)`: the first returns `1 + 4 (f - 1)` pixel frames
+    (latent frame 0 decodes to one pixel frame), every later one `4 f`. Batch, channels and latent size
+    must stay those of the first chunk; `reset()` starts a new video.
+
+    Args:
+        vae: The `WanVAE` whose decoder runs.
+    """
+
+    def __init__(self, vae: WanVAE) -> None:
+        self.vae = vae
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the feature cache and the frame count: the next call is latent frame 0 of a new video."""
+        self._cache: list[Any] = [None] * self.vae._num_decoder_convs
+        self.next_frame = 0  # absolute latent index of the next chunk's first frame
+        self._shape: tuple[int, int, int, int] | None = None  # (b, c, h, w) of the first chunk
+
+    @torch.no_grad()
+    def __call__(self, chunk_latents: torch.Tensor, *, frame_offset: int | None = None) -> torch.Tensor:
+        """Decode the next chunk.
+
+        Args:
+            chunk_latents: Normalised latents `(b f c h w)` of the latent frames following those already
+                decoded (f >= 1).
+            frame_offset: Optional absolute latent index of the chunk's first frame; when given it must
+                equal the number of frames decoded so far (catches a skipped or repeated chunk).
+
+        Returns:
+            Video `(b F 3 H W)` in [0, 1]: `F = 1 + 4 (f - 1)` for the first chunk, `4 f` afterwards.
+
+        Raises:
+            ValueError: a chunk of the wrong rank / channels, a batch or latent size other than the first
+                chunk's, or a `frame_offset` other than the next frame.
+        """
+        vae = self.vae
+        vae._check_latents(chunk_latents)
+        b, f, c, h, w = chunk_latents.shape
+        if f < 1:
+            raise ValueError(
+                f"chunk_latents must hold at least one latent frame, got shape {(b, f, c, h, w)}"
+            )
+        if self._shape is not None and (b, c, h, w) != self._shape:
+            raise ValueError(
+                f"chunk (b f c h w) = {(b, f, c, h, w)} does not continue the stream of "
+                f"(b, c, h, w) = {self._shape}; reset() to start a new video"
+            )
+        if frame_offset is not None and frame_offset != self.next_frame:
+            raise ValueError(
+                f"chunk out of order: frame_offset={frame_offset!r}, the next latent frame to decode is "
+                f"{self.next_frame}"
+            )
+        out, cache = vae._decode_steps(vae._post_quant(chunk_latents), self._cache, self.next_frame)
+        # Commit only after the decode succeeded, so an exception leaves the stream where it was.
+        self._cache = cache
+        self._shape = (b, c, h, w)
+        self.next_frame += f
+        return vae._to_video(out)
