@@ -60,8 +60,9 @@ def test_precompute_latents_equals_direct_encode_and_reports_corrupt(tiny_wan, t
     (videos / "bad.mp4").write_bytes((videos / "good.mp4").read_bytes()[:200])  # truncated
     (videos / "bad.txt").write_text("broken")
     out = tmp_path / "lat"
-    assert main(["precompute", "latents", "--wan", str(tiny_wan), "--videos", str(videos), "--out", str(out),
-                 "--pixel-frames", "9", "--height", "32", "--width", "32", "--device", "cpu"]) == 0  # fmt: skip
+    argv = ["precompute", "latents", "--wan", str(tiny_wan), "--videos", str(videos), "--out", str(out),
+            "--pixel-frames", "9", "--height", "32", "--width", "32", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
     ds = ShardedTensorDataset(out)
     assert len(ds) == 1
     report = json.loads((out / "precompute_report.json").read_text())

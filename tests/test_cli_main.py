@@ -47,8 +47,8 @@ def test_help_and_argument_errors_import_no_torch():
         "import sys\n"
         "from rfvideo.cli import main\n"
         "assert main(['--help']) == 0\n"
-        "for argv in (['generate', '--help'], ['precompute', 'latents', '--help'],\n"
-        "             ['generate', '--config', 'x.yaml', '--prompt', 'p', '--out', 'o', '--num-frames', '0']):\n"
+        "bad = ['generate', '--config', 'x.yaml', '--prompt', 'p', '--out', 'o', '--num-frames', '0']\n"
+        "for argv in (['generate', '--help'], ['precompute', 'latents', '--help'], bad):\n"
         "    try:\n"
         "        main(argv)\n"
         "    except SystemExit:\n"
@@ -112,9 +112,9 @@ def test_traceback_flag_and_env_reraise(monkeypatch, how):
 
 
 def test_fit_trains_and_checkpoints_on_demo_config(tmp_path):
-    code = main(["fit", "--config", CONFIG, "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
-                 "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
-    assert code == 0
+    argv = ["fit", "--config", CONFIG, "--trainer.max_steps=1", "--trainer.limit_val_batches=0",
+            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"]  # fmt: skip
+    assert main(argv) == 0
     ckpts = sorted(tmp_path.rglob("*.ckpt"))
     assert ckpts, list(tmp_path.rglob("*"))
     ckpt = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
