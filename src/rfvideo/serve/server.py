@@ -1,0 +1,72 @@
+"""Run the app with uvicorn: in the foreground (the CLI) or in a background thread (tests, benchmarks).
+
+uvicorn handles SIGINT / SIGTERM in the foreground: it stops accepting, closes the sockets, then runs
+the app's lifespan shutdown, which stops every stream and waits for its worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "background_server", "run_server"]
+
+DEFAULT_HOST = "127.0.0.1"  # loopback unless the user asks for more
+DEFAULT_PORT = 7860
+# Client text messages are small JSON objects; anything bigger is refused by the server itself.
+_WS_MAX_BYTES = 64 * 1024
+_GRACEFUL_S = 10
+
+
+def _config(app: Any, host: str, port: int, log_level: str) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        ws_max_size=_WS_MAX_BYTES,
+        timeout_graceful_shutdown=_GRACEFUL_S,
+    )
+
+
+def run_server(
+    app: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info"
+) -> None:
+    """Serve `app` until SIGINT / SIGTERM, then shut down cleanly (streams stopped, workers joined)."""
+    import uvicorn
+
+    if not 0 <= port < 65536:
+        raise ValueError(f"port must lie in [0, 65535], got {port}")
+    uvicorn.Server(_config(app, host, port, log_level)).run()
+
+
+@contextlib.contextmanager
+def background_server(app: Any, *, host: str = DEFAULT_HOST, log_level: str = "warning") -> Iterator[str]:
+    """Serve `app` on a free port of `host` in a daemon thread; yields its base URL, shuts down on exit."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(_config(app, host, port, log_level))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the background server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=_GRACEFUL_S + 20)
+        sock.close()
