@@ -122,3 +122,24 @@ def test_from_pretrained(tmp_path, encoder: TextEncoder) -> None:
         tmp_path, subfolder="text_encoder", tokenizer_subfolder="tokenizer", torch_dtype=torch.bfloat16
     )
     assert half.dtype == torch.bfloat16 and half.encode(["x"])[0].shape == (1, 512, 32)
+
+
+def test_long_prompts_are_counted_and_warned_once(encoder: TextEncoder) -> None:
+    fresh = TextEncoder(encoder.text_encoder, encoder.tokenizer, max_length=N)
+    fits = "b" * (N - 1)  # ByT5: one token per byte + </s> -> exactly N tokens, not truncated
+    over = "c" * N  # N + 1 tokens: truncated
+    with pytest.warns(UserWarning, match=rf"1 prompt\(s\) longer than the text encoder's {N} tokens") as rec:
+        fresh.encode([fits, over, "short"])
+    assert len([w for w in rec if "longer than" in str(w.message)]) == 1
+    assert fresh.num_truncated == 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second batch with long prompts only counts
+        fresh.encode([over + "d", over + "e", fits])
+    assert fresh.num_truncated == 3
+
+
+def test_from_pretrained_missing_folder_is_named(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"umT5 text encoder: no such folder: .*missing"):
+        TextEncoder.from_pretrained(tmp_path / "missing", subfolder="text_encoder")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,8 @@ import transformers
 from packaging.version import Version
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, UMT5EncoderModel
+
+from rfvideo.models.hub import resolve_pretrained
 
 __all__ = ["TextEncoder", "clean_prompt", "validate_prompts"]
 
@@ -64,7 +67,8 @@ class TextEncoder(nn.Module):
     Args:
         text_encoder: A built `UMT5EncoderModel` (any encoder returning `last_hidden_state` works).
         tokenizer: Its tokenizer (pads on the right).
-        max_length: Fixed token length of the output (Wan: 512); longer prompts are truncated.
+        max_length: Fixed token length of the output (Wan: 512); longer prompts are truncated,
+            counted in `num_truncated`, and warned about once per encoder.
         cache_size: Keep this many prompts' embeddings in an in-memory LRU cache (0: no cache).
     """
 
@@ -85,6 +89,9 @@ class TextEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.cache_size = cache_size
+        self.num_truncated = 0
+        """Prompts encoded so far that had more than `max_length` tokens (their tail was cut)."""
+        self._warned_truncation = False
         # cleaned prompt -> (emb (n d), mask (n)); plain dict state, not module buffers, so it is
         # never saved into checkpoints.
         self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
@@ -119,6 +126,9 @@ class TextEncoder(nn.Module):
             cache_size: In-memory LRU cache of prompt embeddings (0: off).
             **kwargs: Passed to `UMT5EncoderModel.from_pretrained`.
         """
+        path_or_id = resolve_pretrained(path_or_id, what="umT5 text encoder")
+        if tokenizer_path_or_id is not None:
+            tokenizer_path_or_id = resolve_pretrained(tokenizer_path_or_id, what="umT5 tokenizer")
         kwargs.setdefault("trust_remote_code", False)
         model_kwargs: dict[str, Any] = dict(kwargs)
         if subfolder is not None:
@@ -153,8 +163,28 @@ class TextEncoder(nn.Module):
     def clear_cache(self) -> None:
         self._cache.clear()
 
+    def _count_truncated(self, cleaned: list[str]) -> None:
+        """Count prompts longer than `max_length` tokens; warn the first time (silent truncation
+        changes what the model is conditioned on)."""
+        ids = self.tokenizer(cleaned, add_special_tokens=True, verbose=False).input_ids
+        lengths = [len(row) for row in ids]
+        long = [(p, n) for p, n in zip(cleaned, lengths) if n > self.max_length]
+        if not long:
+            return
+        self.num_truncated += len(long)
+        if not self._warned_truncation:
+            self._warned_truncation = True
+            prompt, n = long[0]
+            warnings.warn(
+                f"{len(long)} prompt(s) longer than the text encoder's {self.max_length} tokens are "
+                f"truncated (e.g. {n} tokens: {prompt[:60]!r}...); later ones are only counted "
+                "(TextEncoder.num_truncated)",
+                stacklevel=5,  # the caller of encode(): here, _encode_uncached, no_grad's wrapper, encode
+            )
+
     @torch.no_grad()
     def _encode_uncached(self, cleaned: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        self._count_truncated(cleaned)
         tokens = self.tokenizer(
             cleaned,
             padding="max_length",
