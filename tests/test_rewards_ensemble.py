@@ -1,4 +1,5 @@
-"""RewardEnsemble: weights, frame routing, normalisation (hand-computed), NaN handling, gradients."""
+"""RewardEnsemble: weights, frame routing (planned frames), normalisation (hand-computed), the reward
+contract, NaN handling (and its collective calls), gradients."""
 
 from __future__ import annotations
 
@@ -67,13 +68,63 @@ def test_image_rewards_see_selected_frames_video_rewards_whole_clip(
     torch.testing.assert_close(out.terms["flicker"], torch.full((2,), 1 - 0.01))
 
 
-def test_random_policy_uses_generator() -> None:
+def test_random_policy_scores_exactly_the_planned_frames() -> None:
     img = _FrameMean()
     ens = RewardEnsemble({"img": img}, {"img": 1.0}, FrameSelector(policy="random", k=3))
     v = _indexed_video(1, 20)
-    ens(v, ["a"], torch.Generator().manual_seed(5))
+    plan = ens.plan_frames(20, torch.Generator().manual_seed(5))
     expected = FrameSelector(policy="random", k=3).pixel_frames(20, torch.Generator().manual_seed(5))
+    assert plan.selected == expected and plan.decoded == list(range(expected[0], 20))
+    tail = v[:, plan.decoded]  # what a trainer decodes: the tail from the first selected frame
+    ens(tail, ["a"], frame_indices=plan.decoded, selected=plan.selected)
     torch.testing.assert_close(img.seen[0], torch.tensor([i / 100 for i in expected]))
+    # drawing again inside the ensemble would score other frames: refused
+    with pytest.raises(ValueError, match="random frame policy needs the frames drawn"):
+        ens(tail, ["a"], frame_indices=plan.decoded)
+    with pytest.raises(ValueError, match="not all in frame_indices"):
+        ens(tail[:, 1:], ["a"], frame_indices=plan.decoded[1:], selected=plan.selected)
+
+
+def test_video_reward_plan_decodes_whole_clip_and_image_terms_keep_their_policy() -> None:
+    img, flick = _FrameMean(), TemporalFlickerReward()
+    ens = RewardEnsemble(
+        {"img": img, "fl": flick}, {"img": 1.0, "fl": 1.0}, FrameSelector(policy="random", k=2)
+    )
+    plan = ens.plan_frames(9, torch.Generator().manual_seed(1))
+    assert plan.decoded == list(range(9)) and len(plan.selected) == 2
+    v = _indexed_video(2, 9)
+    out = ens(v, ["a", "b"], frame_indices=plan.decoded, selected=plan.selected)
+    want = torch.tensor([(10 * j + i) / 100 for j in range(2) for i in plan.selected])
+    torch.testing.assert_close(torch.cat(img.seen), want)
+    torch.testing.assert_close(out.terms["fl"], torch.full((2,), 1 - 0.01))
+    with pytest.raises(ValueError, match="need the whole clip"):
+        ens(v[:, 3:], ["a", "b"], frame_indices=list(range(3, 9)), selected=plan.selected)
+
+
+class _Raw(torch.nn.Module):
+    """Not a `Reward` subclass (no output check of its own): returns whatever it is given."""
+
+    def __init__(self, out: object) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, video: torch.Tensor, prompts: list[str]) -> object:
+        return self.out
+
+
+@pytest.mark.parametrize(
+    ("out", "match"),
+    [
+        (torch.ones(2, 1), r"'bad' returned shape \(2, 1\); the contract is \(b,\) = \(2,\)"),
+        (torch.ones(3), r"'bad' returned shape \(3,\)"),
+        (torch.ones(2, dtype=torch.long), r"'bad' returned dtype torch.int64"),
+        ([1.0, 2.0], r"'bad' returned list"),
+    ],
+)
+def test_reward_contract_is_checked_at_the_ensemble(out: object, match: str) -> None:
+    ens = RewardEnsemble({"good": _Const([1.0, 2.0]), "bad": _Raw(out)}, {"good": 1.0, "bad": 1.0})
+    with pytest.raises(ValueError, match=match):
+        ens(_indexed_video(), ["x", "y"])
 
 
 def test_weights_and_fixed_normalisation_hand_computed() -> None:
@@ -120,7 +171,12 @@ def test_nonfinite_raise_or_report() -> None:
     terms = {"good": _Const([1.0, 2.0]), "bad": _Const([0.5, float("nan")])}
     ens = RewardEnsemble(terms, {"good": 1.0, "bad": 1.0})
     with pytest.raises(FloatingPointError, match="'bad'.*nan"):
-        ens(_indexed_video(), ["x", "y"])
+        ens(_indexed_video(), ["x", "y"])  # unset, and the caller does not say: raise
+    out = ens(_indexed_video(), ["x", "y"], on_nonfinite="report")  # unset: the caller decides
+    assert out.nonfinite == ["bad"] and torch.isnan(out.total[1]) and out.total[0] == 1.5
+    strict = RewardEnsemble(terms, {"good": 1.0, "bad": 1.0}, on_nonfinite="raise")
+    with pytest.raises(FloatingPointError, match="'bad'"):
+        strict(_indexed_video(), ["x", "y"], on_nonfinite="report")  # the user's explicit raise wins
     ens = RewardEnsemble(
         terms, {"good": 1.0, "bad": 1.0}, on_nonfinite="report", normalize={"bad": "running"}
     )
@@ -128,6 +184,25 @@ def test_nonfinite_raise_or_report() -> None:
     assert out.nonfinite == ["bad"]
     assert torch.isnan(out.total).all()
     assert int(ens.running_count_bad) == 0  # NaN never entered the statistics
+
+
+def test_running_statistics_make_the_same_collective_calls_for_a_nonfinite_batch(monkeypatch) -> None:
+    """Under DDP one rank's NaN must not skip the all-reduce the other ranks make (that would hang), and the
+    flag it contributes makes every rank skip the update."""
+    import torch.distributed as dist
+
+    calls: list[torch.Tensor] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", lambda t, *a, **k: calls.append(t.clone()))
+    term = _Const([1.0, 3.0])
+    ens = RewardEnsemble({"r": term}, {"r": 1.0}, normalize={"r": "running"}, on_nonfinite="report").train()
+    ens(_indexed_video(), ["x", "y"])
+    assert len(calls) == 1 and int(ens.running_count_r) == 1
+    term.values = [float("nan"), 2.0]
+    out = ens(_indexed_video(), ["x", "y"])
+    assert len(calls) == 2 and float(calls[1][3]) == 1.0  # joined the collective, flagged non-finite
+    assert int(ens.running_count_r) == 1 and float(ens.running_mean_r) == 2.0  # no update
+    assert out.nonfinite == ["r"] and torch.isnan(out.total).all()
 
 
 def test_gradient_flows_to_video_through_selected_frames_only() -> None:

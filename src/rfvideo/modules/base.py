@@ -12,6 +12,8 @@ Legend: `b` batch, `c` latent channels, `f` latent frames, `h w` latent height/w
 from __future__ import annotations
 
 import copy
+import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,9 +23,18 @@ from einops import rearrange
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from rfvideo.modules.log_filters import install_log_filters
 from rfvideo.sampling import FlowMatchSchedule, stream_chunks
 
-__all__ = ["FROZEN_PREFIXES", "VideoGeneratorModule", "paper_adamw"]
+__all__ = ["FROZEN_PREFIXES", "TooManySkippedStepsError", "VideoGeneratorModule", "paper_adamw"]
+
+log = logging.getLogger(__name__)
+
+# Where `on_save_checkpoint` keeps the hyperparameters. Not Lightning's "hyper_parameters": LightningCLI's
+# `fit --ckpt_path` parses that key over the YAML and the command line, so a changed setting would be
+# silently replaced by the checkpoint's; here the given settings win and `on_load_checkpoint` lists each
+# difference in a warning.
+HPARAMS_KEY = "rfvideo_hyper_parameters"
 
 # Submodules that load their own weights and never train; they are left out of training checkpoints.
 FROZEN_PREFIXES: tuple[str, ...] = ("vae.", "text_encoder.", "rewards.")
@@ -41,6 +52,17 @@ def _is_frozen_key(key: str, prefix: str = "") -> bool:
 def paper_adamw(params: Any) -> torch.optim.Optimizer:
     """AdamW with the paper's stage-2 settings: betas (0, 0.999), lr 2e-6, weight decay 0.01."""
     return torch.optim.AdamW(params, lr=2e-6, betas=(0.0, 0.999), weight_decay=0.01)
+
+
+class TooManySkippedStepsError(RuntimeError):
+    """Raised (on every rank alike) when `max_consecutive_skips` optimizer steps in a row were skipped."""
+
+
+def _check_count(name: str, value: Any, minimum: int = 1) -> int:
+    """An int >= minimum (bools and floats such as 2.7 refused rather than truncated)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
 
 
 def _mix_seed(*parts: int) -> int:
@@ -75,6 +97,11 @@ class VideoGeneratorModule(L.LightningModule):
         accumulate_grad_batches: micro-batches per optimizer step.
         activation_checkpointing: call `generator.enable_gradient_checkpointing()` at setup.
         seed: base seed of the training noise (mixed with step, micro-batch and rank).
+        max_consecutive_skips: stop with `TooManySkippedStepsError` after this many optimizer steps in a row
+            were skipped for a non-finite loss or gradient (e.g. a reward returning NaN); None never stops.
+
+    Resuming (`fit --ckpt_path`) with changed settings applies the given ones and warns with each changed
+    key (checkpoint value -> given value).
     """
 
     def __init__(
@@ -94,14 +121,16 @@ class VideoGeneratorModule(L.LightningModule):
         accumulate_grad_batches: int = 1,
         activation_checkpointing: bool = False,
         seed: int = 0,
+        max_consecutive_skips: int | None = 20,
     ) -> None:
         super().__init__()
+        install_log_filters()
         if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1) or be None, got {ema_decay}")
-        if accumulate_grad_batches < 1:
-            raise ValueError(f"accumulate_grad_batches must be >= 1, got {accumulate_grad_batches}")
-        if num_latent_frames < 1:
-            raise ValueError(f"num_latent_frames must be >= 1, got {num_latent_frames}")
+        _check_count("accumulate_grad_batches", accumulate_grad_batches)
+        _check_count("num_latent_frames", num_latent_frames)
+        if max_consecutive_skips is not None:
+            _check_count("max_consecutive_skips", max_consecutive_skips)
         if len(latent_size) != 2 or min(latent_size) < 1:
             raise ValueError(f"latent_size must be (h, w) with positive entries, got {latent_size}")
         self.automatic_optimization = False
@@ -126,12 +155,15 @@ class VideoGeneratorModule(L.LightningModule):
         self.accumulate_grad_batches = int(accumulate_grad_batches)
         self.activation_checkpointing = activation_checkpointing
         self.seed = int(seed)
+        self.max_consecutive_skips = max_consecutive_skips
         self.generator_ema: nn.Module | None = None
         if ema_decay is not None:
             self.generator_ema = copy.deepcopy(generator).requires_grad_(False).eval()
         # Counters live in buffers so they are checkpointed and identical after a resume.
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("consecutive_skips", torch.zeros((), dtype=torch.long))
         self._micro = 0
+        self._skip_reason = ""
 
     # ------------------------------------------------------------------ setup
     def configure_optimizers(self) -> Any:
@@ -162,11 +194,31 @@ class VideoGeneratorModule(L.LightningModule):
 
     def train(self, mode: bool = True) -> VideoGeneratorModule:
         super().train(mode)
-        # Frozen parts and the EMA copy stay in eval mode whatever the trainer asks.
-        for m in (self.vae, self.text_encoder, self.generator_ema, getattr(self, "rewards", None)):
+        # Frozen parts and the EMA copy stay in eval mode whatever the trainer asks. The reward ensemble
+        # follows `mode` (its running statistics update in training) and keeps its reward models in eval.
+        for m in (self.vae, self.text_encoder, self.generator_ema):
             if m is not None:
                 m.eval()
+        rewards = getattr(self, "rewards", None)
+        if rewards is not None:
+            from rfvideo.rewards.ensemble import RewardEnsemble
+
+            rewards.train(mode) if isinstance(rewards, RewardEnsemble) else rewards.eval()
         return self
+
+    def on_train_start(self) -> None:
+        # Lightning's generic "Found N module(s) in eval mode" is silenced (frozen parts are meant to be in
+        # eval); what would be a real problem is a trainable module in eval mode, so that is checked here.
+        stuck = [n for n, m in self.generator.named_modules() if not m.training]
+        if stuck:
+            warnings.warn(f"trainable generator modules in eval mode: {stuck[:5]}", stacklevel=2)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Swap Lightning's default progress bar for one that does not print "Epoch 0/-2" under max_steps."""
+        from rfvideo.callbacks.progress import step_progress_bar
+
+        bar = step_progress_bar(self.trainer.progress_bar_callback) if self._trainer is not None else None
+        return [bar] if bar is not None else []
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
@@ -190,6 +242,24 @@ class VideoGeneratorModule(L.LightningModule):
                     )
                 merged[k] = v
         return super().load_state_dict(merged, strict=strict, assign=assign)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the hyperparameters under our own key (HPARAMS_KEY): a resume compares them, not overrides."""
+        if "hyper_parameters" in checkpoint:
+            checkpoint[HPARAMS_KEY] = dict(checkpoint.pop("hyper_parameters"))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resume with the given settings; warn with every setting that differs from the checkpoint's."""
+        stored = checkpoint.get(HPARAMS_KEY, checkpoint.get("hyper_parameters"))
+        if not stored:
+            return
+        changed = changed_hparams(stored, dict(self.hparams))
+        if changed:
+            warnings.warn(
+                "resuming with settings that differ from the checkpoint's; the given values apply: "
+                + "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed),
+                stacklevel=2,
+            )
 
     # ------------------------------------------------------------------ conditioning
     def encode_prompts(self, prompts: Sequence[str], batch: Mapping[str, Any] | None = None) -> torch.Tensor:
@@ -230,6 +300,7 @@ class VideoGeneratorModule(L.LightningModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         opt = self.optimizers()
+        self._skip_reason = ""
         loss, logs = self.compute_loss(batch, batch_idx)
         # Decide on every rank together: a rank that skipped backward would hang DDP's all-reduce.
         bad = torch.tensor(0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0, device=self.device)
@@ -237,7 +308,7 @@ class VideoGeneratorModule(L.LightningModule):
         self._micro += 1
         last_micro = self._micro % self.accumulate_grad_batches == 0
         if float(bad) > 0:
-            self._skip(opt)
+            self._skip(opt, self._skip_reason or "non-finite loss")
             self._micro = 0
         else:
             self.manual_backward(loss / self.accumulate_grad_batches)
@@ -246,8 +317,9 @@ class VideoGeneratorModule(L.LightningModule):
                 grad_norm = self._grad_norm()
                 gbad = torch.tensor(0.0 if bool(torch.isfinite(grad_norm)) else 1.0, device=self.device)
                 if float(self.trainer.strategy.reduce(gbad, reduce_op="sum")) > 0:
-                    self._skip(opt)
+                    self._skip(opt, "non-finite gradient norm")
                 else:
+                    self.consecutive_skips.zero_()
                     if self.grad_clip:
                         torch.nn.utils.clip_grad_norm_(self._trainable(), self.grad_clip)
                     opt.step()
@@ -273,10 +345,24 @@ class VideoGeneratorModule(L.LightningModule):
             return torch.zeros((), device=self.device)
         return torch.linalg.vector_norm(torch.stack(grads))
 
-    def _skip(self, opt: Any) -> None:
-        """Drop this accumulation window: grads cleared, weights, optimizer state and EMA untouched."""
+    def _skip(self, opt: Any, reason: str) -> None:
+        """Drop this accumulation window: grads cleared, weights, optimizer state and EMA untouched.
+
+        Every rank reaches this together (the decision is all-reduced), so the counters agree on every rank
+        and so does the stop after `max_consecutive_skips`.
+        """
         opt.zero_grad(set_to_none=True)
         self.skipped_steps += 1
+        self.consecutive_skips += 1
+        n = int(self.consecutive_skips)
+        if self.global_rank == 0:
+            log.warning("step %d skipped (%s); %d skipped in a row", self.global_step, reason, n)
+        if self.max_consecutive_skips is not None and n >= self.max_consecutive_skips:
+            raise TooManySkippedStepsError(
+                f"{n} optimizer steps in a row were skipped (last: {reason}) at step {self.global_step}; "
+                f"stopping (max_consecutive_skips={self.max_consecutive_skips}). Check the reward models "
+                "and the learning rate, or raise max_consecutive_skips."
+            )
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -313,9 +399,21 @@ class VideoGeneratorModule(L.LightningModule):
         Returns:
             Video `(b F 3 H W)` in [0, 1], `F = 1 + 4 (f - 1)`.
         """
+        if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompts must be a list of str, got {prompts!r:.80}")
+        if isinstance(seeds, (str, int)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in seeds
+        ):
+            raise ValueError(f"seeds must be a list of int, got {seeds!r:.80}")
         if len(prompts) != len(seeds):
             raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
-        f = int(num_latent_frames or self.num_latent_frames)
+        if num_latent_frames is None:
+            f = self.num_latent_frames
+        else:
+            f = _check_count("num_latent_frames", num_latent_frames)
+        k = int(getattr(self.generator, "num_frames_per_chunk", 1))
+        if f % k != 0:
+            raise ValueError(f"num_latent_frames must be a multiple of the chunk size {k}, got {f}")
         videos = [self.decode(self.sample_latents(p, s, f, use_ema=use_ema)) for p, s in zip(prompts, seeds)]
         return torch.cat(videos, dim=0)
 
@@ -346,5 +444,35 @@ class VideoGeneratorModule(L.LightningModule):
             seeds = batch.get("index", list(range(len(prompts))))
         seeds = [int(s) for s in (seeds.tolist() if torch.is_tensor(seeds) else seeds)]
         frames = batch.get("num_latent_frames")
-        video = self.generate(prompts, seeds=seeds, num_latent_frames=int(frames) if frames else None)
-        return {"prompt": prompts, "seed": seeds, "video": video.cpu()}
+        if torch.is_tensor(frames):
+            frames = int(frames.flatten()[0])
+        video = self.generate(prompts, seeds=seeds, num_latent_frames=frames)
+        out = {"prompt": prompts, "seed": seeds, "video": video.cpu()}
+        if "sample_index" in batch:
+            idx = batch["sample_index"]
+            out["sample_index"] = [int(i) for i in (idx.tolist() if torch.is_tensor(idx) else idx)]
+        return out
+
+
+def changed_hparams(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """`(key, stored, given)` for every hyperparameter that differs (Lightning's bookkeeping keys ignored).
+
+    Values are compared after YAML-like normalisation (tuples as lists), so `[60, 104]` equals `(60, 104)`.
+    """
+
+    def norm(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return [norm(x) for x in v]
+        if isinstance(v, Mapping):
+            return {k: norm(x) for k, x in v.items()}
+        return v
+
+    skip = {"_instantiator"}
+    keys = sorted((set(stored) | set(given)) - skip)
+    missing = object()
+    out = []
+    for k in keys:
+        a, b = stored.get(k, missing), given.get(k, missing)
+        if a is missing or b is missing or norm(a) != norm(b):
+            out.append((k, None if a is missing else a, None if b is missing else b))
+    return out

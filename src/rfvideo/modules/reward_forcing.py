@@ -4,9 +4,11 @@ Per micro-batch:
   1. rollout: the generator produces the whole video chunk by chunk from its own KV cache exactly as at
      inference (sampling.rollout); the exit step is drawn from a generator seeded by the global step (same
      on every rank); chunks before the first scored latent frame run without grad.
-  2. decode only the trailing pixel frames that the ensemble's frame selector needs
-     (`WanVAE.decode_last`, optionally checkpointed).
-  3. loss = -mean_b R_total(video_tail, prompts) + anchor_weight * ||theta - theta_init||^2 / numel.
+  2. draw the step's frames once (`RewardEnsemble.plan_frames`, same draw on every rank) and decode only the
+     trailing pixel frames they need (`WanVAE.decode_last`, optionally checkpointed).
+  3. loss = -mean_b R_total(video_tail, prompts) + anchor_weight * ||theta - theta_init||^2 / numel, the
+     ensemble scoring exactly the drawn frames. A NaN/Inf reward term skips the step (counted, on every
+     rank) unless the ensemble was built with `on_nonfinite="raise"`.
 
 Legend: `b` batch, `c` latent channels, `f` latent frames, `h w` latent size, `F` pixel frames,
 `n` decoded pixel frames, `H W` pixel size.
@@ -22,6 +24,8 @@ from einops import rearrange
 from torch import nn
 
 from rfvideo.modules.base import VideoGeneratorModule
+from rfvideo.rewards.ensemble import RewardEnsemble
+from rfvideo.rewards.frames import FramePlan
 from rfvideo.sampling import rollout
 
 __all__ = ["RewardForcingModule", "pixel_to_latent_frame"]
@@ -36,9 +40,10 @@ class RewardForcingModule(VideoGeneratorModule):
     """Reward optimisation of the causal generator through its own rollout (no teacher, no critic).
 
     Args:
-        rewards: a `RewardEnsemble`; `pixel_frames(F, generator)` says which pixel frames to decode and
-            `forward(video (b n 3 H W), prompts, frame_indices=...) -> RewardOutput(total, terms)`. Frozen.
-        anchor_weight: weight of the L2 anchor to the initial generator weights (0 disables it).
+        rewards: a `RewardEnsemble` (its reward models frozen; its running statistics train).
+        anchor_weight: weight of the L2 anchor to the initial generator weights (0 disables it). The anchor
+            is copied from the weights given at construction and moved once, at the first step, to each
+            parameter's device and sharding (a DTensor shard under FSDP2).
         exit_per_chunk: draw one exit step per chunk instead of one shared step.
         checkpoint_decoder: recompute the decode in backward instead of storing its activations.
         **kwargs: see `VideoGeneratorModule` (generator, vae, text_encoder, optimizer, ...).
@@ -56,9 +61,10 @@ class RewardForcingModule(VideoGeneratorModule):
         super().__init__(*args, **kwargs)
         if anchor_weight < 0:
             raise ValueError(f"anchor_weight must be >= 0, got {anchor_weight}")
+        if not isinstance(rewards, RewardEnsemble):
+            raise ValueError(f"rewards must be a RewardEnsemble, got {type(rewards).__name__}")
         self.rewards = rewards
         rewards.requires_grad_(False)
-        rewards.eval()
         self.anchor_weight = float(anchor_weight)
         self.exit_per_chunk = exit_per_chunk
         self.checkpoint_decoder = checkpoint_decoder
@@ -66,21 +72,46 @@ class RewardForcingModule(VideoGeneratorModule):
             ignore=["generator", "vae", "text_encoder", "optimizer", "scheduler", "rewards"]
         )
         self._anchor: list[torch.Tensor] | None = None
+        self._anchor_placed = False
         if self.anchor_weight > 0:
             # Kept outside the state_dict on purpose: the anchor is the *initial* weights, which a resumed run
             # must get from the same initial checkpoint, not from the moving weights.
-            self._anchor = [p.detach().clone() for p in self.generator.parameters()]
+            self._anchor = [p.detach().float().clone() for p in self.generator.parameters()]
 
-    def scored_pixel_frames(self, num_pixel_frames: int, generator: torch.Generator) -> list[int]:
-        """Pixel frames to decode: the ensemble's `pixel_frames` (all frames if it holds a video reward)."""
-        select = getattr(self.rewards, "pixel_frames", None)
-        if select is None:
-            frames = getattr(self.rewards, "frames", None)
-            select = frames.pixel_frames if frames is not None else (lambda n, g=None: [n - 1])
-        sel = sorted(int(p) for p in select(num_pixel_frames, generator))
-        if not sel:
-            raise ValueError("the reward frame selector selected no frames")
-        return sel
+    def frame_plan(self, num_pixel_frames: int, batch_idx: int) -> FramePlan:
+        """This step's frames: drawn once from a generator shared by all ranks (resumable)."""
+        return self.rewards.plan_frames(
+            num_pixel_frames, self.step_generator(batch_idx, per_rank=False, salt=5)
+        )
+
+    def _place_anchor(self) -> None:
+        """Move the anchor once onto each parameter's device and layout (its shard under FSDP2)."""
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
+        assert self._anchor is not None
+        placed = []
+        for p, a in zip(self.generator.parameters(), self._anchor, strict=True):
+            if isinstance(p, DTensor):
+                placed.append(distribute_tensor(a.to(p.device), p.device_mesh, list(p.placements)))
+            else:
+                placed.append(a.to(p.device))
+        self._anchor = placed
+        self._anchor_placed = True
+
+    def anchor_penalty(self) -> torch.Tensor:
+        """`||theta - theta_init||^2 / numel` in float32, differentiable w.r.t. the generator weights."""
+        if self._anchor is None:
+            raise ValueError("anchor_penalty needs anchor_weight > 0")
+        if not self._anchor_placed:
+            self._place_anchor()
+        sq = None
+        for p, a in zip(self.generator.parameters(), self._anchor, strict=True):
+            term = ((p.float() - a) ** 2).sum()
+            sq = term if sq is None else sq + term
+        assert sq is not None
+        full = getattr(sq, "full_tensor", None)  # a DTensor sum is partial per shard: all-reduce it
+        total = full() if full is not None else sq
+        return total / sum(a.numel() for a in self._anchor)
 
     def compute_loss(self, batch: Mapping[str, Any], batch_idx: int) -> tuple[torch.Tensor, dict[str, Any]]:
         prompts = list(batch["prompt"])
@@ -89,9 +120,9 @@ class RewardForcingModule(VideoGeneratorModule):
         k = int(self.generator.num_frames_per_chunk)
         tf = int(getattr(self.vae, "temporal_factor", 4))
         num_pixel = 1 + tf * (f - 1)
-        # Same draw on every rank (a `random` frame policy must agree with the decode).
-        sel = self.scored_pixel_frames(num_pixel, self.step_generator(batch_idx, per_rank=False, salt=5))
-        first_pixel = sel[0]
+        # One draw, the same on every rank, decides both what is decoded and what is scored.
+        plan = self.frame_plan(num_pixel, batch_idx)
+        first_pixel = plan.decoded[0]
         first_latent = pixel_to_latent_frame(first_pixel, tf)
         noise = self.noise(b, f, self.step_generator(batch_idx, per_rank=True, salt=2))
         out = rollout(
@@ -110,20 +141,17 @@ class RewardForcingModule(VideoGeneratorModule):
             latents.to(vae_dtype), num_frames=num_pixel - first_pixel, checkpoint=self.checkpoint_decoder
         )  # (b n 3 H W), the trailing frames from the first scored one
         result = self.rewards(
-            video.float(), prompts, generator=self.step_generator(batch_idx, per_rank=True, salt=5)
+            video.float(), prompts, frame_indices=plan.decoded, selected=plan.selected, on_nonfinite="report"
         )
+        if result.nonfinite:
+            self._skip_reason = f"reward terms {result.nonfinite} returned NaN/Inf"
         loss = -result.total.float().mean()
         logs: dict[str, Any] = {
             f"train/reward/{k_}": v.detach().float().mean() for k_, v in result.terms.items()
         }
         logs["train/reward/total"] = result.total.detach().float().mean()
         if self._anchor is not None:
-            sq = sum(
-                ((p.float() - a.to(p.device, torch.float32)) ** 2).sum()
-                for p, a in zip(self.generator.parameters(), self._anchor, strict=True)
-            )
-            n = sum(a.numel() for a in self._anchor)
-            anchor = sq / n
+            anchor = self.anchor_penalty()
             loss = loss + self.anchor_weight * anchor
             logs["train/anchor"] = anchor.detach()
         logs["train/exit_step"] = float(out.exit_steps[-1])

@@ -12,6 +12,14 @@ rewards (`is_video = True`) see the whole clip they are given. Normalisation per
              mode, from detached values (all-reduced over ranks when torch.distributed is initialised), and
              live in buffers so they are checkpointed. The first update copies the batch statistics.
 
+Contract check: every term must return a floating-point `(b,)` tensor; anything else is a `ValueError`
+naming the term (a `(b, 1)` result would otherwise broadcast the total to `(b, b)`).
+
+Non-finite terms: `on_nonfinite="raise"` raises `FloatingPointError` naming the term; `"report"` lists the
+term in `RewardOutput.nonfinite` and lets the NaN reach `total` (a trainer then skips the step). Left unset
+(None) the caller decides per call (`forward(..., on_nonfinite=...)`), and a call that does not say raises:
+the training module asks for "report" so that a NaN skips the step by default.
+
 Legend: `b` batch, `f` pixel frames, `H W` pixel size.
 """
 
@@ -26,11 +34,12 @@ import torch.distributed as dist
 from torch import nn
 
 from rfvideo.rewards.base import Reward, validate_video
-from rfvideo.rewards.frames import FrameSelector
+from rfvideo.rewards.frames import FramePlan, FrameSelector
 
-__all__ = ["RewardEnsemble", "RewardOutput", "Normalization"]
+__all__ = ["RewardEnsemble", "RewardOutput", "Normalization", "NonFinitePolicy"]
 
 Normalization = Literal["none", "fixed", "running"]
+NonFinitePolicy = Literal["raise", "report"]
 
 
 @dataclass
@@ -58,7 +67,9 @@ class RewardEnsemble(nn.Module):
         fixed_stats: `(mean, std)` per "fixed" term.
         momentum: EMA decay of "running" statistics.
         eps: added to the running variance.
-        on_nonfinite: "raise" (FloatingPointError naming the term) or "report" (listed in the output).
+        on_nonfinite: "raise" (FloatingPointError naming the term), "report" (listed in the output), or
+            None (default): the caller's choice per call, "raise" when the caller does not say. The
+            training module asks for "report" (skip the step); set "raise" here to stop training instead.
     """
 
     def __init__(
@@ -71,7 +82,7 @@ class RewardEnsemble(nn.Module):
         fixed_stats: Mapping[str, Sequence[float]] | None = None,
         momentum: float = 0.99,
         eps: float = 1e-6,
-        on_nonfinite: Literal["raise", "report"] = "raise",
+        on_nonfinite: NonFinitePolicy | None = None,
     ) -> None:
         super().__init__()
         if not terms:
@@ -95,8 +106,8 @@ class RewardEnsemble(nn.Module):
                 raise ValueError(f"fixed_stats[{name!r}] must be (mean, std > 0), got {tuple(stats)}")
         if not 0 <= momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if on_nonfinite not in ("raise", "report"):
-            raise ValueError(f"on_nonfinite must be raise or report, got {on_nonfinite!r}")
+        if on_nonfinite not in ("raise", "report", None):
+            raise ValueError(f"on_nonfinite must be raise, report or None, got {on_nonfinite!r}")
         self.terms = nn.ModuleDict(dict(terms))
         self.weights = {k: float(v) for k, v in weights.items()}
         self.frames = frames or FrameSelector()
@@ -115,14 +126,28 @@ class RewardEnsemble(nn.Module):
     def has_video_rewards(self) -> bool:
         return any(getattr(r, "is_video", False) for r in self.terms.values())
 
+    def train(self, mode: bool = True) -> RewardEnsemble:
+        """Training mode only switches the running statistics on; the reward models stay frozen in eval."""
+        self.training = mode
+        for term in self.terms.values():
+            term.train(False)
+        return self
+
+    def plan_frames(self, num_pixel_frames: int, generator: torch.Generator | None = None) -> FramePlan:
+        """Draw this step's frames once: what to decode (a tail; the whole clip with a video reward) and
+        what image rewards score. Pass both to `forward` with the decoded frames."""
+        selected = self.frames.pixel_frames(num_pixel_frames, generator)
+        first = 0 if self.has_video_rewards else selected[0]
+        return FramePlan(decoded=list(range(first, num_pixel_frames)), selected=selected)
+
     def pixel_frames(self, num_pixel_frames: int, generator: torch.Generator | None = None) -> list[int]:
         """Pixel frames the trainer must decode: all of them if a video reward is present, else the
-        selector's. Pass the result to `forward(..., frame_indices=...)` with the decoded frames."""
+        selector's (`plan_frames` gives the contiguous tail and the selection together)."""
         if self.has_video_rewards:
             return list(range(num_pixel_frames))
         return self.frames.pixel_frames(num_pixel_frames, generator)
 
-    def _normalise(self, name: str, raw: torch.Tensor) -> torch.Tensor:
+    def _normalise(self, name: str, raw: torch.Tensor, finite: bool) -> torch.Tensor:
         mode = self.normalize[name]
         if mode == "none":
             return raw
@@ -133,68 +158,122 @@ class RewardEnsemble(nn.Module):
         count = getattr(self, f"running_count_{name}")
         if self.training:
             with torch.no_grad():
-                x = raw.detach().float()
-                stats = torch.stack([x.sum(), (x * x).sum(), torch.tensor(float(x.numel()), device=x.device)])
+                # A non-finite batch contributes nothing but still joins the all-reduce (every rank must make
+                # the same collective calls), and its flag makes every rank skip this update together.
+                x = raw.detach().float() if finite else torch.zeros_like(raw, dtype=torch.float32)
+                stats = torch.stack(
+                    [
+                        x.sum(),
+                        (x * x).sum(),
+                        torch.tensor(float(x.numel()), device=x.device),
+                        torch.tensor(0.0 if finite else 1.0, device=x.device),
+                    ]
+                )
                 if dist.is_available() and dist.is_initialized():
                     dist.all_reduce(stats)
-                n = stats[2]
-                bmean = stats[0] / n
-                if int(count) == 0:
-                    new_m = bmean
-                else:
-                    new_m = self.momentum * m + (1 - self.momentum) * bmean
-                # mean squared deviation of the batch from the updated mean: sum((x - new_m)^2) / n
-                bvar = stats[1] / n - 2 * new_m * bmean + new_m**2
-                new_v = bvar if int(count) == 0 else self.momentum * v + (1 - self.momentum) * bvar
-                m.copy_(new_m)
-                v.copy_(new_v.clamp_min(0))
-                count.add_(1)
+                if float(stats[3]) == 0:
+                    n = stats[2]
+                    bmean = stats[0] / n
+                    if int(count) == 0:
+                        new_m = bmean
+                    else:
+                        new_m = self.momentum * m + (1 - self.momentum) * bmean
+                    # mean squared deviation of the batch from the updated mean: sum((x - new_m)^2) / n
+                    bvar = stats[1] / n - 2 * new_m * bmean + new_m**2
+                    new_v = bvar if int(count) == 0 else self.momentum * v + (1 - self.momentum) * bvar
+                    m.copy_(new_m)
+                    v.copy_(new_v.clamp_min(0))
+                    count.add_(1)
+        if not finite:
+            return torch.full_like(raw, float("nan"))
         return (raw - m) / torch.sqrt(v + self.eps)
+
+    def _image_positions(
+        self, num_frames: int, frame_indices: Sequence[int] | None, selected: Sequence[int] | None
+    ) -> list[int]:
+        """Positions in `video` of the frames image rewards score (see `forward`)."""
+        held = list(range(num_frames)) if frame_indices is None else [int(i) for i in frame_indices]
+        if len(held) != num_frames:
+            raise ValueError(f"{len(held)} frame_indices for a video of {num_frames} frames")
+        if any(b <= a for a, b in zip(held, held[1:])) or held[0] < 0:
+            raise ValueError(f"frame_indices must be ascending, distinct and >= 0, got {held}")
+        clip_len = held[-1] + 1  # the held frames end at the clip's last frame
+        if self.has_video_rewards and held != list(range(clip_len)):
+            video_terms = [n for n, r in self.terms.items() if getattr(r, "is_video", False)]
+            raise ValueError(f"video rewards {video_terms} need the whole clip; frame_indices hold {held}")
+        if selected is None:
+            if self.frames.is_random:
+                raise ValueError(
+                    "the random frame policy needs the frames drawn for this step: pass selected= "
+                    "(RewardEnsemble.plan_frames(...).selected), so the decode and the score agree"
+                )
+            selected = self.frames.pixel_frames(clip_len)
+        pos = {f: i for i, f in enumerate(held)}
+        missing = [int(f) for f in selected if int(f) not in pos]
+        if missing or not selected:
+            raise ValueError(f"selected frames {list(selected)} are not all in frame_indices {held}")
+        return [pos[int(f)] for f in selected]
+
+    def _check_contract(self, name: str, raw: object, batch: int) -> torch.Tensor:
+        if not isinstance(raw, torch.Tensor):
+            raise ValueError(f"reward term {name!r} returned {type(raw).__name__}, not a (b,) tensor")
+        if tuple(raw.shape) != (batch,):
+            raise ValueError(
+                f"reward term {name!r} returned shape {tuple(raw.shape)}; the contract is (b,) = ({batch},)"
+            )
+        if not raw.is_floating_point():
+            raise ValueError(f"reward term {name!r} returned dtype {raw.dtype}; the contract is float")
+        return raw.float()
 
     def forward(
         self,
         video: torch.Tensor,
         prompts: list[str],
-        generator: torch.Generator | None = None,
         *,
         frame_indices: Sequence[int] | None = None,
+        selected: Sequence[int] | None = None,
+        on_nonfinite: NonFinitePolicy | None = None,
     ) -> RewardOutput:
         """Score a batch.
 
         Args:
-            video: `(b f 3 H W)` in [0, 1]: the whole clip, or (with `frame_indices`) only those frames.
+            video: `(b f 3 H W)` in [0, 1]: the whole clip, or (with `frame_indices`) a run of its frames
+                that ends at the clip's last frame.
             prompts: one prompt per video.
-            generator: randomness of the `random` frame policy.
-            frame_indices: the pixel frames `video` holds (from `pixel_frames`); image rewards then score all
-                of them, video rewards see them as the clip.
+            frame_indices: the pixel frame of each frame of `video` (ascending); default the whole clip.
+            selected: the pixel frames image rewards score (all in `frame_indices`); default the
+                selector's over the clip. Required with the `random` policy (draw once with `plan_frames`).
+            on_nonfinite: the caller's policy for NaN/Inf terms, used when the ensemble's own is None.
 
         Returns:
             `RewardOutput` with total and per-term raw and normalised `(b,)` rewards.
+
+        Raises:
+            ValueError: bad frames, or a term breaking the reward contract (named).
+            FloatingPointError: a term returned NaN/Inf under the "raise" policy (named).
         """
         validate_video(video, prompts)
-        if frame_indices is None:
-            sel = self.frames.pixel_frames(video.shape[1], generator)
-        else:
-            if len(frame_indices) != video.shape[1]:
-                raise ValueError(f"{len(frame_indices)} frame_indices for a video of {video.shape[1]} frames")
-            sel = list(range(video.shape[1]))
-        image_video = video[:, sel]
+        policy = self.on_nonfinite or on_nonfinite or "raise"
+        if policy not in ("raise", "report"):
+            raise ValueError(f"on_nonfinite must be raise or report, got {policy!r}")
+        image_video = video[:, self._image_positions(video.shape[1], frame_indices, selected)]
+        b = video.shape[0]
         terms: dict[str, torch.Tensor] = {}
         normalized: dict[str, torch.Tensor] = {}
         bad: list[str] = []
-        total = torch.zeros(video.shape[0], device=video.device, dtype=torch.float32)
+        total = torch.zeros(b, device=video.device, dtype=torch.float32)
         for name, reward in self.terms.items():
-            raw = reward(video if getattr(reward, "is_video", False) else image_video, prompts).float()
-            if not torch.isfinite(raw).all():
-                if self.on_nonfinite == "raise":
+            out = reward(video if getattr(reward, "is_video", False) else image_video, prompts)
+            raw = self._check_contract(name, out, b)
+            finite = bool(torch.isfinite(raw).all())
+            if not finite:
+                if policy == "raise":
                     raise FloatingPointError(
                         f"reward term {name!r} returned non-finite values {raw.tolist()}"
                     )
                 bad.append(name)
-                # Keep NaN out of the running statistics but let it reach total: nothing is dropped silently.
-                norm = raw if self.normalize[name] == "none" else torch.full_like(raw, float("nan"))
-            else:
-                norm = self._normalise(name, raw)
+            # Non-finite values stay out of the running statistics but reach total: nothing dropped silently.
+            norm = self._normalise(name, raw, finite)
             terms[name], normalized[name] = raw, norm
             total = total + self.weights[name] * norm
         return RewardOutput(total=total, terms=terms, normalized=normalized, nonfinite=bad)

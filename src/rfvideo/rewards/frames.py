@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["FrameSelector", "FramePolicy"]
+__all__ = ["FramePlan", "FrameSelector", "FramePolicy"]
 
 FramePolicy = Literal["last", "last_chunk", "strided", "all", "random"]
 _POLICIES = ("last", "last_chunk", "strided", "all", "random")
@@ -40,8 +40,8 @@ class FrameSelector:
 
     @property
     def is_random(self) -> bool:
-        """Whether `pixel_frames` draws from a generator (then pass the same generator state to both the
-        trainer's decode and the ensemble, or call it once and pass the indices on)."""
+        """Whether `pixel_frames` draws from a generator: then call it once and pass the drawn indices on
+        (`RewardEnsemble.plan_frames` / `forward(..., selected=...)`), never draw again."""
         return self.policy == "random"
 
     def pixel_frames(self, num_pixel_frames: int, generator: torch.Generator | None = None) -> list[int]:
@@ -64,3 +64,17 @@ class FrameSelector:
             return list(range(n))
         k = min(self.k, n)
         return sorted(torch.randperm(n, generator=generator)[:k].tolist())
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """One step's frame choice, drawn once and shared by the decode and the ensemble.
+
+    `decoded` is a contiguous run ending at the clip's last frame, because a causal VAE decodes a tail
+    (`WanVAE.decode_last`); `selected` is what image rewards score and always lies inside `decoded`.
+    """
+
+    decoded: list[int]
+    """Ascending pixel frames to decode (`forward(..., frame_indices=decoded)`)."""
+    selected: list[int]
+    """Ascending pixel frames image rewards score (`forward(..., selected=selected)`)."""

@@ -1,0 +1,42 @@
+"""Silence Lightning messages that are noise for these recipes, and only those (matched by their text).
+
+- The "💡 Tip: ... litlogger / litmodels" advertisements printed on every run.
+- "Found N module(s) in eval mode": the VAE, text encoder, reward models and EMA copy are frozen on
+  purpose; `VideoGeneratorModule.on_train_start` warns instead if a *trainable* module is in eval mode.
+- ModelCheckpoint's "manual optimization and every_n_train_steps" warning: the recipes step the optimizer
+  inside `training_step`, so a checkpoint written at batch end holds the weights after that step, which is
+  exactly what an exact resume needs (tests/test_modules_resume_ddp.py resumes bit for bit).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+__all__ = ["install_log_filters"]
+
+_TIP_PREFIX = "💡 Tip:"
+_WARNINGS = (
+    r"Found \d+ module\(s\) in eval mode at the start of training",
+    r"Using ModelCheckpoint with manual optimization and every_n_train_steps",
+)
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(_TIP_PREFIX)
+
+
+_installed = False
+
+
+def install_log_filters() -> None:
+    """Install the filters once per process (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropTips())
+    for pattern in _WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
