@@ -172,7 +172,9 @@ def test_load_backbones_from_local_files(tmp_path):
         load_backbones({"subject_consistency": tmp_path / "missing"})
     with pytest.raises(ValueError, match="key 'head'"):
         load_backbones({"aesthetic_quality": {"clip": clip_dir}})
-    with pytest.raises(ValueError, match="does not implement"):
+    with pytest.raises(
+        ValueError, match="not implemented in rfvideo .Tag2Text.; use .rfvideo vbench --official"
+    ):
         load_backbones({"scene": tmp_path})
 
 

@@ -7,6 +7,7 @@ Both backends are imported inside the functions, so `rfvideo.data` imports witho
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 
@@ -156,7 +157,12 @@ def _read_frames_av(path: Path, indices: list[int]):  # -> (F H W 3) uint8 numpy
 
 
 def write_video(
-    path: str | os.PathLike[str], video: torch.Tensor, fps: float = 16.0, *, crf: int | None = None
+    path: str | os.PathLike[str],
+    video: torch.Tensor,
+    fps: float = 16.0,
+    *,
+    crf: int | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Encode `(F 3 H W)` in [0, 1] as H.264 mp4 (yuv420p, plays everywhere) with PyAV.
 
@@ -167,6 +173,7 @@ def write_video(
         video: (F 3 H W) float in [0, 1] (clamped) or uint8; H and W must be even (yuv420p).
         fps: Frame rate.
         crf: x264 constant rate factor (0 lossless-ish .. 51 worst; None: x264's default 23).
+        metadata: container tags (the mp4 muxer keeps standard keys such as "comment" and "title").
 
     Returns:
         The written path.
@@ -188,6 +195,8 @@ def write_video(
     tmp = out.with_name(out.name + ".tmp")
     container = av.open(str(tmp), mode="w", format="mp4")
     try:
+        for key, value in (metadata or {}).items():
+            container.metadata[str(key)] = str(value)
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = int(w), int(h), "yuv420p"
         if crf is not None:
@@ -197,7 +206,10 @@ def write_video(
                 container.mux(packet)
         for packet in stream.encode():  # flush the encoder
             container.mux(packet)
-    finally:
+    except BaseException:
         container.close()
+        tmp.unlink(missing_ok=True)  # an interrupted write leaves nothing behind
+        raise
+    container.close()
     os.replace(tmp, out)
     return out

@@ -1,7 +1,8 @@
 """Build the per-dimension backbones from local files (never downloads).
 
 ``load_backbones({"subject_consistency": "/models/dino-vitb16", ...})`` returns ``{dimension: backbone}``
-in the form the dimension functions take (see ``DIMENSION_FUNCTIONS`` in ``rfvideo.eval.folder``).
+in the form the dimension functions take. Each ``load_*`` function here is the loader of one entry of the
+dimension registry (``rfvideo.eval.registry``).
 
 What each path must be:
     subject_consistency: a transformers ViT directory of DINO ViT-B/16 (``facebook/dino-vitb16`` saved with
@@ -20,15 +21,22 @@ What each path must be:
     overall_consistency, temporal_style: ``ViClip-InternVid-10M-FLT.pth``; needs the ``vbench`` package and
         ``bpe_simple_vocab_16e6.txt.gz`` (``{"weights": ..., "bpe": ...}``).
     temporal_flickering: no model (pass None or leave it out).
+
+Precision: ``precision="vbench"`` loads CLIP (background consistency, aesthetic quality, appearance style)
+in fp16 on CUDA, as VBench's ``clip.load`` does; on the CPU, and for every other backbone, fp32 (VBench's
+too). The default "fp32" keeps every backbone in fp32 on any device.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from rfvideo.eval.registry import LoadContext
 
 PathSpec = str | os.PathLike | Mapping[str, str] | None
 
@@ -47,10 +55,13 @@ def _path(dimension: str, value: Any, key: str | None = None) -> str:
 class HFCLIP:
     """transformers ``CLIPModel`` as the callables the CLIP dimensions take."""
 
-    def __init__(self, path: str, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, path: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> None:
         from transformers import CLIPModel, CLIPTokenizer
 
-        self.model = CLIPModel.from_pretrained(path).to(device).eval()
+        self.model = CLIPModel.from_pretrained(path).to(device=device, dtype=dtype).eval()
+        self.dtype = dtype
         self.tokenizer = CLIPTokenizer.from_pretrained(path)
         self.device = device
         self.logit_scale = float(self.model.logit_scale.detach().exp())
@@ -62,7 +73,8 @@ class HFCLIP:
 
     def image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(n 3 224 224)`` CLIP-normalised -> ``(n d)`` projected image embeddings."""
-        return self._tensor(self.model.get_image_features(pixel_values=pixel_values.to(self.device)))
+        x = pixel_values.to(device=self.device, dtype=self.dtype)
+        return self._tensor(self.model.get_image_features(pixel_values=x))
 
     def text(self, texts: list[str]) -> torch.Tensor:
         """``list[str]`` -> ``(m d)`` projected text embeddings (77-token CLIP context, truncated)."""
@@ -102,12 +114,91 @@ def _needs(module: str, dimension: str) -> Any:
         raise ImportError(f"{dimension}: loading its backbone needs `{module}` ({e})") from e
 
 
-def load_backbones(spec: Mapping[str, PathSpec], device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Load one backbone per requested dimension from local paths.
+def _clip(path: str, ctx: LoadContext) -> HFCLIP:
+    key = f"clip:{path}"
+    if key not in ctx.cache:
+        ctx.cache[key] = HFCLIP(path, ctx.device, ctx.clip_dtype)
+    return ctx.cache[key]
+
+
+def load_dino(value: PathSpec, ctx: LoadContext) -> HFDINO:
+    """subject_consistency: a transformers ViT directory of DINO ViT-B/16 weights."""
+    return HFDINO(_path("subject_consistency", value), ctx.device)
+
+
+def load_clip(value: PathSpec, ctx: LoadContext) -> HFCLIP:
+    """background_consistency / appearance_style: a transformers CLIP ViT-B/32 directory (shared)."""
+    return _clip(_path("clip", value), ctx)
+
+
+def load_aesthetic(value: PathSpec, ctx: LoadContext) -> tuple[Callable[[torch.Tensor], torch.Tensor], Any]:
+    """aesthetic_quality: ``{"clip": CLIP ViT-L/14 dir, "head": LAION linear head .pth}``."""
+    d = "aesthetic_quality"
+    c = _clip(_path(d, value, "clip"), ctx)
+    return c.image, _aesthetic_head(_path(d, value, "head")).to(ctx.device)
+
+
+def load_musiq(value: PathSpec, ctx: LoadContext) -> Any:
+    """imaging_quality: pyiqa's MUSIQ with the SPAQ checkpoint."""
+    d = "imaging_quality"
+    musiq_arch = _needs("pyiqa.archs.musiq_arch", d)
+    m = musiq_arch.MUSIQ(pretrained_model_path=_path(d, value)).to(ctx.device)
+    m.training = False
+    return m
+
+
+def load_raft(value: PathSpec, ctx: LoadContext) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """dynamic_degree: torchvision's ``raft_large`` with a RAFT state dict, as a 0..255 flow callable."""
+    d = "dynamic_degree"
+    raft_mod = _needs("torchvision.models.optical_flow", d)
+    raft = raft_mod.raft_large(weights=None)
+    raft.load_state_dict(torch.load(_path(d, value), map_location="cpu", weights_only=True))
+    raft = raft.to(ctx.device).eval()
+
+    def flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return raft(a / 127.5 - 1.0, b / 127.5 - 1.0, num_flow_updates=20)[-1]
+
+    return flow
+
+
+def load_amt(value: PathSpec, ctx: LoadContext) -> Any:
+    """motion_smoothness: AMT-S from VBench's third_party code and ``amt-s.pth``."""
+    from rfvideo.eval.motion_smoothness import AMTInterpolator
+
+    d = "motion_smoothness"
+    vb = _needs("vbench", d)
+    from omegaconf import OmegaConf  # a vbench dependency
+    from vbench.third_party.amt.utils.build_utils import build_from_cfg
+
+    cfg = os.path.join(os.path.dirname(vb.__file__), "third_party/amt/cfgs/AMT-S.yaml")
+    net = build_from_cfg(OmegaConf.load(cfg).network)
+    ckpt = torch.load(_path(d, value), map_location="cpu", weights_only=True)
+    net.load_state_dict(ckpt["state_dict"])
+    return AMTInterpolator(net.to(ctx.device).eval())
+
+
+def load_viclip(value: PathSpec, ctx: LoadContext) -> Any:
+    """overall_consistency / temporal_style: ``{"weights": ViCLIP .pth, "bpe": bpe vocab .txt.gz}``."""
+    d = "viclip"
+    key = f"viclip:{_path(d, value, 'weights')}"
+    if key not in ctx.cache:
+        viclip_mod = _needs("vbench.third_party.ViCLIP.viclip", d)
+        tok_mod = _needs("vbench.third_party.ViCLIP.simple_tokenizer", d)
+        tok = tok_mod.SimpleTokenizer(_path(d, value, "bpe"))
+        ctx.cache[key] = viclip_mod.ViCLIP(tokenizer=tok, pretrain=_path(d, value, "weights"))
+        ctx.cache[key] = ctx.cache[key].to(ctx.device).eval()
+    return ctx.cache[key]
+
+
+def load_backbones(
+    spec: Mapping[str, PathSpec], device: torch.device | str = "cpu", precision: str = "fp32"
+) -> dict[str, Any]:
+    """Load one backbone per requested dimension from local paths (each through its registry loader).
 
     Args:
         spec: ``{dimension: path or dict}`` (see the module docstring for what each entry must be).
         device: where to put the models.
+        precision: "fp32" or "vbench" (VBench's: CLIP in fp16 on CUDA; see the module docstring).
 
     Returns:
         ``{dimension: backbone}``: for aesthetic_quality a ``(clip_image, head)`` tuple, for the CLIP
@@ -115,63 +206,9 @@ def load_backbones(spec: Mapping[str, PathSpec], device: torch.device | str = "c
 
     Raises:
         FileNotFoundError: a path does not exist.
-        ValueError: unknown dimension or malformed entry.
+        ValueError: unknown dimension, one rfvideo does not implement, or a malformed entry.
         ImportError: an optional package the backbone's code lives in is missing.
     """
-    from rfvideo.eval.aggregate import canonical_dimension
+    from rfvideo.eval.registry import LoadContext, load_registered
 
-    out: dict[str, Any] = {}
-    clip_cache: dict[str, HFCLIP] = {}
-
-    def clip(p: str) -> HFCLIP:
-        if p not in clip_cache:
-            clip_cache[p] = HFCLIP(p, device)
-        return clip_cache[p]
-
-    for name, value in spec.items():
-        d = canonical_dimension(name)
-        if d == "temporal_flickering":
-            out[d] = None
-        elif d == "subject_consistency":
-            out[d] = HFDINO(_path(d, value), device)
-        elif d in ("background_consistency", "appearance_style"):
-            out[d] = clip(_path(d, value))
-        elif d == "aesthetic_quality":
-            c = clip(_path(d, value, "clip"))
-            out[d] = (c.image, _aesthetic_head(_path(d, value, "head")).to(device))
-        elif d == "imaging_quality":
-            musiq_arch = _needs("pyiqa.archs.musiq_arch", d)
-            m = musiq_arch.MUSIQ(pretrained_model_path=_path(d, value)).to(device)
-            m.training = False
-            out[d] = m
-        elif d == "dynamic_degree":
-            raft_mod = _needs("torchvision.models.optical_flow", d)
-            raft = raft_mod.raft_large(weights=None)
-            raft.load_state_dict(torch.load(_path(d, value), map_location="cpu", weights_only=True))
-            raft = raft.to(device).eval()
-            flow: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = lambda a, b, r=raft: r(
-                a / 127.5 - 1.0, b / 127.5 - 1.0, num_flow_updates=20
-            )[-1]
-            out[d] = flow
-        elif d == "motion_smoothness":
-            from rfvideo.eval.motion_smoothness import AMTInterpolator
-
-            _needs("vbench", d)
-            from omegaconf import OmegaConf  # a vbench dependency
-            from vbench.third_party.amt.utils.build_utils import build_from_cfg
-
-            cfg = os.path.join(
-                os.path.dirname(_needs("vbench", d).__file__), "third_party/amt/cfgs/AMT-S.yaml"
-            )
-            net = build_from_cfg(OmegaConf.load(cfg).network)
-            ckpt = torch.load(_path(d, value), map_location="cpu", weights_only=True)
-            net.load_state_dict(ckpt["state_dict"])
-            out[d] = AMTInterpolator(net.to(device).eval())
-        elif d in ("overall_consistency", "temporal_style"):
-            viclip_mod = _needs("vbench.third_party.ViCLIP.viclip", d)
-            tok_mod = _needs("vbench.third_party.ViCLIP.simple_tokenizer", d)
-            tok = tok_mod.SimpleTokenizer(_path(d, value, "bpe"))
-            out[d] = viclip_mod.ViCLIP(tokenizer=tok, pretrain=_path(d, value, "weights")).to(device).eval()
-        else:
-            raise ValueError(f"{d}: rfvideo does not implement this dimension (detector/classifier based)")
-    return out
+    return load_registered(spec, LoadContext(device=device, precision=precision))

@@ -3,16 +3,17 @@
 Frames (RGB, native resolution, float 0..255) are taken every ``max(1, round(fps / 8))`` frames. For each
 consecutive pair, both frames are replicate-padded to a multiple of 8 (RAFT's "sintel" padder), the flow
 model runs (RAFT, 20 iterations), and the pair's score is the mean of the top 5% flow magnitudes over the
-*padded* field (``int(H_pad * W_pad * 0.05)`` values). A video is dynamic when at least
-``round(4 * n / 16)`` pairs score above ``6.0 * min(H, W) / 256``, where n is the number of *sampled frames*
-(VBench's code counts frames, not pairs; Python's round is half-to-even). Dataset score: the fraction of
-dynamic videos.
+*padded* field (``int(H_pad * W_pad * 0.05)`` values; NaN magnitudes skipped, as numpy's sort does).
+A video is dynamic when at least ``round(4 * n / 16)`` pairs score above ``6.0 * min(H, W) / 256``, where
+n is the number of *sampled frames* (VBench's code counts frames, not pairs; Python's round is
+half-to-even). Dataset score: the fraction of dynamic videos.
 
 Shape legend: f frames, h/w height/width, hp/wp padded height/width.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -57,12 +58,38 @@ def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
 
 
 def top5_flow_magnitude(flow: torch.Tensor) -> float:
-    """Mean of the largest 5% of flow magnitudes of ``(1 2 h w)`` (VBench ``get_score``)."""
+    """Mean of the largest 5% of flow magnitudes of ``(1 2 h w)`` (VBench ``get_score``).
+
+    VBench takes ``np.sort(-rad)[:k]``; numpy sorts NaN last, so NaN magnitudes are skipped while
+    at least ``k`` values are not NaN (and the mean is NaN otherwise). ``torch.topk`` would rank NaN
+    first, so the NaNs are dropped before ranking.
+    """
     rad = flow[0].double().pow(2).sum(dim=0).sqrt().flatten()
     k = int(rad.numel() * 0.05)
     if k == 0:
         raise ValueError(f"flow field {tuple(flow.shape[-2:])} too small for a top-5% mean")
-    return rad.topk(k).values.mean().item()
+    finite = rad[~rad.isnan()]
+    if finite.numel() < k:
+        return float("nan")
+    return finite.topk(k).values.mean().item()
+
+
+# RAFT's 4-level correlation pyramid at 1/8 resolution degenerates when a padded side is 64-127 px
+# (1/8 size 8-15): VBench's RAFT then returns NaN everywhere and every pair of such a video fails the
+# threshold, so dynamic degree is 0 whatever the motion. Warned once per size.
+_NAN_SIDE = range(64, 128)
+_warned_sizes: set[tuple[int, int]] = set()
+
+
+def warn_degenerate_size(height: int, width: int) -> None:
+    """Warn (once per size) that VBench's RAFT returns all-NaN flow for this padded frame size."""
+    if (height in _NAN_SIDE or width in _NAN_SIDE) and (height, width) not in _warned_sizes:
+        _warned_sizes.add((height, width))
+        warnings.warn(
+            f"dynamic_degree: padded frame size {height}x{width} has a side of 64-127 px, where VBench's "
+            "RAFT returns all-NaN flow: such videos always score 0 (static); score at a larger size",
+            stacklevel=3,
+        )
 
 
 def video_is_dynamic(scores: list[float], height: int, width: int, num_frames: int) -> bool:
@@ -104,6 +131,7 @@ def dynamic_degree(
         with torch.no_grad():
             for a, b in zip(frames[:-1], frames[1:]):
                 pa = pad_to_multiple(a[None], 8).to(device)
+                warn_degenerate_size(*pa.shape[-2:])
                 pb = pad_to_multiple(b[None], 8).to(device)
                 scores.append(top5_flow_magnitude(flow(pa, pb).float().cpu()))
         per_video.append(1.0 if video_is_dynamic(scores, h, w, frames.shape[0]) else 0.0)

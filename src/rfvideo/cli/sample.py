@@ -1,0 +1,150 @@
+"""Sample VBench's standard prompt suite with a trained module: `{prompt}-{i}.mp4` + protocol.json.
+
+Run it once per rank under torchrun (`torchrun --nproc-per-node 8 -m rfvideo sample ...`): each rank
+takes every WORLD_SIZE-th video from RANK. A rerun skips valid videos, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rfvideo.cli.argtypes import nonnegative_int, positive_float, positive_int
+from rfvideo.cli.errors import UsageError
+
+__all__ = ["add_arguments", "run"]
+
+SUITES = ("vbench",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `rfvideo sample`."""
+    parser.add_argument("--suite", choices=SUITES, default="vbench", help="prompt suite (VBench's standard)")
+    parser.add_argument("--config", action="append", required=True, help="the experiment YAML (repeatable)")
+    parser.add_argument("--ckpt", default=None, help="Lightning checkpoint; default: the config's weights")
+    parser.add_argument("--out", required=True, help="video folder (protocol.json is written there)")
+    parser.add_argument(
+        "--dimensions",
+        nargs="+",
+        default=None,
+        help="only these VBench dimensions' prompts (default: all 16)",
+    )
+    parser.add_argument("--num-seeds", type=positive_int, default=5, help="videos per prompt (VBench: 5)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="base seed (seed = base + k*N + i)")
+    parser.add_argument(
+        "--extended", action="store_true", help="generate from the Wan2.1-extended prompts (names: original)"
+    )
+    parser.add_argument("--latent-frames", type=positive_int, default=None, help="latent frames per video")
+    parser.add_argument(
+        "--fps", type=positive_float, default=None, help="mp4 frame rate (default: the model's)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="videos per generate call")
+    parser.add_argument("--no-ema", action="store_true", help="sample the raw weights, not the EMA")
+    parser.add_argument(
+        "--suite-dir", default=None, help="folder of VBench_full_info.json (default: shipped)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _model_fps(module: object, given: float | None) -> float:
+    if given is not None:
+        return given
+    fps = getattr(module, "fps", None)
+    return float(fps) if isinstance(fps, int | float) and fps > 0 else 16.0  # Wan2.1 renders 16 fps
+
+
+def _decode_dtype(module: object) -> str:
+    vae = getattr(module, "vae", None)
+    try:
+        return str(next(vae.parameters()).dtype) if vae is not None else "none"  # type: ignore[union-attr]
+    except (AttributeError, StopIteration):
+        return "unknown"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the module, shard the suite over ranks, sample what is missing."""
+    from rfvideo.eval.aggregate import ALL_DIMENSIONS, canonical_dimension
+    from rfvideo.eval.protocol import ProtocolMismatchError, file_sha256, package_versions
+    from rfvideo.eval.suite import (
+        EXTENDED_PROMPTS,
+        FULL_INFO,
+        dist_env,
+        packaged_suite_dir,
+        shard,
+        suite_jobs,
+    )
+
+    suite_dir = Path(args.suite_dir) if args.suite_dir else packaged_suite_dir()
+    if not (suite_dir / FULL_INFO).is_file():
+        raise UsageError(f"--suite-dir: no {FULL_INFO} in {suite_dir}")
+    for c in args.config:
+        if not Path(c).is_file():
+            raise UsageError(f"--config: no such file: {c}")
+    dims = None
+    if args.dimensions:
+        try:
+            dims = [canonical_dimension(d) for d in args.dimensions]
+        except ValueError as e:
+            raise UsageError(f"--dimensions: {e}") from e
+    try:
+        jobs = suite_jobs(
+            suite_dir, dimensions=dims, num_seeds=args.num_seeds, base_seed=args.seed, extended=args.extended
+        )
+        rank, world = dist_env()
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from e
+    mine = shard(jobs, rank, world)
+
+    from rfvideo.cli.lightning import build_module, load_module_checkpoint
+    from rfvideo.cli.preflight import preflight_checkpoint
+    from rfvideo.eval.sampling import sample_jobs
+
+    if args.ckpt:
+        preflight_checkpoint(args.ckpt, option="--ckpt")
+    module = build_module(args.config)
+    if args.ckpt:
+        load_module_checkpoint(module, args.ckpt)
+    module.eval()
+    fps = _model_fps(module, args.fps)
+
+    def named_hash(path: str | Path) -> dict[str, str]:
+        return {"name": Path(path).name, "sha256": file_sha256(path)}
+
+    protocol = {
+        "suite": args.suite,
+        "prompt_file": named_hash(suite_dir / FULL_INFO),
+        "extended_prompts": named_hash(suite_dir / EXTENDED_PROMPTS) if args.extended else None,
+        "num_seeds": args.num_seeds,
+        "seed_rule": "seed = base_seed + suite_index * num_seeds + i",
+        "base_seed": args.seed,
+        "checkpoint": named_hash(args.ckpt) if args.ckpt else None,
+        "config": [named_hash(c) for c in args.config],
+        "latent_frames": args.latent_frames,
+        "use_ema": not args.no_ema,
+        "fps": fps,
+        "decode_dtype": _decode_dtype(module),
+        "versions": package_versions(),
+    }
+    use_ema = not args.no_ema
+
+    def generate(prompts: list[str], seeds: list[int]):  # -> (b F 3 H W) in [0, 1]
+        return module.generate(prompts, seeds=seeds, num_latent_frames=args.latent_frames, use_ema=use_ema)
+
+    try:
+        report = sample_jobs(
+            generate,
+            mine,
+            args.out,
+            protocol=protocol,
+            dimensions=dims or list(ALL_DIMENSIONS),
+            fps=fps,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
+    except ProtocolMismatchError as e:
+        raise UsageError(str(e)) from e
+    print(
+        f"rank {rank}/{world}: wrote {len(report.written)}, kept {len(report.skipped)} of {len(mine)} videos "
+        f"in {args.out} (protocol {report.protocol_id})"
+    )
+    return 0
