@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,30 @@ __all__ = ["load_checkpoint"]
 _TRUNCATED_MARKERS = ("central directory", "failed reading zip archive", "file not found", "unexpected eof")
 
 
+def _legacy_pickles_cut(path: Path) -> bool:
+    """Whether a legacy (pre-zip) torch file ends inside one of its leading pickles (magic number,
+    protocol, sys info, the object, the storage keys). Reads opcodes only, never runs them."""
+    with open(path, "rb") as fh:
+        for _ in range(5):
+            try:
+                for _op in pickletools.genops(fh):
+                    pass
+            except ValueError:  # "pickle exhausted before seeing STOP" / a cut argument
+                return True
+            except Exception:  # not a pickle stream at all: not a truncation question
+                return False
+    return False
+
+
 def _looks_truncated(path: Path, error: BaseException) -> bool:
     if isinstance(error, EOFError):
         return True
     with open(path, "rb") as fh:
         head = fh.read(4)
-    if head.startswith(b"PK") and not zipfile.is_zipfile(path):
-        return True  # a zip (torch's format since 1.6) whose end is missing
+    if head.startswith(b"PK"):
+        return not zipfile.is_zipfile(path)  # a zip (torch's format since 1.6) whose end is missing
+    if _legacy_pickles_cut(path):
+        return True
     text = str(error).lower()
     return isinstance(error, RuntimeError) and any(m in text for m in _TRUNCATED_MARKERS)
 
@@ -58,10 +76,12 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        # A cut legacy file can stop inside a class name ("collections.Ord"), which the weights-only
+        # unpickler then refuses: ask about truncation first.
+        if _looks_truncated(p, e):
+            raise ValueError(f"checkpoint {str(p)!r} is truncated ({size} bytes)") from e
         if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
             raise pickle.UnpicklingError(f"{p}: refused to load (needs code to unpickle): {e}") from e
-        if _looks_truncated(p, e):
-            raise ValueError(f"checkpoint {str(p)!r} is truncated ({size} bytes): {e}") from e
         raise ValueError(f"checkpoint {str(p)!r} is not a readable torch checkpoint: {e}") from e
     except (EOFError, RuntimeError) as e:
         if _looks_truncated(p, e):
