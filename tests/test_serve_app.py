@@ -20,52 +20,83 @@ import torch
 from PIL import Image
 
 pytest.importorskip("starlette")
+from diffusers import AutoencoderKLWan  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
+from helpers import randomize_, tiny_wan_config  # noqa: E402
+from rfvideo.models import CausalWanTransformer, WanVAE  # noqa: E402
+from rfvideo.sampling import FlowMatchSchedule  # noqa: E402
 from rfvideo.serve import ServeSettings, create_app  # noqa: E402
 from rfvideo.serve.jpeg import encode_jpegs  # noqa: E402
 from rfvideo.serve.protocol import ProtocolError, parse_client_message  # noqa: E402
+from rfvideo.streaming import StreamingGenerator  # noqa: E402
 
-H, W, FRAMES = 16, 24, 4
+LATENT = (2, 4)  # latent (h, w) -> 16 x 32 pixels: height and width differ, so a swap shows
+H, W = 16, 32
+K = 2  # latent frames per chunk: chunk 0 decodes to 1 + 4 (K - 1) = 5 pixel frames, later chunks to 8
+SCHEDULE = FlowMatchSchedule()
 
 
-class StandInGenerator:
-    """Follows `rfvideo.streaming.StreamingGenerator`'s agreed interface; frames depend on seed, chunk
-    index and the prompt history (so a switch applied one chunk early or late changes the bytes)."""
+def encode_prompt(prompts: list[str]) -> torch.Tensor:
+    """Stand-in text encoder: embeddings (b n d) seeded by each prompt's CRC (deterministic, distinct)."""
+    gens = [torch.Generator().manual_seed(zlib.crc32(p.encode())) for p in prompts]
+    return torch.stack([torch.randn(5, 24, generator=g) for g in gens])
 
-    fps = 8.0
 
-    def __init__(self, *, fail_at: int | None = None, calls: list[int] | None = None) -> None:
-        self.fail_at = fail_at
-        self.calls = calls if calls is not None else []
-        self.reset(0)
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    # Worker threads run the model: with several streams (and a shared, loaded 2-core machine) more
+    # intra-op threads only spin against each other (measured: 25x slower with 2 threads under load).
+    torch.set_num_threads(1)
 
-    def reset(self, seed: int | None = None) -> None:
-        self.seed = self.seed if seed is None else seed
-        self.chunk_index = 0
-        self.prompt: str | None = None
-        self._state = 0
-        self.timings = {"model": 0.0, "decode": 0.0}
 
-    def set_prompt(self, prompt: str) -> None:
-        if not prompt:
-            raise ValueError("empty prompt")
-        self.prompt = prompt
+@pytest.fixture(scope="module")
+def parts() -> tuple[CausalWanTransformer, WanVAE]:
+    """A tiny random causal generator (rolling window, relative RoPE: endless streams) and Wan VAE."""
+    model = CausalWanTransformer(
+        **tiny_wan_config(), num_frames_per_chunk=K, local_attn_size=4, rope_mode="relative"
+    )
+    randomize_(model, torch.Generator().manual_seed(0)).eval()
+    vae = AutoencoderKLWan(
+        base_dim=4, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+        latents_mean=[0.1, -0.2, 0.3, 0.5], latents_std=[1.5, 0.5, 2.0, 0.8],
+    )  # fmt: skip
+    return model, WanVAE(randomize_(vae, torch.Generator().manual_seed(1), scale=0.2))
+
+
+class ProbedGenerator(StreamingGenerator):
+    """The real streaming generator, recording the chunk index of every `next_chunk` call and optionally
+    failing at one chunk or slowing down (to probe flow control, failures, shutdown)."""
+
+    def __init__(
+        self, *args: Any, calls: list[int], fail_at: int | None = None, delay_s: float = 0.0, **kw: Any
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.calls, self.fail_at, self.delay_s = calls, fail_at, delay_s
 
     def next_chunk(self) -> torch.Tensor:
         if self.fail_at is not None and self.chunk_index == self.fail_at:
-            raise RuntimeError("stand-in failure")
-        assert self.prompt is not None
+            raise RuntimeError("injected failure")
+        time.sleep(self.delay_s)
         self.calls.append(self.chunk_index)
-        self._state = zlib.crc32(f"{self._state}|{self.seed}|{self.chunk_index}|{self.prompt}".encode())
-        g = torch.Generator().manual_seed(self._state)
-        self.chunk_index += 1
-        return torch.rand(1, FRAMES, 3, H, W, generator=g)
+        return super().next_chunk()
 
 
-def make_client(factory: Callable[[], Any] = StandInGenerator, **settings: Any) -> TestClient:
-    return TestClient(create_app(factory, ServeSettings(**settings)))
+def factory(parts: tuple[CausalWanTransformer, WanVAE], **probe: Any) -> Callable[[], StreamingGenerator]:
+    """A fresh streaming generator per stream, all sharing one model and VAE (as the server does)."""
+    model, vae = parts
+
+    def make() -> StreamingGenerator:
+        args = (model, vae, encode_prompt)
+        kw: dict[str, Any] = dict(schedule=SCHEDULE, latent_size=LATENT)
+        return ProbedGenerator(*args, **probe, **kw) if probe else StreamingGenerator(*args, **kw)
+
+    return make
+
+
+def make_client(make: Callable[[], Any], **settings: Any) -> TestClient:
+    return TestClient(create_app(make, ServeSettings(**settings)))
 
 
 def recv(ws: Any) -> tuple[str, Any]:
@@ -97,9 +128,9 @@ def recv_chunk(ws: Any, *, ack: bool = True) -> tuple[dict[str, Any], list[bytes
     return header, frames
 
 
-def direct(seed: int, prompts: dict[int, str], num_chunks: int) -> list[list[bytes]]:
+def direct(parts: Any, seed: int, prompts: dict[int, str], num_chunks: int) -> list[list[bytes]]:
     """Reference: the generator run directly, `prompts[k]` set before chunk k; frames JPEG-encoded."""
-    gen = StandInGenerator()
+    gen = factory(parts)()
     gen.reset(seed)
     out = []
     for k in range(num_chunks):
@@ -109,17 +140,17 @@ def direct(seed: int, prompts: dict[int, str], num_chunks: int) -> list[list[byt
     return out
 
 
-def test_stream_sends_valid_jpegs_equal_to_a_direct_run() -> None:
-    with make_client() as client, client.websocket_connect("/ws") as ws:
+def test_stream_sends_valid_jpegs_equal_to_a_direct_run(parts: Any) -> None:
+    with make_client(factory(parts)) as client, client.websocket_connect("/ws") as ws:
         hello = recv_status(ws, "hello")
         assert hello["max_prompt_chars"] == 200
         ws.send_json({"type": "start", "prompt": "a red square moving left", "seed": 7})
         started = recv_status(ws, "started")
-        assert started["fps"] == StandInGenerator.fps and started["seed"] == 7
+        assert started["fps"] == 16.0 and started["seed"] == 7
         got = []
         for k in range(3):
             header, frames = recv_chunk(ws)
-            assert header["index"] == k and header["frames"] == FRAMES == len(frames)
+            assert header["index"] == k and header["frames"] == len(frames) == (5 if k == 0 else 8)
             assert (header["height"], header["width"]) == (H, W)
             for data in frames:
                 img = Image.open(io.BytesIO(data))
@@ -127,12 +158,13 @@ def test_stream_sends_valid_jpegs_equal_to_a_direct_run() -> None:
             got.append(frames)
         ws.send_json({"type": "stop"})
         recv_status(ws, "stopped")
-    assert got == direct(7, {0: "a red square moving left"}, 3)
+    assert got == direct(parts, 7, {0: "a red square moving left"}, 3)
+    assert got != direct(parts, 8, {0: "a red square moving left"}, 3)  # the seed reached the generator
 
 
-def test_prompt_switch_applies_at_the_next_chunk() -> None:
+def test_prompt_switch_applies_at_the_next_chunk(parts: Any) -> None:
     p1, p2 = "a red square moving left", "a blue square moving up"
-    with make_client(max_ahead=1) as client, client.websocket_connect("/ws") as ws:
+    with make_client(factory(parts), max_ahead=1) as client, client.websocket_connect("/ws") as ws:
         ws.send_json({"type": "start", "prompt": p1, "seed": 3})
         chunks = [recv_chunk(ws) for _ in range(2)]
         ws.send_json({"type": "prompt", "prompt": p2})
@@ -148,10 +180,10 @@ def test_prompt_switch_applies_at_the_next_chunk() -> None:
         assert all(h["prompt"] == p1 for h, _ in chunks[:k])
         chunks += [recv_chunk(ws) for _ in range(2)]
         ws.send_json({"type": "stop"})
-    ref = direct(3, {0: p1, k: p2}, len(chunks))
+    ref = direct(parts, 3, {0: p1, k: p2}, len(chunks))
     assert [f for _, f in chunks] == ref
     # the reference really depends on where the switch lands
-    assert direct(3, {0: p1, k + 1: p2}, len(chunks)) != ref
+    assert direct(parts, 3, {0: p1, k + 1: p2}, len(chunks)) != ref
 
 
 @pytest.mark.parametrize(
@@ -167,8 +199,10 @@ def test_prompt_switch_applies_at_the_next_chunk() -> None:
         (json.dumps({"type": "prompt", "prompt": "b"}), "no stream is running"),
     ],
 )
-def test_bad_messages_get_an_error_and_the_connection_stays_usable(message: str, expected: str) -> None:
-    with make_client() as client, client.websocket_connect("/ws") as ws:
+def test_bad_messages_get_an_error_and_the_connection_stays_usable(
+    parts: Any, message: str, expected: str
+) -> None:
+    with make_client(factory(parts)) as client, client.websocket_connect("/ws") as ws:
         recv_status(ws, "hello")
         ws.send_text(message)
         err = recv_status(ws, "error")
@@ -176,14 +210,12 @@ def test_bad_messages_get_an_error_and_the_connection_stays_usable(message: str,
         ws.send_json({"type": "start", "prompt": "a red square"})
         recv_status(ws, "started")
         header, frames = recv_chunk(ws)
-        assert header["index"] == 0 and len(frames) == FRAMES
+        assert header["index"] == 0 and len(frames) == 5
 
 
-def test_binary_and_oversize_messages_are_refused() -> None:
-    with (
-        make_client(max_prompt_chars=10, max_message_chars=64) as client,
-        client.websocket_connect("/ws") as ws,
-    ):
+def test_binary_oversize_and_second_start_are_refused(parts: Any) -> None:
+    client = make_client(factory(parts), max_prompt_chars=10, max_message_chars=64)
+    with client, client.websocket_connect("/ws") as ws:
         ws.send_bytes(b"\x00\x01")
         assert "binary messages are not accepted" in recv_status(ws, "error")["message"]
         ws.send_text(json.dumps({"type": "start", "prompt": "a" * 100}))
@@ -192,10 +224,11 @@ def test_binary_and_oversize_messages_are_refused() -> None:
         recv_status(ws, "started")
         ws.send_json({"type": "start", "prompt": "again"})
         assert "already running" in recv_status(ws, "error")["message"]
+        assert recv_chunk(ws)[0]["prompt"] == "short"
 
 
-def test_concurrency_limit_gives_busy_then_frees_the_slot() -> None:
-    with make_client(max_streams=1) as client:
+def test_concurrency_limit_gives_busy_then_frees_the_slot(parts: Any) -> None:
+    with make_client(factory(parts), max_streams=1) as client:
         with client.websocket_connect("/ws") as a, client.websocket_connect("/ws") as b:
             a.send_json({"type": "start", "prompt": "first"})
             recv_status(a, "started")
@@ -212,7 +245,21 @@ def test_concurrency_limit_gives_busy_then_frees_the_slot() -> None:
         assert m["busy_rejections"] == 1 and m["streams_started"] == 2
 
 
-def wait_for(cond: Callable[[], bool], limit_s: float = 30.0) -> None:
+def test_concurrent_streams_on_one_model_equal_their_direct_runs(parts: Any) -> None:
+    """Two streams share the model from two worker threads; each stream's bytes equal its own direct run."""
+    with make_client(factory(parts), max_streams=2) as client:
+        with client.websocket_connect("/ws") as a, client.websocket_connect("/ws") as b:
+            a.send_json({"type": "start", "prompt": "first", "seed": 1})
+            b.send_json({"type": "start", "prompt": "second", "seed": 2})
+            got_a, got_b = [], []
+            for _ in range(3):  # interleaved, so both workers run at once
+                got_a.append(recv_chunk(a)[1])
+                got_b.append(recv_chunk(b)[1])
+    assert got_a == direct(parts, 1, {0: "first"}, 3)
+    assert got_b == direct(parts, 2, {0: "second"}, 3)
+
+
+def wait_for(cond: Callable[[], bool], limit_s: float = 60.0) -> None:
     """Poll until `cond()` holds (a bound on waiting, not a speed assertion)."""
     deadline = time.monotonic() + limit_s
     while not cond():
@@ -221,51 +268,53 @@ def wait_for(cond: Callable[[], bool], limit_s: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def test_flow_control_bounds_chunks_ahead_of_the_client() -> None:
+def test_flow_control_bounds_chunks_ahead_of_the_client(parts: Any) -> None:
     calls: list[int] = []
-    with make_client(lambda: StandInGenerator(calls=calls), max_ahead=2) as client:
+    with make_client(factory(parts, calls=calls), max_ahead=2) as client:
         with client.websocket_connect("/ws") as ws:
             ws.send_json({"type": "start", "prompt": "p"})
             recv_chunk(ws, ack=False)
             recv_chunk(ws, ack=False)
-            time.sleep(0.3)  # room for a (wrong) third chunk to be made; it must not be
+            time.sleep(0.5)  # room for a (wrong) third chunk to be made; it must not be
             assert calls == [0, 1]
             ws.send_json({"type": "ack", "chunk": 0})
             assert recv_chunk(ws, ack=False)[0]["index"] == 2
-            time.sleep(0.3)
+            time.sleep(0.5)
             assert calls == [0, 1, 2]
         # disconnect stops the stream and frees its slot
         wait_for(lambda: client.get("/metrics").json()["active_streams"] == 0)
         assert calls == [0, 1, 2]
 
 
-def test_generation_failure_ends_the_stream_not_the_connection() -> None:
-    state = {"n": 0}
+def test_generation_failure_ends_the_stream_not_the_connection(parts: Any) -> None:
+    made: list[int] = []
+    fail_first = factory(parts, calls=[], fail_at=1)
+    fine = factory(parts)
 
-    def factory() -> StandInGenerator:
-        state["n"] += 1
-        return StandInGenerator(fail_at=1 if state["n"] == 1 else None)
+    def make() -> StreamingGenerator:
+        made.append(1)
+        return fail_first() if len(made) == 1 else fine()
 
-    with make_client(factory) as client, client.websocket_connect("/ws") as ws:
+    with make_client(make) as client, client.websocket_connect("/ws") as ws:
         ws.send_json({"type": "start", "prompt": "p"})
         recv_chunk(ws)
         err = recv_status(ws, "error")
-        assert err["stream_ended"] and "stand-in failure" in err["message"]
+        assert err["stream_ended"] and "injected failure" in err["message"]
         wait_for(lambda: client.get("/metrics").json()["active_streams"] == 0)
         ws.send_json({"type": "start", "prompt": "p"})
         assert [recv_chunk(ws)[0]["index"] for _ in range(2)] == [0, 1]
         assert client.get("/metrics").json()["errors"] == 1
 
 
-def test_max_chunks_ends_with_done() -> None:
-    with make_client(max_chunks=2) as client, client.websocket_connect("/ws") as ws:
+def test_max_chunks_ends_with_done(parts: Any) -> None:
+    with make_client(factory(parts), max_chunks=2) as client, client.websocket_connect("/ws") as ws:
         ws.send_json({"type": "start", "prompt": "p"})
         assert [recv_chunk(ws)[0]["index"] for _ in range(2)] == [0, 1]
         assert recv_status(ws, "done")["chunks"] == 2
 
 
-def test_healthz_metrics_and_page() -> None:
-    with make_client() as client:
+def test_healthz_metrics_and_page(parts: Any) -> None:
+    with make_client(factory(parts)) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         with client.websocket_connect("/ws") as ws:
             ws.send_json({"type": "start", "prompt": "p"})
@@ -275,7 +324,8 @@ def test_healthz_metrics_and_page() -> None:
             recv_status(ws, "stopped")
         wait_for(lambda: client.get("/metrics").json()["active_streams"] == 0)
         m = client.get("/metrics").json()
-        assert m["chunks_generated"] >= 3 and m["frames_generated"] == FRAMES * m["chunks_generated"]
+        n = m["chunks_generated"]
+        assert n >= 3 and m["frames_generated"] == 5 + 8 * (n - 1)
         assert m["mean_fps"] > 0 and m["connections"] == 0
         page = client.get("/")
         assert page.status_code == 200 and '<canvas id="video"' in page.text
@@ -288,8 +338,8 @@ def test_healthz_metrics_and_page() -> None:
         assert client.get("/static/../app.py").status_code == 404
 
 
-def test_cross_site_origin_is_refused() -> None:
-    with make_client() as client:
+def test_cross_site_origin_is_refused(parts: Any) -> None:
+    with make_client(factory(parts)) as client:
         with pytest.raises(WebSocketDisconnect) as info:
             with client.websocket_connect("/ws", headers={"origin": "http://evil.example"}) as ws:
                 ws.receive()
@@ -298,19 +348,14 @@ def test_cross_site_origin_is_refused() -> None:
             assert recv_status(ws, "hello")["type"] == "hello"
 
 
-def test_server_shutdown_stops_running_streams() -> None:
+def test_server_shutdown_stops_running_streams(parts: Any) -> None:
     """Under uvicorn (the real server, loopback, free port): leaving it closes the sockets, stops every
     stream and joins the workers before it returns."""
     from websockets.sync.client import connect
 
     from rfvideo.serve import background_server
 
-    class Slow(StandInGenerator):
-        def next_chunk(self) -> torch.Tensor:
-            time.sleep(0.05)  # so that a chunk is being made when the server shuts down
-            return super().next_chunk()
-
-    app = create_app(Slow, ServeSettings(max_ahead=8))
+    app = create_app(factory(parts, calls=[], delay_s=0.05), ServeSettings(max_ahead=8))
     server = app.state.server
     with background_server(app) as url:
         ws = connect(url.replace("http://", "ws://") + "/ws")
