@@ -176,6 +176,9 @@ class WanVAE(nn.Module):
 
         Wan's VAE is usually kept in float32: its decoder is small and bf16 costs visible quality.
         """
+        from rfvideo.models.hub import resolve_pretrained
+
+        path_or_hub_id = resolve_pretrained(path_or_hub_id, what="Wan VAE")
         vae = AutoencoderKLWan.from_pretrained(
             path_or_hub_id, subfolder=subfolder, torch_dtype=torch_dtype, **kwargs
         )
@@ -383,6 +386,10 @@ class WanStreamDecoder:
         self._cache: list[Any] = [None] * self.vae._num_decoder_convs
         self.next_frame = 0  # absolute latent index of the next chunk's first frame
         self._shape: tuple[int, int, int, int] | None = None  # (b, c, h, w) of the first chunk
+
+    def cache_bytes(self) -> int:
+        """Bytes of the feature cache carried between calls (constant once the first chunk is decoded)."""
+        return sum(t.numel() * t.element_size() for t in self._cache if isinstance(t, torch.Tensor))
 
     @torch.no_grad()
     def __call__(self, chunk_latents: torch.Tensor, *, frame_offset: int | None = None) -> torch.Tensor:

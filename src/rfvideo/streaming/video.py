@@ -1,0 +1,70 @@
+"""Pixel frames of a video as each chunk is generated: the chunk-wise sampler and the VAE's streaming decoder.
+
+`stream_video` drives `rfvideo.sampling.stream_chunks` and decodes every chunk the moment the sampler yields
+it. The sampler yields a chunk before its t = 0 context pass (that pass only serves the next chunk and runs
+when the iterator is resumed), so the first pixel frames wait for the denoising forwards of chunk 0 and one
+decode, and each later chunk for its own denoising forwards, the previous chunk's context pass and a decode.
+
+Legend: `b` batch, `c` latent channels, `f` latent frames, `k` frames per chunk, `h w` latent height/width,
+`F` pixel frames, `H W` pixel height/width, `n d` text tokens / width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import einops
+import torch
+
+from rfvideo.models.vae import WanVAE
+from rfvideo.sampling import FlowMatchSchedule, stream_chunks
+
+__all__ = ["stream_video"]
+
+
+def vae_dtype(vae: WanVAE) -> torch.dtype:
+    """The dtype the VAE computes in (latents are cast to it at the generator / VAE seam)."""
+    return next(vae.parameters()).dtype
+
+
+@torch.no_grad()
+def stream_video(
+    model: Any,
+    vae: WanVAE,
+    noise: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    *,
+    schedule: FlowMatchSchedule,
+    generator: torch.Generator | None = None,
+    kv_cache: Any | None = None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Generate a video chunk by chunk and yield each chunk's pixel frames as soon as they are decoded.
+
+    The concatenation of the yielded frames equals `vae.decode` of `sample_chunkwise(model, noise, ...)`'s
+    latents (same noise and generator): the sampler is the same and the streaming decoder equals the full
+    decode.
+
+    Args:
+        model: A `CausalWanTransformer` (docs/interfaces.md "Generator").
+        vae: The frozen `WanVAE`.
+        noise: Initial noise of the whole video `(b c f h w)`, `f % k == 0`.
+        encoder_hidden_states: Text embeddings `(b n d)`.
+        schedule: The few-step schedule.
+        generator: Draws the re-noising noise (as in `stream_chunks`).
+        kv_cache: A cache from `model.new_kv_cache`, reset before use; None creates one.
+
+    Yields:
+        `(chunk_index, frames (b F 3 H W))` in [0, 1], in the VAE's dtype, on the VAE's device: chunk 0
+        has `F = 1 + 4 (k - 1)` frames, every later chunk `4 k`.
+    """
+    k = int(model.num_frames_per_chunk)
+    decoder = vae.stream_decoder()
+    dtype = vae_dtype(vae)
+    chunks = stream_chunks(
+        model, noise, encoder_hidden_states, schedule=schedule, generator=generator, kv_cache=kv_cache
+    )
+    for i, latents in chunks:
+        lat = einops.rearrange(latents, "b c f h w -> b f c h w").to(dtype)
+        # Decoding here, before the loop resumes `chunks`, puts the decode ahead of the context pass.
+        yield i, decoder(lat, frame_offset=i * k)
