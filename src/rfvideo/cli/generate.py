@@ -33,7 +33,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.ckpt:
         preflight_checkpoint(args.ckpt, option="--ckpt")
-    module = build_module([args.config])
+    # The requested length goes through the config, so preflight checks it (chunk multiple, RoPE
+    # length) before the weights load.
+    overrides = [] if args.num_frames is None else [f"--model.init_args.num_latent_frames={args.num_frames}"]
+    module = build_module([args.config], overrides)
     if args.ckpt:
         load_module_checkpoint(module, args.ckpt)
     out = Path(args.out)

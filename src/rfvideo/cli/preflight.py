@@ -1,18 +1,46 @@
-"""Checks run on a parsed config before any weights load (at real size a load takes minutes).
+"""Checks run on a parsed config before any weights load (at real size a load takes minutes and umT5
+alone is 11 GB): every problem found is reported at once, in one `UsageError` line.
 
-Each check raises `UsageError` with one line naming the offending value.
+What is checked (under the config's `model` and `data`; the trainer's output folders are not inputs):
+- frame count vs chunk size: `num_latent_frames` >= 1 and a multiple of the generator's
+  `num_frames_per_chunk`;
+- the optimizer's learning rate: a finite number > 0;
+- every input path the config names (keys such as `path`, `checkpoint`, `init_checkpoint`,
+  `med_config`, `tokenizer`, `train_prompts`, `train_shards`, `prompt_embeddings`): it exists; a value
+  that can be a hub id goes through `rfvideo.models.hub.resolve_pretrained`;
+- the RoPE length: `load_causal_wan`'s `config.json` (read alone, no weights) has a `rope_max_seq_len`
+  that covers the requested frames and latent size;
+- prompts missing from a precomputed embedding store (its `index.json` only).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rfvideo.cli.errors import UsageError
 
-__all__ = ["preflight_checkpoint", "preflight_config"]
+__all__ = ["preflight_checkpoint", "preflight_config", "config_problems"]
+
+# Keys whose string value is an input that may be a local folder or a hub id.
+HUB_OR_PATH_KEYS = frozenset(
+    {"path", "path_or_id", "clip_path_or_id", "processor_path", "tokenizer_path_or_id"}
+)
+# Keys whose string value is an input file or folder that must exist locally.
+LOCAL_KEYS = frozenset(
+    {
+        "checkpoint", "init_checkpoint", "med_config", "tokenizer", "head_path", "full_info",
+        "train_prompts", "val_prompts", "train_shards", "val_shards", "prompt_embeddings", "prompts_file",
+    }
+)  # fmt: skip
+LOCAL_SUFFIXES = ("_checkpoint", "_ckpt", "_file", "_prompts", "_shards")
+# Lightning's special `ckpt_path` values (not files).
+CKPT_KEYWORDS = frozenset({"last", "best", "hpc", "registry"})
 
 
 def preflight_checkpoint(path: str | os.PathLike[str], *, option: str = "--ckpt") -> None:
@@ -36,6 +64,166 @@ def preflight_checkpoint(path: str | os.PathLike[str], *, option: str = "--ckpt"
         )
 
 
+def _as_dict(config: Any) -> dict[str, Any]:
+    if hasattr(config, "as_dict"):  # jsonargparse Namespace
+        return config.as_dict()
+    return dict(config)
+
+
+def _walk(node: Any, where: str) -> Iterator[tuple[str, str, Any]]:
+    """(dotted location, key, value) of every leaf under `node`."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            loc = f"{where}.{k}" if where else str(k)
+            if isinstance(v, (dict, list)):
+                yield from _walk(v, loc)
+            else:
+                yield loc, str(k), v
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{where}[{i}]")
+
+
+def _init_args(node: Any) -> dict[str, Any]:
+    return node.get("init_args") or {} if isinstance(node, dict) else {}
+
+
+def _path_problems(cfg: dict[str, Any]) -> list[str]:
+    from rfvideo.models.hub import resolve_pretrained
+
+    problems = []
+    hub_checked: dict[str, str | None] = {}  # one hub question per distinct value (WAN is named thrice)
+    for section in ("model", "data"):
+        for loc, key, value in _walk(cfg.get(section), section):
+            if not isinstance(value, str) or not value:
+                continue
+            local = key in LOCAL_KEYS or key.endswith(LOCAL_SUFFIXES)
+            if local and not Path(value).expanduser().exists():
+                problems.append(f"{loc}: no such file or folder: {value!r}")
+            elif key in HUB_OR_PATH_KEYS:
+                if value not in hub_checked:
+                    try:
+                        resolve_pretrained(value, what="")
+                        hub_checked[value] = None
+                    except ValueError as e:
+                        hub_checked[value] = str(e).removeprefix(": ")
+                if hub_checked[value] is not None:
+                    problems.append(f"{loc}: {hub_checked[value]}")
+    return problems
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _frame_and_lr_problems(cfg: dict[str, Any]) -> list[str]:
+    problems = []
+    model = _init_args(cfg.get("model"))
+    frames = model.get("num_latent_frames")
+    chunk = _init_args(model.get("generator")).get("num_frames_per_chunk")
+    if frames is not None:
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            problems.append(f"model.init_args.num_latent_frames must be a positive integer, got {frames!r}")
+        elif isinstance(chunk, int) and chunk >= 1 and frames % chunk:
+            problems.append(
+                f"model.init_args.num_latent_frames={frames} is not a multiple of the generator's "
+                f"num_frames_per_chunk={chunk}"
+            )
+    optimizer = model.get("optimizer")
+    if isinstance(optimizer, dict) and "lr" in _init_args(optimizer):
+        lr = _init_args(optimizer)["lr"]
+        value = _number(lr)
+        if value is None or not math.isfinite(value) or value <= 0:
+            problems.append(f"model.init_args.optimizer.init_args.lr must be a finite number > 0, got {lr!r}")
+    return problems
+
+
+def _transformer_config(generator: Any) -> tuple[dict[str, Any], Path] | None:
+    """`config.json` of a `load_causal_wan` generator with a local folder, else None."""
+    if not isinstance(generator, dict) or not str(generator.get("class_path", "")).endswith(
+        "load_causal_wan"
+    ):
+        return None
+    args = _init_args(generator)
+    path = args.get("path")
+    if not isinstance(path, str) or not Path(path).expanduser().is_dir():
+        return None
+    folder = Path(path).expanduser() / (args.get("subfolder") or "")
+    file = folder / "config.json"
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text(encoding="utf-8")), file
+    except (OSError, ValueError):
+        return None  # the loader reports an unreadable config with its own message
+
+
+def _rope_problems(cfg: dict[str, Any]) -> list[str]:
+    model = _init_args(cfg.get("model"))
+    found = _transformer_config(model.get("generator"))
+    frames = model.get("num_latent_frames")
+    if found is None or not isinstance(frames, int) or isinstance(frames, bool):
+        return []
+    config, file = found
+    rope = int(config.get("rope_max_seq_len", 1024))
+    patch = config.get("patch_size") or (1, 2, 2)
+    positions = {"latent frames": math.ceil(frames / int(patch[0]))}
+    size = model.get("latent_size")
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) for s in size):
+        positions["latent height"] = math.ceil(size[0] / int(patch[1]))
+        positions["latent width"] = math.ceil(size[1] / int(patch[2]))
+    return [
+        f"{what} need {n} RoPE positions but {file} has rope_max_seq_len={rope}"
+        for what, n in positions.items()
+        if n > rope
+    ]
+
+
+def _store_problems(cfg: dict[str, Any]) -> list[str]:
+    data = _init_args(cfg.get("data"))
+    store = data.get("prompt_embeddings")
+    if not isinstance(store, str):
+        return []
+    index_file = Path(store) / "index.json"
+    if not index_file.is_file():
+        return [f"data.init_args.prompt_embeddings: {store!r} has no index.json (not an embedding store)"]
+    try:
+        known = set(json.loads(index_file.read_text(encoding="utf-8")).get("prompts", {}))
+    except (OSError, ValueError) as e:
+        return [f"data.init_args.prompt_embeddings: unreadable {str(index_file)!r} ({e})"]
+    from rfvideo.data.prompts import load_prompts
+    from rfvideo.models.text_encoder import clean_prompt
+
+    problems = []
+    field = data.get("prompt_field") or "prompt"
+    for key in ("train_prompts", "val_prompts"):
+        source = data.get(key)
+        if not isinstance(source, str) or not Path(source).is_file():
+            continue
+        prompts = load_prompts(source, field=field).prompts
+        missing = [p for p in dict.fromkeys(prompts) if clean_prompt(p) not in known]
+        if missing:
+            problems.append(
+                f"data.init_args.prompt_embeddings: {len(missing)} of the prompts in {source!r} are not in "
+                f"the store {store!r} (first: {missing[0][:60]!r}); rerun rfvideo precompute embeddings"
+            )
+    return problems
+
+
+def config_problems(config: Any) -> list[str]:
+    """Every problem found in one subcommand's parsed config (empty: good to build)."""
+    cfg = _as_dict(config)
+    problems = _frame_and_lr_problems(cfg) + _path_problems(cfg)
+    if not problems:  # the RoPE and store checks read the files the path check vouched for
+        problems = _rope_problems(cfg) + _store_problems(cfg)
+    return problems
+
+
 def preflight_config(config: Any) -> None:
-    """Check a parsed LightningCLI config (one subcommand's namespace) before it is instantiated."""
-    del config
+    """Raise one `UsageError` listing every problem of a parsed LightningCLI config (see the module doc)."""
+    problems = config_problems(config)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise UsageError(f"config: {'; '.join(problems[:3])}{more}")

@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "precompute": ("rfvideo.cli.precompute", "videos -> VAE latent shards, or prompts -> umT5 embeddings"),
     "vbench": ("rfvideo.cli.vbench", "score a folder of {prompt}-{i}.mp4 videos on VBench dimensions"),
+    "serve": ("rfvideo.cli.serve", "live browser demo: watch a checkpoint generate, switch prompts"),
+    "sample": ("rfvideo.cli.sample", "sample VBench's prompt suite as {prompt}-{i}.mp4 + protocol.json"),
 }
 """Argparse subcommands: name -> (module path, one-line help)."""
 
