@@ -213,3 +213,36 @@ def test_bad_input(model, vae) -> None:
         _stream(model, vae, batch_size=0)
     with pytest.raises(ValueError, match="max_chunks"):
         _stream(model, vae, max_chunks=0)
+
+
+def test_from_module_streams_the_ema_generator_with_the_module_settings(vae) -> None:
+    from rfvideo.demo_world.components import tiny_text_encoder
+    from rfvideo.modules import ODEInitModule
+
+    sched = FlowMatchSchedule(denoising_steps=(1000, 500))
+    module = ODEInitModule(
+        generator=tiny_model(**WINDOW),
+        vae=vae,
+        text_encoder=tiny_text_encoder(),
+        schedule=sched,
+        num_latent_frames=2 * K,
+        latent_size=(2, 4),
+    )
+    with torch.no_grad():  # an EMA that differs from the trained weights
+        for p in module.generator_ema.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    stream = StreamingGenerator.from_module(module, seed=3)
+    assert stream.model is module.generator_ema and stream.schedule is sched and stream.latent_size == (2, 4)
+    stream.set_prompt("a red fox")
+    got = [stream.next_chunk(), stream.next_chunk()]
+    assert got[0].shape == (1, 1 + 4 * (K - 1), 3, 16, 32)
+    direct = StreamingGenerator(
+        module.generator_ema, vae, module.encode_prompts, schedule=sched, latent_size=(2, 4), seed=3
+    )
+    direct.set_prompt("a red fox")
+    for a in got:
+        assert torch.equal(a, direct.next_chunk())
+    raw = StreamingGenerator.from_module(module, use_ema=False, seed=3)
+    assert raw.model is module.generator
+    raw.set_prompt("a red fox")
+    assert (raw.next_chunk() - got[0]).abs().max() > 1e-4
