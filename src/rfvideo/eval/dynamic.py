@@ -88,7 +88,7 @@ def warn_degenerate_size(height: int, width: int) -> None:
         warnings.warn(
             f"dynamic_degree: padded frame size {height}x{width} has a side of 64-127 px, where VBench's "
             "RAFT returns all-NaN flow: such videos always score 0 (static); score at a larger size",
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
@@ -125,14 +125,32 @@ def dynamic_degree(
         raise ValueError(f"dynamic_degree: {len(rates)} fps values for {len(vids)} videos")
     per_video = []
     for video, rate in zip(vids, rates):
-        frames = to_255(video)[:: sampling_interval(rate)]
-        h, w = frames.shape[-2:]
-        scores = []
-        with torch.no_grad():
-            for a, b in zip(frames[:-1], frames[1:]):
-                pa = pad_to_multiple(a[None], 8).to(device)
-                warn_degenerate_size(*pa.shape[-2:])
-                pb = pad_to_multiple(b[None], 8).to(device)
-                scores.append(top5_flow_magnitude(flow(pa, pb).float().cpu()))
-        per_video.append(1.0 if video_is_dynamic(scores, h, w, frames.shape[0]) else 0.0)
+        scores, (h, w), n = pair_flow_scores(video, flow, rate, device)
+        per_video.append(1.0 if video_is_dynamic(scores, h, w, n) else 0.0)
     return DimensionScore("dynamic_degree", per_video, sum(per_video) / len(per_video))
+
+
+def pair_flow_scores(
+    video: torch.Tensor, flow: FlowFn, fps: float, device: torch.device | str = "cpu"
+) -> tuple[list[float], tuple[int, int], int]:
+    """Per consecutive sampled pair, the top-5% flow magnitude (VBench's ``static_score`` list).
+
+    Args:
+        video: ``(f 3 h w)`` float [0, 1] or uint8.
+        flow: optical-flow callable on padded 0..255 frames.
+        fps: the video's frame rate (sampling interval).
+        device: where the flow model runs.
+
+    Returns:
+        ``(scores, (h, w), number of sampled frames)``.
+    """
+    frames = to_255(video)[:: sampling_interval(fps)]
+    h, w = frames.shape[-2:]
+    scores = []
+    with torch.no_grad():
+        for a, b in zip(frames[:-1], frames[1:]):
+            pa = pad_to_multiple(a[None], 8).to(device)
+            warn_degenerate_size(*pa.shape[-2:])
+            pb = pad_to_multiple(b[None], 8).to(device)
+            scores.append(top5_flow_magnitude(flow(pa, pb).float().cpu()))
+    return scores, (h, w), frames.shape[0]
