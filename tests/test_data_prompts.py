@@ -97,3 +97,24 @@ def test_collate_batch_format_and_embedding_join():
     bad = dict(samples[1], trajectory_timesteps=torch.tensor([1000.0, 500.0, 0.0]))
     with pytest.raises(ValueError, match="trajectory_timesteps"):
         collate_samples([samples[0], bad])
+
+
+@pytest.mark.parametrize("fmt", ["txt", "jsonl", "csv"])
+def test_non_utf8_file_names_file_and_line(tmp_path, fmt):
+    path = _write(tmp_path, fmt, [PROMPTS[0], "un café crème", PROMPTS[1]])
+    shown = json.dumps("café crème")[1:-1] if fmt == "jsonl" else "café crème"  # json escapes to \u00e9
+    raw = path.read_bytes().replace(shown.encode(), "café crème".encode("latin-1"))
+    assert raw != path.read_bytes()
+    path.write_bytes(raw)
+    line = 3 if fmt == "csv" else 2  # the csv header is line 1
+    with pytest.raises(ValueError, match=rf"prompts\.{fmt}:{line}: not UTF-8 text \(byte 0xe9 at column"):
+        load_prompts(path)
+
+
+@pytest.mark.parametrize("fmt", ["txt", "jsonl", "csv"])
+def test_utf8_bom_is_dropped(tmp_path, fmt):
+    path = _write(tmp_path, fmt, PROMPTS)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    loaded = load_prompts(path)
+    assert loaded.prompts == PROMPTS
+    assert not loaded.prompts[0].startswith("\ufeff")

@@ -7,12 +7,14 @@ Formats (chosen by suffix):
 - `.jsonl`: one JSON object per line, the prompt under `field` (default "prompt").
 - `.csv`: a header row, the prompt in column `field` (default "prompt"; VidProM lists use "prompt").
 Empty prompts (blank lines, empty or whitespace-only fields) are skipped and counted by default
-(`on_empty="skip"`, a warning gives the count), or raise with `on_empty="error"`.
+(`on_empty="skip"`, a warning gives the count), or raise with `on_empty="error"`. Files are UTF-8 (a
+leading byte-order mark is dropped); any other encoding is an error naming the file and line.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import warnings
@@ -44,10 +46,30 @@ class LoadedPrompts:
     """The file read."""
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, a leading byte-order mark dropped (Windows editors write one).
+
+    Raises:
+        ValueError: The file is not UTF-8; names the file, the line and the byte.
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {column}); "
+            "re-save the file as UTF-8"
+        ) from None
+
+
 def _rows(path: Path, field: str) -> list[tuple[int, Any]]:
     """(line number, raw value) per record."""
     suffix = path.suffix.lower()
-    with open(path, encoding="utf-8", newline="") as fh:
+    if suffix not in (".txt", ".jsonl", ".csv"):
+        raise ValueError(f"unsupported prompt file {str(path)!r}: expected .txt, .jsonl or .csv")
+    with io.StringIO(_read_text(path), newline="") as fh:
         if suffix == ".txt":
             return [(i + 1, line.rstrip("\r\n")) for i, line in enumerate(fh)]
         if suffix == ".jsonl":
