@@ -1,6 +1,7 @@
-"""Log sample videos of fixed prompts and seeds during training: mp4 files plus a TensorBoard image of the
-first, middle and last frames. Calls only `pl_module.generate` (docs/interfaces.md), on every rank, and
-writes on rank zero.
+"""Log sample videos of fixed prompts and seeds during training: mp4 files, one animated TensorBoard summary
+per video (`samples/video_<i>`, a GIF image summary: it plays in TensorBoard's image tab and needs no
+moviepy) and an image of the first, middle and last frames. Calls only `pl_module.generate`
+(docs/interfaces.md), on every rank, and writes on rank zero.
 
 Legend: `b` videos, `F` pixel frames, `H W` pixel size.
 """
@@ -8,12 +9,25 @@ Legend: `b` videos, `F` pixel frames, `H W` pixel size.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from einops import rearrange
 
-__all__ = ["VideoLogger"]
+__all__ = ["VideoLogger", "add_animated_summary"]
+
+
+def add_animated_summary(writer: Any, tag: str, video: torch.Tensor, step: int, *, fps: float) -> None:
+    """Write `video (F 3 H W)` in [0, 1] as an animated GIF image summary to a TensorBoard `SummaryWriter`
+    (what `add_video` writes, encoded with Pillow instead of moviepy)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    from rfvideo.callbacks.vbench import gif_bytes
+
+    _, _, h, w = video.shape
+    image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif_bytes(video, fps))
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 class VideoLogger(L.Callback):
@@ -24,7 +38,7 @@ class VideoLogger(L.Callback):
         seeds: one seed per prompt (default 0, 1, ...).
         every_n_steps: logging period in optimizer steps.
         num_latent_frames: video length (default: the module's).
-        fps: frame rate of the mp4 files.
+        fps: frame rate of the mp4 files and the animated summaries.
     """
 
     def __init__(
@@ -63,6 +77,9 @@ class VideoLogger(L.Callback):
         for i, v in enumerate(video):
             write_video(root / f"{i:03d}.mp4", v, fps=self.fps)
         exp = getattr(trainer.logger, "experiment", None)
+        if exp is not None and hasattr(exp, "_get_file_writer"):
+            for i, v in enumerate(video):
+                add_animated_summary(exp, f"samples/video_{i}", v, step, fps=self.fps)
         if exp is not None and hasattr(exp, "add_image"):
             f = video.shape[1]
             frames = video[:, [0, f // 2, f - 1]]  # (b 3 3 H W)

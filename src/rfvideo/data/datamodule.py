@@ -5,10 +5,18 @@ this file wires it to Lightning. The train dataloader is a small iterable around
 `DataLoader` itself), so Lightning never swaps its sampler for a `DistributedSampler`.
 
 Resume: Lightning stores `state_dict()` in the checkpoint and calls `load_state_dict()` before
-building dataloaders. The position is `consumed`, the global number of training samples the loop has
-taken in the current epoch, counted in `on_before_batch_transfer` (i.e. when a batch reaches the
-training step, not when a worker prefetches it). The resumed epoch yields exactly the positions of
+building dataloaders. The train loader speaks Lightning's stateful-loader protocol too (its
+`state_dict` / `load_state_dict` are the data module's), so Lightning knows a mid-epoch resume is exact
+and does not warn that the "dataloader is not resumable". The position is `consumed`, the global
+number of training samples the loop has taken in the current epoch, counted in
+`on_before_batch_transfer` (i.e. when a batch reaches the training step, not when a worker prefetches
+it). The resumed epoch yields exactly the positions of
 the epoch order after `consumed`; later epochs start from 0.
+
+Prediction (`rfvideo predict`): `predict_prompts` gives a prompt file; each prompt is generated
+`predict_samples_per_prompt` times, batches `{"prompt", "sample_index", "seed"}` with
+`seed = predict_seed + index` (index: position in the prompt-major list), so a video's file name
+`{prompt}-{sample_index}.mp4` and its seed do not depend on the number of ranks or the batch size.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class ResumableLoader:
         num_workers: Data-loader worker processes (each gets whole batches from the sampler).
         epoch_fn: Returns the current epoch when iteration starts (e.g. from the trainer).
         pin_memory: Passed to `DataLoader`.
+        state_fn: The position to checkpoint (Lightning calls `state_dict`); None: nothing to save.
+        load_fn: Restores a position saved by `state_fn` (Lightning calls `load_state_dict`).
     """
 
     def __init__(
@@ -50,8 +60,12 @@ class ResumableLoader:
         num_workers: int = 0,
         epoch_fn: Callable[[], int] | None = None,
         pin_memory: bool = False,
+        state_fn: Callable[[], dict[str, Any]] | None = None,
+        load_fn: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.dataset = dataset
+        self.state_fn = state_fn
+        self.load_fn = load_fn
         self.batch_sampler = batch_sampler
         self.collate_fn = collate_fn
         self.num_workers = num_workers
@@ -60,6 +74,15 @@ class ResumableLoader:
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The resume position (Lightning's stateful data-loader protocol)."""
+        return self.state_fn() if self.state_fn is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a position `state_dict` returned (called before the resumed epoch iterates)."""
+        if state_dict and self.load_fn is not None:
+            self.load_fn(state_dict)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if self.epoch_fn is not None:
@@ -73,6 +96,21 @@ class ResumableLoader:
             persistent_workers=False,
         )
         yield from loader
+
+
+class _PredictDataset(torch.utils.data.Dataset):
+    """Prompt-major list of `(prompt, sample_index)` pairs with their seeds (see module docstring)."""
+
+    def __init__(self, prompts: list[str], samples_per_prompt: int, seed: int) -> None:
+        self.items = [(p, i) for p in prompts for i in range(samples_per_prompt)]
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        prompt, i = self.items[index]
+        return {"prompt": prompt, "sample_index": i, "seed": self.seed + index}
 
 
 class RFVideoDataModule(pl.LightningDataModule):
@@ -100,6 +138,9 @@ class RFVideoDataModule(pl.LightningDataModule):
         shuffle: Shuffle the training order each epoch.
         drop_last: Drop the incomplete last global step instead of padding by wrap-around.
         pin_memory: Pin host memory of batches.
+        predict_prompts: Prompt file for `predict` (see module docstring).
+        predict_samples_per_prompt: Videos per prompt in `predict` (VBench: 5).
+        predict_seed: Seed of the first predicted video.
     """
 
     def __init__(
@@ -120,6 +161,9 @@ class RFVideoDataModule(pl.LightningDataModule):
         shuffle: bool = True,
         drop_last: bool = False,
         pin_memory: bool = False,
+        predict_prompts: str | None = None,
+        predict_samples_per_prompt: int = 1,
+        predict_seed: int = 0,
     ) -> None:
         super().__init__()
         if (train_prompts is None) == (train_shards is None):
@@ -141,6 +185,11 @@ class RFVideoDataModule(pl.LightningDataModule):
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        n_per = predict_samples_per_prompt
+        if isinstance(n_per, bool) or not isinstance(n_per, int) or n_per < 1:
+            raise ValueError(f"predict_samples_per_prompt must be a positive int, got {n_per!r}")
+        self.predict_prompts, self.predict_samples_per_prompt = predict_prompts, n_per
+        self.predict_seed = int(predict_seed)
         self.train_prompts, self.train_shards = train_prompts, train_shards
         self.val_prompts, self.val_shards, self.val_split = val_prompts, val_shards, val_split
         self.prompt_field, self.on_empty = prompt_field, on_empty
@@ -228,7 +277,23 @@ class RFVideoDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             epoch_fn=self._current_epoch,
             pin_memory=self.pin_memory,
+            state_fn=self.state_dict,
+            load_fn=self.load_state_dict,
         )
+
+    def predict_dataloader(self) -> ResumableLoader:
+        if self.predict_prompts is None:
+            raise ValueError("predict needs data.init_args.predict_prompts (a prompt file)")
+        loaded = load_prompts(self.predict_prompts, field=self.prompt_field, on_empty=self.on_empty)
+        if not loaded.prompts:
+            raise ValueError(f"prompt file {self.predict_prompts!r} holds no non-empty prompt")
+        dataset = _PredictDataset(loaded.prompts, self.predict_samples_per_prompt, self.predict_seed)
+        world, rank = self._world()
+        # Fixed order split over ranks; the wrap-around padding repeats a video (same name, same seed).
+        sampler = ResumableBatchSampler(
+            len(dataset), batch_size=self.val_batch_size, num_replicas=world, rank=rank, shuffle=False
+        )
+        return ResumableLoader(dataset, sampler, collate_samples, num_workers=self.num_workers)
 
     def val_dataloader(self) -> ResumableLoader | list[Any]:
         if self.train_dataset is None:

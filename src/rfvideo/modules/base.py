@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from einops import rearrange
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from rfvideo.modules.log_filters import install_log_filters
@@ -255,10 +256,9 @@ class VideoGeneratorModule(L.LightningModule):
             return
         changed = changed_hparams(stored, dict(self.hparams))
         if changed:
-            warnings.warn(
+            rank_zero_warn(
                 "resuming with settings that differ from the checkpoint's; the given values apply: "
-                + "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed),
-                stacklevel=2,
+                + "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed)
             )
 
     # ------------------------------------------------------------------ conditioning

@@ -27,16 +27,14 @@ class _DropTips(logging.Filter):
         return not str(record.getMessage()).startswith(_TIP_PREFIX)
 
 
-_installed = False
-
-
 def install_log_filters() -> None:
-    """Install the filters once per process (idempotent)."""
-    global _installed
-    if _installed:
-        return
-    _installed = True
+    """Install the filters (idempotent; checks what is installed, since `warnings.catch_warnings` blocks
+    such as pytest's restore the filter list when they exit)."""
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropTips())
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in logger.filters):
+            logger.addFilter(_DropTips())
+    present = {f[1].pattern for f in warnings.filters if f[0] == "ignore" and f[1] is not None}
     for pattern in _WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
+        if pattern not in present:
+            warnings.filterwarnings("ignore", message=pattern)
