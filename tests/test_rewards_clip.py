@@ -177,3 +177,6 @@ def test_aesthetic_matches_naive_and_loads_pth(tmp_path: Path) -> None:
     tiny_processor().save_pretrained(tmp_path / "clip")
     loaded = AestheticReward.from_pretrained(tmp_path / "head.pth", tmp_path / "clip")
     torch.testing.assert_close(loaded(video.detach(), PROMPTS), out.detach())
+    # The predictor's reference transform is OpenAI CLIP's torchvision one: crops placed like CenterCrop.
+    assert loaded.preprocess.crop_offset == "round"
+    assert AestheticReward(clip, head).preprocess.crop_offset == "round"

@@ -16,6 +16,7 @@ from rfvideo.rewards.preprocess import (
     clean_prompt_open_clip,
     letterbox,
     longest_edge_size,
+    resize_shortest_edge,
     shortest_edge_size,
 )
 
@@ -162,3 +163,21 @@ def test_letterbox_sizes_normalisation_and_gradient() -> None:
 )
 def test_clean_prompt_open_clip(raw: str, clean: str) -> None:
     assert clean_prompt_open_clip(raw) == clean
+
+
+def test_center_crop_offsets_floor_and_round() -> None:
+    x = torch.arange(55, dtype=torch.float32).view(1, 1, 1, 55).expand(1, 3, 32, 55)
+    # 55 - 32 = 23: transformers starts at 23 // 2 = 11, torchvision at round(11.5) = 12
+    assert center_crop(x, 32, 32)[0, 0, 0, 0] == 11
+    assert center_crop(x, 32, 32, offset="round")[0, 0, 0, 0] == 12
+    y = torch.arange(57, dtype=torch.float32).view(1, 1, 1, 57).expand(1, 3, 32, 57)
+    # 57 - 32 = 25: 12 both ways (Python's and torchvision's round(12.5) is 12)
+    assert center_crop(y, 32, 32, offset="round")[0, 0, 0, 0] == center_crop(y, 32, 32)[0, 0, 0, 0] == 12
+    pre = ImagePreprocess(size=32, crop=(32, 32), crop_offset="round", mean=(0, 0, 0), std=(1, 1, 1))
+    img = torch.rand(1, 3, 60, 104, generator=torch.Generator().manual_seed(2))
+    resized = resize_shortest_edge(img, 32)  # (32, 55)
+    torch.testing.assert_close(pre(img), resized[..., 12:44])
+    with pytest.raises(ValueError, match="offset"):
+        center_crop(x, 32, 32, offset="ceil")
+    with pytest.raises(ValueError, match="crop_offset"):
+        ImagePreprocess(crop_offset="ceil")

@@ -25,11 +25,15 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
 # A matched torch/torchvision pair first (a CUDA build that runs on the CPU; ~6 GB).
 "${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1"
 # The reference packages. hpsv2 vendors its own open_clip copy (the one its scoring path uses); its and
-# ImageReward's declared pins (pytest==7.2, timm==0.6.13, fairscale, datasets, diffusers...) are skipped.
+# ImageReward's declared pins (pytest==7.2, timm==0.6.13, datasets, diffusers, accelerate...) are skipped.
 "${PIP[@]}" --no-deps "hpsv2==1.2.0" "image-reward==1.5" "open_clip_torch==3.3.0" "openai-clip==1.0.1"
-# What the called code paths import, the libraries rfvideo's reward code needs, and the test runner.
+# What the called code paths import, the libraries rfvideo's reward code needs (its loaders resolve paths
+# through rfvideo.models, which imports diffusers), and the test runner.
 "${PIP[@]}" \
     "transformers>=4.46,<4.56" \
+    "clint==0.5.1" \
+    "fairscale==0.4.13" \
+    "diffusers>=0.33,<0.36" \
     "huggingface_hub<1" \
     "tokenizers" \
     "timm>=1.0.17" \
@@ -45,11 +49,26 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
     "pytest>=8" \
     "pytest-timeout>=2.3"
 
+# hpsv2 1.2.0's wheel omits the BPE vocabulary its vendored tokenizer opens at import (upstream's known
+# packaging bug); it is OpenAI CLIP's `bpe_simple_vocab_16e6.txt.gz`, which open_clip ships: copy it over.
+"$VENV/bin/python" - <<'PY'
+import pathlib
+import shutil
+
+import open_clip
+
+site = pathlib.Path(open_clip.__file__).parent
+src = site / "bpe_simple_vocab_16e6.txt.gz"
+dst = site.parent / "hpsv2" / "src" / "open_clip" / src.name
+if not dst.exists():
+    shutil.copyfile(src, dst)
+PY
+
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md
 
 for name in ("torch", "torchvision", "hpsv2", "image-reward", "open_clip_torch", "openai-clip", "transformers",
-             "timm", "torchmetrics", "ftfy"):
+             "timm", "torchmetrics", "ftfy", "fairscale"):
     print(f"{name}=={md.version(name)}")
 PY
 echo "Reward cross-check environment ready: $VENV"

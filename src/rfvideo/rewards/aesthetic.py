@@ -65,7 +65,8 @@ class AestheticReward(FrameReward):
     Args:
         clip: CLIP model whose projected image embedding feeds the head (ViT-L/14 for the released head).
         head: the aesthetic MLP.
-        preprocess: CLIP image preprocessing (default: OpenAI CLIP's 224 bicubic, centre crop, mean/std).
+        preprocess: CLIP image preprocessing (default: OpenAI CLIP's 224 bicubic, torchvision-placed centre
+            crop, mean/std; what the predictor's reference code feeds its CLIP).
     """
 
     name = "aesthetic"
@@ -80,7 +81,7 @@ class AestheticReward(FrameReward):
             )
         self.clip = clip
         self.head = head
-        self.preprocess = preprocess or ImagePreprocess()
+        self.preprocess = preprocess or ImagePreprocess(crop_offset="round")
         self.freeze()
 
     @classmethod
@@ -94,7 +95,11 @@ class AestheticReward(FrameReward):
     ) -> AestheticReward:
         """Load the head `.pth` and the CLIP model + image processor (local directory or hub id)."""
         clip = CLIPModel.from_pretrained(str(clip_path_or_id), torch_dtype=torch_dtype, **kwargs)
-        preprocess = ImagePreprocess.from_processor(CLIPImageProcessor.from_pretrained(str(clip_path_or_id)))
+        # The predictor's reference code preprocesses with OpenAI CLIP's torchvision transform: crop offsets
+        # round like torchvision's CenterCrop, not like transformers' processor.
+        preprocess = ImagePreprocess.from_processor(
+            CLIPImageProcessor.from_pretrained(str(clip_path_or_id)), crop_offset="round"
+        )
         head = AestheticMLP.from_checkpoint(head_path, clip.config.projection_dim).to(torch_dtype)
         return cls(clip, head, preprocess)
 

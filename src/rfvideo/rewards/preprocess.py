@@ -71,12 +71,25 @@ def resize_shortest_edge(images: torch.Tensor, size: int, *, mode: str = "bicubi
     )
 
 
-def center_crop(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """`(n 3 H W)` -> `(n 3 height width)`, the window transformers' processors take."""
+def center_crop(images: torch.Tensor, height: int, width: int, *, offset: str = "floor") -> torch.Tensor:
+    """`(n 3 H W)` -> `(n 3 height width)`, the centre window.
+
+    Args:
+        images: `(n 3 H W)`.
+        height, width: crop size.
+        offset: "floor" places the window at `(H - height) // 2` (transformers' processors); "round" at
+            `round((H - height) / 2)` (torchvision's `CenterCrop`, used by OpenAI CLIP's and ImageReward's
+            transforms). They differ by one pixel when `H - height` is odd and its half rounds up.
+    """
     h, w = images.shape[-2:]
     if height > h or width > w:
         raise ValueError(f"crop {height}x{width} is larger than the image {h}x{w}")
-    top, left = int((h - height) / 2), int((w - width) / 2)
+    if offset == "floor":
+        top, left = (h - height) // 2, (w - width) // 2
+    elif offset == "round":
+        top, left = int(round((h - height) / 2.0)), int(round((w - width) / 2.0))
+    else:
+        raise ValueError(f"offset must be 'floor' or 'round', got {offset!r}")
     return images[..., top : top + height, left : left + width]
 
 
@@ -94,8 +107,13 @@ class ImagePreprocess:
     """Per-channel standard deviation."""
     mode: str = "bicubic"
     """`F.interpolate` mode of the resize (the processor's PIL resample)."""
+    crop_offset: str = "floor"
+    """Where the crop window starts: "floor" (transformers' processors) or "round" (torchvision's
+    `CenterCrop`: the reference transform of OpenAI CLIP, hence of the LAION aesthetic predictor)."""
 
     def __post_init__(self) -> None:
+        if self.crop_offset not in ("floor", "round"):
+            raise ValueError(f"crop_offset must be 'floor' or 'round', got {self.crop_offset!r}")
         if self.size < 1 or min(self.crop) < 1:
             raise ValueError(f"size and crop must be positive, got size={self.size} crop={self.crop}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
@@ -104,8 +122,12 @@ class ImagePreprocess:
             raise ValueError(f"mode must be nearest, bilinear or bicubic, got {self.mode!r}")
 
     @classmethod
-    def from_processor(cls, processor: Any) -> ImagePreprocess:
-        """Read size, crop, mean, std and resample from a transformers CLIP-style image processor."""
+    def from_processor(cls, processor: Any, *, crop_offset: str = "floor") -> ImagePreprocess:
+        """Read size, crop, mean, std and resample from a transformers CLIP-style image processor.
+
+        `crop_offset="round"` keeps those settings but places the crop like torchvision, for models whose
+        reference pipeline is torchvision's rather than the processor's.
+        """
         size = processor.size
         size = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
         if size is None:
@@ -121,6 +143,7 @@ class ImagePreprocess:
             mean=tuple(processor.image_mean),
             std=tuple(processor.image_std),
             mode=_PIL_RESAMPLE[resample],
+            crop_offset=crop_offset,
         )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -128,7 +151,7 @@ class ImagePreprocess:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (n 3 H W), got shape {tuple(images.shape)}")
         x = resize_shortest_edge(images.float(), self.size, mode=self.mode)
-        return _normalize(center_crop(x, *self.crop), self.mean, self.std)
+        return _normalize(center_crop(x, *self.crop, offset=self.crop_offset), self.mean, self.std)
 
 
 def _normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
