@@ -42,11 +42,12 @@ def tiny_causal_wan(
     sink_size: int = 0,
     seed: int = 0,
     init_scale: float | None = None,
+    patch_size: tuple[int, int, int] = (1, 2, 2),
 ) -> CausalWanTransformer:
     """A tiny `CausalWanTransformer` (diffusers' default init, or seeded noise when `init_scale` is set)."""
     torch.manual_seed(seed)  # diffusers' default init draws from the global generator
     model = CausalWanTransformer(
-        patch_size=(1, 2, 2),
+        patch_size=tuple(patch_size),
         num_attention_heads=num_attention_heads,
         attention_head_dim=attention_head_dim,
         in_channels=in_channels,
@@ -69,9 +70,19 @@ def tiny_causal_wan(
 
 
 def tiny_wan_vae(
-    *, z_dim: int = 4, base_dim: int = 4, seed: int = 0, state_dict_path: str | None = None
+    *,
+    z_dim: int = 4,
+    base_dim: int = 4,
+    seed: int = 0,
+    state_dict_path: str | None = None,
+    latents_mean: list[float] | None = None,
+    latents_std: list[float] | None = None,
 ) -> WanVAE:
-    """A tiny `WanVAE` (8x spatial, 4x temporal like Wan's); optionally loads a saved state dict (demo)."""
+    """A tiny `WanVAE` (8x spatial, 4x temporal like Wan's); optionally loads a saved state dict (demo).
+
+    `latents_mean` / `latents_std` (z_dim entries each) are the latent normalisation, as Wan's config
+    holds it; default 0 / 1.
+    """
     torch.manual_seed(seed)
     vae = AutoencoderKLWan(
         base_dim=base_dim,
@@ -79,8 +90,8 @@ def tiny_wan_vae(
         dim_mult=[1, 1, 1, 1],
         num_res_blocks=1,
         temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * z_dim,
-        latents_std=[1.0] * z_dim,
+        latents_mean=list(latents_mean) if latents_mean is not None else [0.0] * z_dim,
+        latents_std=list(latents_std) if latents_std is not None else [1.0] * z_dim,
     )
     if state_dict_path is not None:
         from safetensors.torch import load_file

@@ -58,23 +58,28 @@ def render_clip(
     square: int | None = None,
     speed: float = 1.5,
 ) -> torch.Tensor:
-    """Draw a clip `(F 3 H W)` in [0, 1]: the square starts at a random spot and moves `speed` px/frame."""
+    """Draw a clip `(F 3 H W)` in [0, 1]: the square crosses the frame centre and moves `speed` px/frame.
+
+    The moment it passes the centre is drawn uniformly over the clip (so the clip enters, crosses and
+    leaves the centre: the world reward's composition optimum is a place motion passes through), and the
+    square sits up to one side length off the centre line across its motion.
+    """
     if spec.color not in WORLD_COLORS or spec.direction not in DIRECTIONS:
         raise ValueError(f"unknown colour or direction in {spec}")
+    if num_frames < 1 or size < 4:
+        raise ValueError(f"num_frames must be >= 1 and size >= 4, got {num_frames}, {size}")
     g = torch.Generator().manual_seed(seed)
     s = square or max(2, size // 4)
     dy, dx = DIRECTIONS[spec.direction]
-    travel = speed * (num_frames - 1)
-    lo_y = int(travel) if dy < 0 else 0
-    hi_y = size - s - (int(travel) if dy > 0 else 0)
-    lo_x = int(travel) if dx < 0 else 0
-    hi_x = size - s - (int(travel) if dx > 0 else 0)
-    y0 = int(torch.randint(lo_y, max(lo_y + 1, hi_y + 1), (1,), generator=g))
-    x0 = int(torch.randint(lo_x, max(lo_x + 1, hi_x + 1), (1,), generator=g))
+    centre = (size - s) / 2  # top-left corner of a centred square
+    t_cross = float(torch.rand((), generator=g)) * (num_frames - 1)
+    off = (float(torch.rand((), generator=g)) * 2 - 1) * s
     video = torch.tensor(BACKGROUND).view(1, 3, 1, 1).repeat(num_frames, 1, size, size)
     color = torch.tensor(WORLD_COLORS[spec.color]).view(3, 1, 1)
     for i in range(num_frames):
-        y = min(max(int(round(y0 + dy * speed * i)), 0), size - s)
-        x = min(max(int(round(x0 + dx * speed * i)), 0), size - s)
+        along = speed * (i - t_cross)
+        y = centre + (dy * along if dy else off)
+        x = centre + (dx * along if dx else off)
+        y, x = (min(max(int(round(v)), 0), size - s) for v in (y, x))
         video[i, :, y : y + s, x : x + s] = color
     return video

@@ -1,0 +1,124 @@
+"""The demo world: clips cross the centre, the shape score and motion against naive references, and the
+world reward's composition term makes a still centred square the per-frame optimum."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from rfvideo.demo_world.metrics import centroid, foreground, motion, shape_score
+from rfvideo.demo_world.reward import SquareWorldReward
+from rfvideo.demo_world.world import BACKGROUND, WORLD_COLORS, ClipSpec, render_clip, split_specs
+
+
+def _naive_shape_score(image: torch.Tensor) -> float:
+    """Loops over every square side and position: the best IoU with the foreground."""
+    fg = foreground(image[None])[0]
+    H, W = fg.shape
+    total = int(fg.sum())
+    if total == 0:
+        return 0.0
+    best = 0.0
+    for s in range(1, min(H, W) + 1):
+        for y, x in itertools.product(range(H - s + 1), range(W - s + 1)):
+            inter = int(fg[y : y + s, x : x + s].sum())
+            best = max(best, inter / (total + s * s - inter))
+    return best
+
+
+def _canvas(n: int, size: int) -> torch.Tensor:
+    return torch.tensor(BACKGROUND).view(1, 3, 1, 1).repeat(n, 1, size, size)
+
+
+def test_shape_score_matches_a_naive_search_and_is_one_for_a_square():
+    g = torch.Generator().manual_seed(0)
+    imgs = _canvas(4, 12)
+    imgs[0, :, 2:7, 3:8] = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)  # a 5x5 square
+    imgs[1, :, 1:4, 1:10] = torch.tensor([0.0, 1.0, 0.0]).view(3, 1, 1)  # a 3x9 bar
+    blob = torch.rand(12, 12, generator=g) > 0.7  # scattered pixels
+    imgs[2, :, blob] = torch.tensor([0.0, 0.0, 1.0]).view(3, 1)
+    ours = shape_score(imgs)
+    for i in range(4):
+        assert float(ours[i]) == pytest.approx(_naive_shape_score(imgs[i]), abs=1e-6)
+    assert float(ours[0]) == pytest.approx(1.0)
+    # best: a 5x5 square over the 3x9 bar, IoU 15 / (27 + 25 - 15) (side 4: 12/31, side 6: 18/45)
+    assert float(ours[1]) == pytest.approx(15 / 37, abs=1e-6)
+    assert float(ours[2]) < 0.5
+    assert float(ours[3]) == 0.0  # empty frame
+
+
+def test_clips_cross_the_centre_and_move_at_their_speed():
+    size, speed, F = 32, 1.5, 9
+    for k, spec in enumerate(split_specs()[0][:8]):
+        clip = render_clip(spec, num_frames=F, size=size, seed=k, speed=speed)
+        c = centroid(clip)  # (F 2), pixel (y, x)
+        axis = 0 if spec.direction in ("up", "down") else 1
+        along = c[:, axis] - (size - 1) / 2
+        # the square's path passes the centre (sign change or within a pixel of it) and moves the right way
+        assert float(along.min()) <= 1.0 and float(along.max()) >= -1.0
+        sign = 1 if spec.direction in ("down", "right") else -1
+        assert ((c[1:, axis] - c[:-1, axis]) * sign >= 0).all()
+        assert (shape_score(clip) == 1).all()
+    # unclamped motion: a clip that stays inside the frame moves exactly `speed` px/frame on average
+    spec = ClipSpec(color="red", direction="right")
+    clip = render_clip(spec, num_frames=5, size=64, seed=3, speed=2.0)
+    assert float(motion(clip[None])[0]) == pytest.approx(2.0, abs=0.26)
+
+
+def test_motion_is_the_mean_centroid_step_and_zero_for_a_still_clip():
+    video = _canvas(4, 16)[None].repeat(2, 1, 1, 1, 1)  # (2 4 3 16 16)
+    for i, x in enumerate([0, 2, 5, 9]):
+        video[0, i, :, 4:8, x : x + 4] = 1.0
+        video[1, i, :, 4:8, 6:10] = 1.0
+    torch.testing.assert_close(motion(video), torch.tensor([3.0, 0.0]))
+
+
+def test_world_reward_prefers_a_centred_square_of_the_prompt_colour():
+    size, s = 32, 8
+    reward = SquareWorldReward(target_area=(s / size) ** 2)
+    prompt = ["a red square moving left"]
+    scores = {}
+    for name, (y, x, color) in {
+        "centre": (12, 12, "red"), "off_centre": (12, 24, "red"), "corner": (0, 0, "red"),
+        "wrong_colour": (12, 12, "blue"),
+    }.items():  # fmt: skip
+        img = _canvas(1, size)
+        img[0, :, y : y + s, x : x + s] = torch.tensor(WORLD_COLORS[color]).view(3, 1, 1)
+        scores[name] = float(reward(img[:, None], prompt)[0])
+    assert scores["centre"] > 0.95
+    assert scores["centre"] > scores["off_centre"] > scores["corner"]
+    assert scores["wrong_colour"] < 0.1
+    # composition off: position no longer matters
+    flat = SquareWorldReward(target_area=(s / size) ** 2, composition=False)
+    img = _canvas(1, size)
+    img[0, :, 0:8, 0:8] = torch.tensor(WORLD_COLORS["red"]).view(3, 1, 1)
+    assert float(flat(img[:, None], prompt)[0]) > 0.95
+
+
+def test_world_reward_all_frames_prefers_a_still_clip_last_frame_does_not():
+    """The failure mode the demo needs: over all frames a still centred square beats the moving clip;
+    on the last frame a clip that moves and ends centred scores as well as the still one."""
+    size, s = 32, 8
+    reward = SquareWorldReward(target_area=(s / size) ** 2)
+    red = torch.tensor(WORLD_COLORS["red"]).view(3, 1, 1)
+    still, moving = _canvas(9, size), _canvas(9, size)
+    for i in range(9):
+        still[i, :, 12:20, 12:20] = red
+        x = 12 - 12 + round(1.5 * i)  # arrives at the centre in the last frame
+        moving[i, :, 12:20, x : x + s] = red
+    prompts = ["a red square moving right"]
+    all_still, all_moving = reward(still[None], prompts), reward(moving[None], prompts)
+    last_still, last_moving = reward(still[None, -1:], prompts), reward(moving[None, -1:], prompts)
+    assert float(all_still) > float(all_moving) + 0.3
+    assert float(last_moving) == pytest.approx(float(last_still), abs=1e-5)
+
+
+def test_world_reward_is_differentiable_and_rejects_bad_sigma():
+    g = torch.Generator().manual_seed(1)
+    video = torch.rand(2, 3, 3, 16, 16, generator=g, requires_grad=True)
+    SquareWorldReward()(video, ["a red square moving up", "a cyan square moving down"]).sum().backward()
+    assert video.grad is not None and video.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="sigma"):
+        SquareWorldReward(sigma=0.0)
