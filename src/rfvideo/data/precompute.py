@@ -6,13 +6,16 @@ latent frames/channels/height/width.
 Per video: decode (decord, PyAV fallback) -> `num_frames` frames (uniformly spaced or the first) ->
 resize (cover) + center-crop to `height x width` -> [0, 1] -> `vae.encode((b F 3 H W)) -> (b f c h w)`
 -> a `ShardWriter` sample `{"prompt", "latents" (f c h w), "path"}` keyed by the video's absolute path.
-A video that cannot be read, is too short, has no prompt, or fails to encode is skipped and listed
-in `precompute_report.json`; the run goes on. Re-running resumes: videos in finished shards are not
-decoded again (only the last, unfinished shard is redone).
+A video that cannot be read, is too short, has no prompt (or a caption file that is not UTF-8), or
+fails to encode is skipped and listed in `precompute_report.json`; the run goes on, and the videos
+already read are encoded and written. The native decoders' per-file error lines (ffmpeg's "moov atom
+not found", ...) are kept off the terminal: the report holds each reason. Re-running resumes: videos
+in finished shards are not decoded again (only the last, unfinished shard is redone).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -26,6 +29,7 @@ from tqdm.auto import tqdm
 
 from rfvideo.data.shards import ShardWriter, _atomic_write_json
 from rfvideo.data.video_io import VideoReadError, VideoTooShortError, read_video
+from rfvideo.utils.media_logs import quiet_media_logs, silence_native_stderr
 
 __all__ = ["PrecomputeReport", "VideoEncoder", "list_videos", "precompute_latents"]
 
@@ -57,7 +61,7 @@ class PrecomputeReport:
     num_shards: int
     failed: list[dict[str, str]] = field(default_factory=list)
     """One entry per skipped video: `{"path", "reason", "error"}`, reason one of "unreadable",
-    "too_short", "no_prompt", "encode_error"."""
+    "too_short", "no_prompt", "bad_caption", "encode_error"."""
 
 
 def list_videos(source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -92,6 +96,20 @@ def _read_manifest(path: Path, video_field: str, prompt_field: str) -> tuple[lis
     return videos, prompts
 
 
+class CaptionError(ValueError):
+    """A sidecar caption that cannot be read as text."""
+
+
+def _read_caption(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")  # a BOM (Windows editors) is not part of the caption
+    except UnicodeDecodeError as e:
+        raise CaptionError(
+            f"{path}: caption is not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})"
+        ) from None
+
+
 def _prompt_for(
     video: Path,
     prompts: Mapping[str, str] | Callable[[Path], str | None] | None,
@@ -110,7 +128,7 @@ def _prompt_for(
         text = manifest.get(str(video.resolve()))
     if text is None:  # sidecar caption: clip.mp4 -> clip.txt
         sidecar = video.with_suffix(".txt")
-        text = sidecar.read_text(encoding="utf-8") if sidecar.is_file() else None
+        text = _read_caption(sidecar) if sidecar.is_file() else None
     text = text.strip() if isinstance(text, str) else None
     return text or None
 
@@ -133,6 +151,7 @@ def precompute_latents(
     dtype: torch.dtype = torch.float32,
     latent_dtype: torch.dtype | None = None,
     progress: bool = True,
+    quiet: bool = True,
 ) -> PrecomputeReport:
     """Encode raw videos to latent shards in `out_dir` (resumable; see module docstring).
 
@@ -142,7 +161,7 @@ def precompute_latents(
         out_dir: Shard directory (created; an earlier run with the same settings is resumed).
         vae: Encoder, `encode((b F 3 H W) in [0, 1]) -> (b f c h w)` (e.g. `rfvideo.models.WanVAE`).
         num_frames: Pixel frames per clip, 1 + 4k (e.g. 81).
-        height, width: Pixel size after resize + center-crop (multiples of 8 for Wan's VAE).
+        height, width: Pixel size after resize + center-crop, multiples of 8 (Wan's VAE stride).
         shard_size: Videos per shard file.
         batch_size: Videos per `vae.encode` call.
         sampling: "uniform" (evenly spaced over the clip) or "first" (the first `num_frames`).
@@ -152,6 +171,7 @@ def precompute_latents(
         device, dtype: Where/in which dtype the video goes into the encoder (default: CPU, fp32).
         latent_dtype: Storage dtype of the latents (default: as returned by the encoder).
         progress: Show a tqdm bar.
+        quiet: Keep the native decoders' per-file error lines off stderr (the report has the reasons).
 
     Returns:
         The report (also written, atomically, to `<out_dir>/precompute_report.json`).
@@ -170,6 +190,9 @@ def precompute_latents(
     for name, v in (("height", height), ("width", width), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
+    for name, v in (("height", height), ("width", width)):
+        if v % 8:  # else every video would fail to encode, one by one, after decoding
+            raise ValueError(f"{name} must be a multiple of 8 (the VAE's stride), got {v}")
     if sampling not in ("uniform", "first"):
         raise ValueError(f"sampling must be 'uniform' or 'first', got {sampling!r}")
     manifest_prompts: dict[str, str] = {}
@@ -186,6 +209,8 @@ def precompute_latents(
         "width": width,
         "sampling": sampling,
     }
+    if quiet:
+        quiet_media_logs()
     writer = ShardWriter(out, shard_size=shard_size, prefix="latents", meta=meta)
     failed: list[dict[str, str]] = []
     encoded = resumed = 0
@@ -241,12 +266,19 @@ def precompute_latents(
             if key in writer.done_keys:
                 resumed += 1
                 continue
-            prompt = _prompt_for(Path(video), prompts, manifest_prompts)
+            try:
+                prompt = _prompt_for(Path(video), prompts, manifest_prompts)
+            except CaptionError as e:
+                fail(video, "bad_caption", e)
+                continue
             if prompt is None:
                 fail(video, "no_prompt", "no prompt given and no sidecar .txt caption")
                 continue
             try:
-                clip = read_video(video, num_frames=num_frames, sampling=sampling, height=height, width=width)
+                with silence_native_stderr() if quiet else contextlib.nullcontext():
+                    clip = read_video(
+                        video, num_frames=num_frames, sampling=sampling, height=height, width=width
+                    )
             except VideoTooShortError as e:
                 fail(video, "too_short", e)
                 continue

@@ -38,10 +38,7 @@ def silence_native_stderr() -> Iterator[None]:
     Python exceptions raised inside still propagate with their message; only text written to the
     stream meanwhile is dropped.
     """
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # e.g. pytest's capture replaces sys.stderr
-        fd = 2
+    fd = 2  # native code writes to descriptor 2 whatever `sys.stderr` has been replaced with
     sys.stderr.flush()
     saved = os.dup(fd)
     try:
