@@ -31,7 +31,8 @@ import torch
 from rfvideo.models.vae import WanVAE
 from rfvideo.sampling import FlowMatchSchedule, add_noise
 from rfvideo.sampling.chunkwise import context_pass, denoise_step, fresh_noise
-from rfvideo.streaming.video import vae_dtype
+from rfvideo.streaming.decoders import stream_decoder_for
+from rfvideo.streaming.video import sync_device, vae_dtype
 
 __all__ = ["StreamingGenerator", "check_stream_length"]
 
@@ -78,12 +79,6 @@ def check_stream_length(config: Any, max_chunks: int | None) -> None:
             f"and local_attn_size={window} reaches RoPE position {last_position}, past the table "
             f"(rope_max_seq_len={table}); use rope_mode='relative' with a rolling window"
         )
-
-
-def _sync(device: torch.device) -> None:
-    # Kernels run asynchronously on accelerators: wait before reading the clock.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class StreamingGenerator:
@@ -149,7 +144,7 @@ class StreamingGenerator:
         self.num_frames_per_chunk = int(model.num_frames_per_chunk)
         self.latent_channels = int(model.config["in_channels"])
         self.kv_cache = model.new_kv_cache(batch_size, device=self.device, dtype=self.dtype)
-        self.decoder = vae.stream_decoder()
+        self.decoder = stream_decoder_for(vae)
         self.prompt: list[str] | None = None
         self._embeds: torch.Tensor | None = None
         self._next: tuple[list[str], torch.Tensor] | None = None
@@ -265,7 +260,7 @@ class StreamingGenerator:
             self._switch_prompt(*self._next)
             self._next = None
         x0 = self._denoise_chunk()
-        _sync(self.device)
+        sync_device(self.device)
         t1 = time.perf_counter()
         offset = self._chunk_index * self.num_frames_per_chunk
         lat = einops.rearrange(x0, "b c k h w -> b k c h w").to(vae_dtype(self.vae))

@@ -11,6 +11,7 @@ Legend: `b` batch, `c` latent channels, `f` latent frames, `k` frames per chunk,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,13 +20,23 @@ import torch
 
 from rfvideo.models.vae import WanVAE
 from rfvideo.sampling import FlowMatchSchedule, stream_chunks
+from rfvideo.streaming.decoders import stream_decoder_for
 
 __all__ = ["stream_video"]
 
 
-def vae_dtype(vae: WanVAE) -> torch.dtype:
+def vae_dtype(vae: Any) -> torch.dtype:
     """The dtype the VAE computes in (latents are cast to it at the generator / VAE seam)."""
-    return next(vae.parameters()).dtype
+    for t in (*vae.parameters(), *vae.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.float32
+
+
+def sync_device(device: torch.device) -> None:
+    # Kernels run asynchronously on accelerators: wait before reading the clock.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -38,6 +49,7 @@ def stream_video(
     schedule: FlowMatchSchedule,
     generator: torch.Generator | None = None,
     kv_cache: Any | None = None,
+    timings: list[dict[str, float]] | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Generate a video chunk by chunk and yield each chunk's pixel frames as soon as they are decoded.
 
@@ -53,18 +65,29 @@ def stream_video(
         schedule: The few-step schedule.
         generator: Draws the re-noising noise (as in `stream_chunks`).
         kv_cache: A cache from `model.new_kv_cache`, reset before use; None creates one.
+        timings: If given, one dict per chunk is appended: `model`, the seconds spent in the sampler for
+            that chunk (its denoising forwards and the previous chunk's context pass), and `decode`.
 
     Yields:
         `(chunk_index, frames (b F 3 H W))` in [0, 1], in the VAE's dtype, on the VAE's device: chunk 0
         has `F = 1 + 4 (k - 1)` frames, every later chunk `4 k`.
     """
     k = int(model.num_frames_per_chunk)
-    decoder = vae.stream_decoder()
+    decoder = stream_decoder_for(vae)
     dtype = vae_dtype(vae)
     chunks = stream_chunks(
         model, noise, encoder_hidden_states, schedule=schedule, generator=generator, kv_cache=kv_cache
     )
+    t0 = time.perf_counter()
     for i, latents in chunks:
+        sync_device(noise.device)
+        t1 = time.perf_counter()
         lat = einops.rearrange(latents, "b c f h w -> b f c h w").to(dtype)
         # Decoding here, before the loop resumes `chunks`, puts the decode ahead of the context pass.
-        yield i, decoder(lat, frame_offset=i * k)
+        frames = decoder(lat, frame_offset=i * k)
+        sync_device(frames.device)
+        t2 = time.perf_counter()
+        if timings is not None:
+            timings.append({"model": t1 - t0, "decode": t2 - t1})
+        yield i, frames
+        t0 = time.perf_counter()  # the consumer's time between chunks is neither model nor decode
