@@ -201,7 +201,7 @@ def test_rolling_window_cached_equals_sliding_window_mask(sink_size):
     want = model(x, tf, text, attention_mode="block_causal")
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     # the cache holds sinks + the window only (evicted frames are gone)
-    assert sorted(cache.frames[0]) == list(range(sink_size)) + [9, 10, 11, 12, 13, 14]
+    assert cache.held_frames() == list(range(sink_size)) + [9, 10, 11, 12, 13, 14]
     # and the window really changes the result vs global attention
     _, glob = _pair()
     assert not torch.allclose(glob(x, tf, text, attention_mode="block_causal")[:, :, 9:], want[:, :, 9:])
@@ -349,3 +349,179 @@ def test_flex_backend_equals_sdpa_block_causal():
     x, text, tf = _inputs(b=1, f=12)
     want = model(x, tf, text, attention_mode="block_causal")
     torch.testing.assert_close(flex(x, tf, text, attention_mode="block_causal"), want, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ causal options, return_dict, cache API
+def test_causal_options_in_config_cache_and_loader(tmp_path):
+    from rfvideo.models import CausalOptions
+    from rfvideo.modules.components import load_causal_wan
+
+    opts = CausalOptions(num_frames_per_chunk=2, local_attn_size=6, sink_size=1, sink_eviction="ema",
+                         sink_ema_decay=0.5, rope_mode="relative", attention_backend="sdpa")  # fmt: skip
+    model = CausalWanTransformer.from_options(opts, **tiny_wan_config())
+    assert model.causal_options == opts and model.new_kv_cache(1).options == opts
+    for key, value in opts.to_config().items():  # flat keys: config.json and old configs keep working
+        assert model.config[key] == value
+    ref, _ = _pair(seed=2)
+    ref.save_pretrained(tmp_path / "transformer")
+    loaded = load_causal_wan(str(tmp_path), **opts.to_config())
+    assert loaded.causal_options == opts
+    with pytest.raises(ValueError, match="sink_eviction must be one of"):
+        load_causal_wan(str(tmp_path), sink_eviction="keep")
+    with pytest.raises(ValueError, match="attention_backend must be one of"):
+        CausalOptions(attention_backend="magic")
+    with pytest.raises(ValueError, match="sink_ema_decay must be in"):
+        CausalWanTransformer(**tiny_wan_config(), sink_ema_decay=1.5)
+
+
+@torch.no_grad()
+def test_return_dict_follows_diffusers():
+    _, model = _pair()
+    x, text, tf = _inputs()
+    out = model(x, tf, text)
+    tup = model(x, tf, text, return_dict=False)
+    assert isinstance(tup, tuple) and len(tup) == 1 and torch.equal(tup[0], out)
+    assert torch.equal(model(x, tf, text, return_dict=True).sample, out)
+    with pytest.raises(ValueError, match="attention_kwargs"):
+        model(x, tf, text, attention_kwargs={"scale": 0.5})
+
+
+@torch.no_grad()
+def test_absolute_rope_overflow_raises_before_the_forward_and_leaves_the_cache():
+    cfg = tiny_wan_config(rope_max_seq_len=8)
+    model = randomize_(CausalWanTransformer(**cfg), torch.Generator().manual_seed(0)).eval()
+    x, text, tf = _inputs(b=1, f=9)
+    cache = model.new_kv_cache(1)
+    _rollout(model, x[:, :, :6], tf[:, :6], text, cache)
+    calls = []
+    handle = model.blocks[0].register_forward_pre_hook(lambda m, a: calls.append(1))
+    with pytest.raises(ValueError, match=r"latent frame 8 is past the RoPE table \(rope_max_seq_len=8\)"):
+        model(x[:, :, 6:], tf[:, 6:], text, attention_mode="cached", kv_cache=cache, frame_offset=6,
+              write_cache=True)  # fmt: skip
+    handle.remove()
+    assert not calls and cache.end_frame == 6 and cache.held_frames() == list(range(6))
+
+
+def _held_kv(cache, layer):
+    ks, vs = zip(*(cache.frame_kv(layer, j) for j in cache.held_frames()), strict=True)
+    return torch.cat(ks, 1), torch.cat(vs, 1)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("causal", [{}, {"rope_mode": "relative"}])
+def test_recache_equals_fresh_context_passes_under_the_new_prompt(causal):
+    """Global attention: every held frame saw all earlier chunks, so LongLive's re-cache (one masked t = 0
+    forward) must equal writing the same clean chunks again, one context pass each, under the new text."""
+    _, model = _pair(**causal)
+    g = torch.Generator().manual_seed(11)
+    clean = torch.randn(1, 4, 9, 8, 8, generator=g)
+    old_text, new_text = torch.randn(1, 5, 24, generator=g), torch.randn(1, 5, 24, generator=g)
+    zeros = torch.zeros(1, 3)
+    cache, fresh = model.new_kv_cache(1), model.new_kv_cache(1)
+    for s in (0, 3, 6):
+        chunk = clean[:, :, s : s + 3]
+        model(
+            chunk, zeros, old_text, attention_mode="cached", kv_cache=cache, frame_offset=s, write_cache=True
+        )
+        model(chunk, zeros, new_text, attention_mode="cached", kv_cache=fresh, frame_offset=s,
+              write_cache=True)  # fmt: skip
+    before = _held_kv(cache, 1)
+    model.recache(clean, new_text, cache)
+    for layer in range(2):
+        for got, want in zip(_held_kv(cache, layer), _held_kv(fresh, layer), strict=True):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        for got, want in zip(cache.get_cross(layer), fresh.get_cross(layer), strict=True):
+            torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(before[0], _held_kv(cache, 1)[0])  # the prompt did change layer-1 keys
+    with pytest.raises(ValueError, match=r"clean latents \(b c 9 h w\)"):
+        model.recache(clean[:, :, :6], new_text, cache)
+
+
+@torch.no_grad()
+def test_recache_with_window_and_sinks_equals_a_hand_computed_masked_pass():
+    """Rolling window + sinks: held frames [0, 9..14]; each is re-encoded seeing the held frames it saw
+    when written (sink 0, its window restricted to what is held, its own chunk), at its absolute RoPE
+    position. By hand: run the blocks on those frames with that mask, capturing their K/V."""
+    from rfvideo.models.causal_wan import apply_rope
+
+    _, model = _pair(local_attn_size=7, sink_size=1)
+    x, text, tf = _inputs(b=1, f=15)
+    cache = model.new_kv_cache(1)
+    _rollout(model, x, tf, text, cache)
+    held = cache.held_frames()
+    assert held == [0, 9, 10, 11, 12, 13, 14]
+    new_text = torch.randn(1, 5, 24, generator=torch.Generator().manual_seed(3))
+    clean = torch.randn(1, 4, len(held), 8, 8, generator=torch.Generator().manual_seed(4))
+    model.recache(clean, new_text, cache)
+
+    T = TOKENS_PER_FRAME
+    # frame -> frames it may see: frame 0 itself (chunk 0 = [0, 3), only 0 is held); chunk [9, 12)
+    # sees sink 0 and frames >= 12 - 6 = 6 that are held, i.e. 9..11; chunk [12, 15) sees 0, 9..14
+    sees = {0: [0], 9: [0, 9, 10, 11], 12: [0, 9, 10, 11, 12, 13, 14]}
+    chunk_of = {0: 0, 9: 9, 10: 9, 11: 9, 12: 12, 13: 12, 14: 12}
+    fm = torch.tensor([[j in sees[chunk_of[i]] for j in held] for i in held])
+    mask = fm.repeat_interleave(T, 0).repeat_interleave(T, 1)
+    hx, tproj, _, htext = model._embed(clean, torch.zeros(1, len(held)), new_text)
+    rope = model._rope(torch.tensor(held), 4, 4)
+    for layer, block in enumerate(model.blocks):
+        q, k, v = block._qkv(hx, tproj, rope)
+        k = apply_rope(k, *rope)
+        got_k, got_v = _held_kv(cache, layer)
+        torch.testing.assert_close(got_k, k, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got_v, v, atol=1e-5, rtol=1e-5)
+        y = torch.nn.functional.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
+        ).transpose(1, 2)
+        hx, ck, cv = block._rest(hx, y, tproj, htext, None)
+        torch.testing.assert_close(cache.get_cross(layer)[0], ck, atol=1e-6, rtol=1e-6)
+
+
+def test_grad_through_an_exit_step_survives_later_writes():
+    """Autograd safety: a grad-enabled cached forward of chunk 1 over the buffer holding chunk 0, then
+    (no grad) denoising reads and context passes of later chunks that write into the same buffer slots it
+    read; the backward equals the same forward's on a cache left alone."""
+    _, model = _pair()
+    model.train()
+    x, text, tf = _inputs(b=1, f=12)
+    weight = torch.randn(1, 4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    cache = model.new_kv_cache(1)
+    zeros = torch.zeros(1, 3)
+    with torch.no_grad():
+        model(
+            x[:, :, :3],
+            zeros,
+            text,
+            attention_mode="cached",
+            kv_cache=cache,
+            frame_offset=0,
+            write_cache=True,
+        )
+    out = model(x[:, :, 3:6], tf[:, 3:6], text, attention_mode="cached", kv_cache=cache, frame_offset=3)
+    with torch.no_grad():
+        for s in (3, 6, 9):
+            model(x[:, :, s : s + 3], tf[:, s : s + 3], text, attention_mode="cached", kv_cache=cache,
+                  frame_offset=s)  # fmt: skip
+            model(x[:, :, s : s + 3], zeros, text, attention_mode="cached", kv_cache=cache, frame_offset=s,
+                  write_cache=True)  # fmt: skip
+    (out * weight).sum().backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    # reference: the same forward on a cache that nothing writes into afterwards
+    fresh = model.new_kv_cache(1)
+    with torch.no_grad():
+        model(
+            x[:, :, :3],
+            zeros,
+            text,
+            attention_mode="cached",
+            kv_cache=fresh,
+            frame_offset=0,
+            write_cache=True,
+        )
+    ref = model(x[:, :, 3:6], tf[:, 3:6], text, attention_mode="cached", kv_cache=fresh, frame_offset=3)
+    torch.testing.assert_close(out.detach(), ref.detach(), atol=0, rtol=0)
+    (ref * weight).sum().backward()
+    assert len(ours) > 10
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(ours[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)

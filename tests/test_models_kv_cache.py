@@ -1,4 +1,5 @@
-"""KVCache bookkeeping: append / overwrite / rolling window / EMA-sink / reset, on synthetic K/V.
+"""KVCache bookkeeping: append / overwrite / rolling window / EMA-sink / reset, on synthetic K/V, and
+the preallocated buffers against a naive per-frame reference (the previous implementation's rule).
 
 Shapes: `b` batch, `T` tokens per frame, `h` heads, `d` head dim.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rfvideo.models import KVCache
+from rfvideo.models import CausalOptions, KVCache
 
 B, T, H, D = 2, 4, 2, 3
 
@@ -26,7 +27,7 @@ def _write(cache: KVCache, offset: int, k: torch.Tensor, v: torch.Tensor) -> Non
 
 def test_append_read_overwrite_and_reset():
     g = torch.Generator().manual_seed(0)
-    cache = KVCache(2, batch_size=B, num_frames_per_chunk=3)
+    cache = KVCache(2, batch_size=B, options=CausalOptions(num_frames_per_chunk=3))
     k0, v0 = _chunk(g)
     k1, v1 = _chunk(g)
     _write(cache, 0, k0, v0)
@@ -50,26 +51,25 @@ def test_append_read_overwrite_and_reset():
 
 def test_rolling_window_keeps_sinks_and_frees_evicted_frames():
     g = torch.Generator().manual_seed(1)
-    cache = KVCache(1, batch_size=B, num_frames_per_chunk=3, local_attn_size=9, sink_size=3)
+    cache = KVCache(1, batch_size=B, options=CausalOptions(local_attn_size=9, sink_size=3))
     chunks = [_chunk(g) for _ in range(5)]
     for i, (k, v) in enumerate(chunks):
         _write(cache, 3 * i, k, v)
         # sinks + the W - S = 6 most recent frames, never more
         assert cache.num_cached_frames() <= 9
-    assert sorted(cache.frames[0]) == [0, 1, 2, 9, 10, 11, 12, 13, 14]
+    assert cache.held_frames() == [0, 1, 2, 9, 10, 11, 12, 13, 14]
     # the next chunk [15, 18) sees sinks and frames [12, 15)
     k, _ = cache.read(0, 15, 3)
     assert torch.equal(k, torch.cat([chunks[0][0], chunks[4][0]], 1))
-    assert len(cache.tensors()) == 2 * 9
+    # one K and one V buffer of sinks + twice the window + a chunk (frames), whatever the video length
+    assert len(cache.tensors()) == 2 and cache.capacity == 3 + 2 * 6 + 3
 
 
 def test_ema_sink_equals_hand_computed_update():
     g = torch.Generator().manual_seed(2)
     decay = 0.9
-    cache = KVCache(
-        1, batch_size=B, num_frames_per_chunk=3, local_attn_size=6, sink_size=3, sink_eviction="ema",
-        sink_ema_decay=decay,
-    )  # fmt: skip
+    options = CausalOptions(local_attn_size=6, sink_size=3, sink_eviction="ema", sink_ema_decay=decay)
+    cache = KVCache(1, batch_size=B, options=options)
     chunks = [_chunk(g) for _ in range(4)]
     for i, (k, v) in enumerate(chunks):
         _write(cache, 3 * i, k, v)
@@ -81,7 +81,7 @@ def test_ema_sink_equals_hand_computed_update():
         want_k = decay * want_k + (1 - decay) * chunks[j][0]
         want_v = decay * want_v + (1 - decay) * chunks[j][1]
     k, v = cache.read(0, 12, 3)
-    assert sorted(cache.frames[0]) == [0, 1, 2, 9, 10, 11]
+    assert cache.held_frames() == [0, 1, 2, 9, 10, 11]
     torch.testing.assert_close(k[:, : 3 * T], want_k)
     torch.testing.assert_close(v[:, : 3 * T], want_v)
     assert k.shape[1] == 3 * T  # W - S = 3 frames: the chunk [12, 15) sees only itself and the sinks
@@ -92,15 +92,15 @@ def test_ema_sink_equals_hand_computed_update():
 
 def test_writes_are_detached_and_options_validated():
     k = torch.randn(B, 3 * T, H, D, requires_grad=True)
-    cache = KVCache(1, batch_size=B, num_frames_per_chunk=3)
+    cache = KVCache(1, batch_size=B, options=CausalOptions(num_frames_per_chunk=3))
     _write(cache, 0, k * 2, k * 3)
     assert all(not t.requires_grad for t in cache.tensors())
     with pytest.raises(ValueError, match="rope_mode"):
-        KVCache(1, batch_size=1, rope_mode="sideways")
+        CausalOptions(rope_mode="sideways")
     with pytest.raises(ValueError, match="sink_eviction"):
-        KVCache(1, batch_size=1, sink_eviction="keep")
+        CausalOptions(sink_eviction="keep")
     with pytest.raises(ValueError, match="local_attn_size \\(4\\)"):
-        KVCache(1, batch_size=1, num_frames_per_chunk=3, local_attn_size=4, sink_size=2)
+        CausalOptions(num_frames_per_chunk=3, local_attn_size=4, sink_size=2)
     with pytest.raises(ValueError, match="batch_size=1"):
         KVCache(1, batch_size=1).check_batch(2)
 
@@ -109,9 +109,168 @@ def test_rolling_window_memory_is_constant_in_video_length():
     g = torch.Generator().manual_seed(3)
 
     def held_bytes(num_chunks: int) -> int:
-        cache = KVCache(2, batch_size=B, num_frames_per_chunk=3, local_attn_size=9, sink_size=3)
+        cache = KVCache(2, batch_size=B, options=CausalOptions(local_attn_size=9, sink_size=3))
         for i in range(num_chunks):
             _write(cache, 3 * i, *_chunk(g))
         return sum(t.untyped_storage().nbytes() for t in cache.tensors())
 
     assert held_bytes(20) == held_bytes(5) > 0
+
+
+class NaiveCache:
+    """Per-frame dict reference of the cache semantics (module docstring of kv_cache.py)."""
+
+    def __init__(self, options: CausalOptions):
+        self.o = options
+        self.frames: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.last: int | None = None
+        self.end = 0
+
+    def visible(self, offset: int, n: int) -> list[int]:
+        w = self.o.window_frames
+        lo = -1 if w is None else offset + n - w
+        return [j for j in sorted(self.frames) if j < offset and (j < self.o.sink_size or j >= lo)]
+
+    def read(self, offset: int, n: int):
+        idx = self.visible(offset, n)
+        if not idx:
+            return None
+        return torch.cat([self.frames[j][0] for j in idx], 1), torch.cat([self.frames[j][1] for j in idx], 1)
+
+    def write(self, offset: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        n = k.shape[1] // T
+        for i in range(n):
+            self.frames[offset + i] = (k[:, i * T : (i + 1) * T].clone(), v[:, i * T : (i + 1) * T].clone())
+        self.last, self.end = offset, max(self.end, offset + n)
+        w, S = self.o.window_frames, self.o.sink_size
+        if w is None:
+            return
+        for j in sorted(self.frames):
+            if S <= j < offset + n - w:
+                ek, ev = self.frames.pop(j)
+                if self.o.sink_eviction == "ema" and S:
+                    sk, sv = self.frames[j % S]
+                    d = self.o.sink_ema_decay
+                    self.frames[j % S] = (d * sk + (1 - d) * ek, d * sv + (1 - d) * ev)
+
+
+MODES = {
+    "global": CausalOptions(),
+    "global_sink": CausalOptions(sink_size=2),
+    "window": CausalOptions(local_attn_size=7),
+    "window_sink": CausalOptions(local_attn_size=9, sink_size=3),
+    "window_sink_ema": CausalOptions(local_attn_size=9, sink_size=3, sink_eviction="ema", sink_ema_decay=0.7),
+    "window_is_chunk": CausalOptions(local_attn_size=5, sink_size=2),
+}
+
+
+def _folded_read(cache: KVCache, offset: int, k: torch.Tensor, v: torch.Tensor, write: bool):
+    """What attention reads in a no-grad cached call: context + own K/V (layer 0), and the plan."""
+    plan = cache.plan(offset, k.shape[1] // T, T, write=write, like=k)
+    if plan.fold:
+        cache.put(0, plan, k, v)
+        keys, values = cache.folded(0, plan)
+    else:
+        if write:
+            cache.put(0, plan, k, v)
+        ctx = cache.context(0, plan)
+        keys, values = (k, v) if ctx is None else (torch.cat([ctx[0], k], 1), torch.cat([ctx[1], v], 1))
+    if write:
+        cache.end_write()
+    return keys, values, plan
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_buffers_equal_naive_per_frame_cache(mode):
+    """Every read of a 12-chunk stream (4 denoising reads, an overwrite now and then, the write) equals
+    the naive cache's visible frames + the chunk's own K/V; the held frames agree after every write."""
+    options = MODES[mode]
+    # EMA: the cache folds in place (mul_, add_), the reference out of place: rounding may differ
+    tol = 1e-6 if options.sink_eviction == "ema" else 0.0
+
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return a.shape == b.shape and bool(torch.allclose(a, b, atol=tol, rtol=tol))
+
+    g = torch.Generator().manual_seed(4)
+    cache, ref = KVCache(1, batch_size=B, options=options), NaiveCache(options)
+    for i in range(12):
+        o = 3 * i
+        for _ in range(4):
+            k, v = _chunk(g)
+            keys, values, plan = _folded_read(cache, o, k, v, write=False)
+            want = ref.read(o, 3)
+            want_k = k if want is None else torch.cat([want[0], k], 1)
+            want_v = v if want is None else torch.cat([want[1], v], 1)
+            assert same(keys, want_k) and same(values, want_v), (i, plan)
+        if i % 4 == 3:  # write, then overwrite the same chunk with other values
+            k, v = _chunk(g)
+            _folded_read(cache, o, k, v, write=True)
+            ref.write(o, k, v)
+        k, v = _chunk(g)
+        keys, values, _ = _folded_read(cache, o, k, v, write=True)
+        want = ref.read(o, 3)
+        assert same(keys, k if want is None else torch.cat([want[0], k], 1))
+        ref.write(o, k, v)
+        assert cache.held_frames() == sorted(ref.frames)
+        for j in cache.held_frames():
+            torch.testing.assert_close(cache.frame_kv(0, j)[0], ref.frames[j][0], atol=1e-6, rtol=1e-6)
+    # a read behind the last chunk (not an overwrite) sees the frames before it, the held ones intact
+    k, v = _chunk(g)
+    keys, _, _ = _folded_read(cache, 30, k, v, write=False)
+    want = ref.read(30, 3)
+    assert same(keys, torch.cat([want[0], k], 1))
+    assert same(cache.frame_kv(0, 33)[0], ref.frames[33][0])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("mode", ["global", "global_sink", "window"])
+def test_reads_copy_nothing_without_separated_sinks(mode):
+    """Global attention (and a window without sinks) reads one view of the buffer: no byte is copied."""
+    g = torch.Generator().manual_seed(5)
+    cache = KVCache(1, batch_size=B, options=MODES[mode], max_frames=30)
+    for i in range(10):
+        for write in (False, False, True):
+            k, v = _chunk(g)
+            keys, values, plan = _folded_read(cache, 3 * i, k, v, write=write)
+            if cache.k is not None and plan.fold:
+                assert keys.untyped_storage().data_ptr() == cache.k[0].untyped_storage().data_ptr()
+                assert values.untyped_storage().data_ptr() == cache.v[0].untyped_storage().data_ptr()
+    # 30 calls, of which the two reads of chunk 0 before its write have no buffer to fold into
+    assert cache.stats["read_copy_bytes"] == 0 and cache.stats["reads"] == 28
+    if mode == "window":  # the window moves back to the buffer start now and then, outside attention
+        assert 0 < cache.stats["maintenance_copy_bytes"]
+    else:
+        assert cache.stats["maintenance_copy_bytes"] == 0  # reserved: never grown
+
+
+@torch.no_grad()
+def test_global_buffer_grows_past_its_reservation():
+    g = torch.Generator().manual_seed(6)
+    cache, ref = KVCache(1, batch_size=B, max_frames=6), NaiveCache(CausalOptions())
+    for i in range(5):
+        k, v = _chunk(g)
+        _folded_read(cache, 3 * i, k, v, write=True)
+        ref.write(3 * i, k, v)
+    assert cache.capacity >= 15 and cache.stats["maintenance_copy_bytes"] > 0
+    assert torch.equal(cache.read(0, 15, 3)[0], ref.read(15, 3)[0])
+
+
+def test_wrong_batch_size_and_tokens_raise():
+    cache = KVCache(1, batch_size=2)
+    k = torch.randn(3, 3 * T, H, D, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="batch_size=2, got batch 3"):
+        cache.plan(0, 3, T, write=True, like=k)
+    cache.plan(0, 3, T, write=True, like=k[:2])
+    cache.end_write()
+    with pytest.raises(ValueError, match="holds 4 tokens per frame, got 2"):
+        cache.plan(3, 3, 2, write=False, like=k[:2])
+
+
+def test_reset_cross_keeps_frames():
+    g = torch.Generator().manual_seed(7)
+    cache = KVCache(2, batch_size=B)
+    _write(cache, 0, *_chunk(g))
+    cache.set_cross(1, *_chunk(g))
+    cache.reset_cross()
+    assert cache.get_cross(1) is None and cache.held_frames() == [0, 1, 2]

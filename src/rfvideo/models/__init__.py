@@ -1,5 +1,6 @@
 """rfvideo.models."""
 
+from rfvideo.models.causal_options import CausalOptions as CausalOptions
 from rfvideo.models.causal_wan import CausalWanTransformer as CausalWanTransformer
 from rfvideo.models.embedding_precompute import PromptEmbeddingStore as PromptEmbeddingStore
 from rfvideo.models.embedding_precompute import precompute_prompt_embeddings as precompute_prompt_embeddings

@@ -26,10 +26,12 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import FP32LayerNorm
 
-from rfvideo.models.kv_cache import KVCache, validate_cache_options
+from rfvideo.models.causal_options import ATTENTION_BACKENDS, CausalOptions
+from rfvideo.models.kv_cache import KVCache, LayerKV, RecacheKV
+
+__all__ = ["ATTENTION_BACKENDS", "ATTENTION_MODES", "CausalWanTransformer", "frame_visibility"]
 
 ATTENTION_MODES = ("full", "block_causal", "cached")
-ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
 
 
 # ---------------------------------------------------------------------------------------- RoPE
@@ -88,15 +90,18 @@ def frame_visibility(
     local_attn_size: int,
     sink_size: int,
     device: torch.device | None = None,
+    frame_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Block-causal frame mask `(f f)`, True = query frame i may attend key frame j.
 
     Frame i in the chunk ending at e sees j < e, restricted (when local_attn_size != -1) to the sinks
     j < sink_size and the last local_attn_size - sink_size frames j >= e - (local_attn_size - sink_size).
+    `frame_index` `(f,)` gives the frames' absolute indices (default `0..f-1`; `recache` passes the held
+    frames, which need not be contiguous).
     """
-    i = torch.arange(num_frames, device=device)
+    i = torch.arange(num_frames, device=device) if frame_index is None else frame_index.to(device)
     end = (i // num_frames_per_chunk + 1) * num_frames_per_chunk
-    j = torch.arange(num_frames, device=device)
+    j = i
     vis = j[None, :] < end[:, None]
     if local_attn_size != -1:
         win = local_attn_size - sink_size
@@ -171,7 +176,12 @@ class WanAttention(nn.Module):
 
 
 class WanBlock(nn.Module):
-    """Wan DiT block (diffusers' `WanTransformerBlock` names) with per-frame adaLN and cached context."""
+    """Wan DiT block (diffusers' `WanTransformerBlock` names) with per-frame adaLN.
+
+    In "cached" mode the block is given its layer's cache handle (`LayerKV`): the handle turns this call's
+    keys and values into the ones to attend over (cached context + own, one buffer slice at inference)
+    and stores them when the call writes. The block returns hidden states only.
+    """
 
     def __init__(self, dim: int, ffn_dim: int, heads: int, cross_attn_norm: bool, eps: float) -> None:
         super().__init__()
@@ -183,71 +193,90 @@ class WanBlock(nn.Module):
         self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
+    def _modulation(self, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        mod = (self.scale_shift_table[None] + temb.float()).unsqueeze(3)  # (b g 6 1 D)
+        return mod.unbind(2)  # shift, scale, gate, c_shift, c_scale, c_gate; each (b g 1 D)
+
+    @staticmethod
+    def _modulate(norm: nn.Module, h: torch.Tensor, sc: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
+        g = sc.shape[1]
+        hv = norm(h.float()).unflatten(1, (g, -1))  # (b g l/g D)
+        return (hv * (1 + sc) + sh).flatten(1, 2).type_as(h)
+
+    @staticmethod
+    def _gated(h: torch.Tensor, y: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        g = gt.shape[1]
+        return (h.float() + (y.float().unflatten(1, (g, -1)) * gt).flatten(1, 2)).type_as(h)
+
+    def _qkv(
+        self, x: torch.Tensor, temb: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention inputs: rotated queries, unrotated (normed) keys, values `(b l H d)`."""
+        shift, scale = self._modulation(temb)[:2]
+        a = self.attn1
+        nx = self._modulate(self.norm1, x, scale, shift)
+        q = a.norm_q(a.to_q(nx)).unflatten(2, (a.heads, -1))
+        k, v = a.project_kv(nx)
+        return apply_rope(q, *rope_q), k, v
+
+    def _rest(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        temb: torch.Tensor,
+        text: torch.Tensor,
+        cross_kv: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention output `y (b l H d)` -> gated residual, cross-attention, feed-forward.
+
+        Returns x `(b l D)` and the cross-attention K, V `(b n H d)` it used (projected here when
+        `cross_kv` is None: every parameter use stays inside the block's forward, which FSDP needs).
+        """
+        _, _, gate, c_shift, c_scale, c_gate = self._modulation(temb)
+        x = self._gated(x, self.attn1.out(y), gate)
+        c = self.attn2
+        nx = self.norm2(x.float()).type_as(x)
+        cq = c.norm_q(c.to_q(nx)).unflatten(2, (c.heads, -1))
+        ck, cv = cross_kv if cross_kv is not None else c.project_kv(text)
+        yc = attention(cq, ck.to(cq.dtype), cv.to(cq.dtype)).type_as(cq)
+        x = x + c.out(yc)
+        nx = self._modulate(self.norm3, x, c_scale, c_shift)
+        return self._gated(x, self.ffn(nx), c_gate), ck, cv
+
     def forward(
         self,
         x: torch.Tensor,
         temb: torch.Tensor,
         rope_q: tuple[torch.Tensor, torch.Tensor],
-        text: torch.Tensor | None,
-        cross_kv: tuple[torch.Tensor, torch.Tensor] | None,
-        ctx_k: torch.Tensor | None,
-        ctx_v: torch.Tensor | None,
-        attn_mask: Any,
-    ) -> tuple[torch.Tensor, ...]:
+        text: torch.Tensor,
+        attn_mask: Any = None,
+        kv: LayerKV | None = None,
+    ) -> torch.Tensor:
         """One block.
 
         Args:
             x: `(b l D)` tokens.
             temb: `(b g 6 D)` timestep projection; `g` divides the frames, modulation is per frame.
             rope_q: cos, sin `(l d)` for this call's tokens (queries and their own keys).
-            text: `(b n D)` projected text, used when `cross_kv` is None.
-            cross_kv: precomputed cross-attention K, V `(b n H d)`.
-            ctx_k, ctx_v: cached context K (already rotated) and V `(b l' H d)`, prepended to this call's.
+            text: `(b n D)` projected text (used unless the handle has cached cross-attention K/V).
             attn_mask: self-attention mask from `build_attention_mask`, None = all keys visible.
+            kv: this layer's cache handle ("cached" mode and `recache`), None otherwise.
 
         Returns:
-            x `(b l D)`; this call's keys rotated by `rope_q` and unrotated, and values `(b l H d)`; the
-            cross-attention K, V `(b n H d)` it used (projected here when `cross_kv` is None, so that the
-            caller can cache them: every parameter use stays inside the block's forward, which FSDP needs).
+            x `(b l D)`.
         """
-        g = temb.shape[1]
-        mod = (self.scale_shift_table[None] + temb.float()).unsqueeze(3)  # (b g 6 1 D)
-        shift, scale, gate, c_shift, c_scale, c_gate = mod.unbind(2)  # each (b g 1 D)
-
-        def modulate(norm: nn.Module, h: torch.Tensor, sc: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
-            hv = norm(h.float()).unflatten(1, (g, -1))  # (b g l/g D)
-            return (hv * (1 + sc) + sh).flatten(1, 2).type_as(h)
-
-        def gated(h: torch.Tensor, y: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-            return (h.float() + (y.float().unflatten(1, (g, -1)) * gt).flatten(1, 2)).type_as(h)
-
-        # 1. self-attention
-        a = self.attn1
-        nx = modulate(self.norm1, x, scale, shift)
-        q = a.norm_q(a.to_q(nx)).unflatten(2, (a.heads, -1))
-        k, v = a.project_kv(nx)
-        q_r = apply_rope(q, *rope_q)
-        k_r = apply_rope(k, *rope_q)
-        keys, values = k_r, v
-        if ctx_k is not None:
-            keys = torch.cat([ctx_k.to(k_r.dtype), k_r], dim=1)
-            values = torch.cat([ctx_v.to(v.dtype), v], dim=1)
-        y = attention(q_r, keys, values, attn_mask).type_as(q)
-        x = gated(x, a.out(y), gate)
-
-        # 2. cross-attention
-        c = self.attn2
-        nx = self.norm2(x.float()).type_as(x)
-        cq = c.norm_q(c.to_q(nx)).unflatten(2, (c.heads, -1))
-        ck, cv = cross_kv if cross_kv is not None else c.project_kv(text)
-        y = attention(cq, ck.to(cq.dtype), cv.to(cq.dtype)).type_as(cq)
-        x = x + c.out(y)
-
-        # 3. feed-forward
-        nx = modulate(self.norm3, x, c_scale, c_shift)
-        x = gated(x, self.ffn(nx), c_gate)
-
-        return x, k_r, k, v, ck, cv
+        # `_qkv` and `_rest` are the attention-free halves; `rfvideo.sampling.compile_cached` shadows
+        # them with compiled versions (instance attributes), the cache bookkeeping stays eager
+        q_r, k, v = self._qkv(x, temb, rope_q)
+        if kv is None:
+            keys, values = apply_rope(k, *rope_q), v
+        else:
+            keys, values = kv.self_kv(k, v, rope_q)
+        y = attention(q_r, keys, values, attn_mask).type_as(q_r)
+        x, ck, cv = self._rest(x, y, temb, text, None if kv is None else kv.cross_kv())
+        if kv is not None:
+            kv.store_cross(ck, cv)
+        return x
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -303,18 +332,16 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         if qk_norm not in ("rms_norm_across_heads", None):
             # diffusers builds RMSNorm across heads whatever this says; we refuse other values.
             raise ValueError(f"qk_norm must be 'rms_norm_across_heads', got {qk_norm!r}")
-        validate_cache_options(
+        # validates every causal option with a one-line error
+        self._causal = CausalOptions(
             num_frames_per_chunk=num_frames_per_chunk,
             local_attn_size=local_attn_size,
             sink_size=sink_size,
-            rope_mode=rope_mode,
             sink_eviction=sink_eviction,
             sink_ema_decay=sink_ema_decay,
+            rope_mode=rope_mode,
+            attention_backend=attention_backend,
         )
-        if attention_backend not in ATTENTION_BACKENDS:
-            raise ValueError(
-                f"attention_backend must be one of {ATTENTION_BACKENDS}, got {attention_backend!r}"
-            )
         inner_dim = num_attention_heads * attention_head_dim
         out_channels = out_channels or in_channels
         patch_size = tuple(patch_size)
@@ -339,30 +366,40 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, inner_dim) / inner_dim**0.5)
         self.gradient_checkpointing = False
 
+    @classmethod
+    def from_options(cls, options: CausalOptions, **config: Any) -> CausalWanTransformer:
+        """Build from diffusers' config keys plus one `CausalOptions`."""
+        return cls(**config, **options.to_config())
+
+    @property
+    def causal_options(self) -> CausalOptions:
+        """The causal options (chunk size, window, sinks, eviction, RoPE mode, attention backend)."""
+        return self._causal
+
     @property
     def num_frames_per_chunk(self) -> int:
-        return int(self.config.num_frames_per_chunk)
+        return self._causal.num_frames_per_chunk
 
     def new_kv_cache(
-        self, batch_size: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        max_frames: int | None = None,
     ) -> KVCache:
-        """An empty `KVCache` with this model's window, sink and RoPE options."""
-        cfg = self.config
+        """An empty `KVCache` with this model's causal options (`max_frames` sizes a global cache)."""
         return KVCache(
-            cfg.num_layers,
+            self.config.num_layers,
             batch_size=batch_size,
-            num_frames_per_chunk=cfg.num_frames_per_chunk,
-            local_attn_size=cfg.local_attn_size,
-            sink_size=cfg.sink_size,
-            rope_mode=cfg.rope_mode,
-            sink_eviction=cfg.sink_eviction,
-            sink_ema_decay=cfg.sink_ema_decay,
+            options=self._causal,
             device=device,
             dtype=dtype,
+            max_frames=max_frames,
         )
 
     def _backend(self, device: torch.device) -> str:
-        b = self.config.attention_backend
+        b = self._causal.attention_backend
         if b == "auto":
             # flex attention is opt-in until it is benchmarked against SDPA on the target GPU
             return "sdpa"
@@ -413,6 +450,10 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         nfc = cfg.num_frames_per_chunk
         if attention_mode == "block_causal" and f % nfc:
             raise ValueError(f"block_causal needs f ({f}) divisible by num_frames_per_chunk ({nfc})")
+        if attention_mode != "cached" and (write_cache or kv_cache is not None):
+            raise ValueError(
+                f"kv_cache / write_cache are only used with attention_mode='cached', got {attention_mode!r}"
+            )
         if attention_mode == "cached":
             if kv_cache is None:
                 raise ValueError("attention_mode='cached' needs kv_cache (model.new_kv_cache(batch_size))")
@@ -421,9 +462,24 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
             kv_cache.check_batch(b)
             if kv_cache.num_layers != cfg.num_layers:
                 raise ValueError(f"KVCache has {kv_cache.num_layers} layers, the model {cfg.num_layers}")
-        elif write_cache or kv_cache is not None:
+            if kv_cache.options != self._causal:
+                raise ValueError(f"KVCache options {kv_cache.options} differ from the model's {self._causal}")
+            if self._causal.rope_mode == "absolute":
+                last = frame_offset + f - 1
+            else:
+                sinks, window = kv_cache.visible_frames(frame_offset, f)
+                last = len(sinks) + len(window) + f - 1
+        else:
+            last = f // pt - 1
+        if last >= cfg.rope_max_seq_len:
+            hint = (
+                "use rope_mode='relative' with a rolling window (local_attn_size) for longer videos"
+                if self._causal.rope_mode == "absolute" or self._causal.local_attn_size == -1
+                else "raise rope_max_seq_len"
+            )
             raise ValueError(
-                f"kv_cache / write_cache are only used with attention_mode='cached', got {attention_mode!r}"
+                f"latent frame {last} is past the RoPE table "
+                f"(rope_max_seq_len={cfg.rope_max_seq_len}); {hint}"
             )
 
     def forward(
@@ -436,10 +492,10 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         kv_cache: KVCache | None = None,
         frame_offset: int | None = None,
         write_cache: bool = False,
-        return_dict: bool = False,
+        return_dict: bool | None = None,
         encoder_hidden_states_image: torch.Tensor | None = None,
         attention_kwargs: dict[str, Any] | None = None,
-    ) -> torch.Tensor | Transformer2DModelOutput:
+    ) -> torch.Tensor | tuple[torch.Tensor] | Transformer2DModelOutput:
         """Flow prediction `v = eps - x0`.
 
         Args:
@@ -452,15 +508,18 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
             frame_offset: "cached": absolute latent-frame index of `hidden_states[:, :, 0]`.
             write_cache: "cached": store this chunk's self-attention K/V (append, or overwrite the last
                 written chunk when `frame_offset` is its start).
-            return_dict: Return diffusers' `Transformer2DModelOutput` instead of a tensor.
+            return_dict: None (default): the tensor itself; False: a 1-tuple `(sample,)` as diffusers
+                returns; True: diffusers' `Transformer2DModelOutput`.
             encoder_hidden_states_image: Accepted for diffusers compatibility; must be None (no I2V).
-            attention_kwargs: Accepted for diffusers compatibility; ignored (no LoRA scaling here).
+            attention_kwargs: Accepted for diffusers compatibility; must be None or empty (no LoRA scale).
 
         Returns:
-            `(b c f h w)` flow prediction.
+            `(b c f h w)` flow prediction (wrapped as `return_dict` asks).
         """
         if encoder_hidden_states_image is not None:
             raise ValueError("encoder_hidden_states_image given: I2V is not supported")
+        if attention_kwargs:
+            raise ValueError(f"attention_kwargs {sorted(attention_kwargs)} are not supported (no LoRA scale)")
         self._check_inputs(
             hidden_states,
             timestep,
@@ -471,15 +530,119 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
             write_cache,
         )
         cfg = self.config
-        b, _, f, h, w = hidden_states.shape
+        _, _, f, h, w = hidden_states.shape
         pt, ph, pw = cfg.patch_size
         pf, hh, ww = f // pt, h // ph, w // pw
         T = hh * ww
         device = hidden_states.device
-        backend = self._backend(device)
+        x, tproj, temb, text = self._embed(hidden_states, timestep, encoder_hidden_states)
 
+        attn_mask: Any = None
+        handles: list[LayerKV | None] = [None] * len(self.blocks)
+        if attention_mode == "cached":
+            assert kv_cache is not None and frame_offset is not None
+            like = x.new_empty((x.shape[0], 0, cfg.num_attention_heads, cfg.attention_head_dim))
+            plan = kv_cache.plan(frame_offset, pf, T, write=write_cache, like=like)
+            n_ctx = plan.context_frames
+            rope_ctx = rope_read = None
+            if self._causal.rope_mode == "absolute":
+                rope_q = self._rope(torch.arange(frame_offset, frame_offset + pf, device=device), hh, ww)
+            else:
+                # context at 0..n_ctx-1 (sinks, then the window contiguously), the chunk after it
+                rope_read = self._rope(torch.arange(n_ctx + pf, device=device), hh, ww)
+                rope_ctx = (rope_read[0][: n_ctx * T], rope_read[1][: n_ctx * T])
+                rope_q = (rope_read[0][n_ctx * T :], rope_read[1][n_ctx * T :])
+            # under gradient checkpointing the block is recomputed during backward, when the cache may
+            # hold other frames: the handle then keeps a copy of the context it saw
+            snapshot = torch.is_grad_enabled() and self.gradient_checkpointing
+            handles = [
+                LayerKV(kv_cache, li, plan, rotate=apply_rope, rope_ctx=rope_ctx, rope_read=rope_read,
+                        snapshot=snapshot)
+                for li in range(len(self.blocks))
+            ]  # fmt: skip
+        else:
+            rope_q = self._rope(torch.arange(pf, device=device), hh, ww)
+            if attention_mode == "block_causal":
+                frame_mask = frame_visibility(
+                    pf,
+                    num_frames_per_chunk=self._causal.num_frames_per_chunk,
+                    local_attn_size=self._causal.local_attn_size,
+                    sink_size=self._causal.sink_size,
+                    device=device,
+                )
+                attn_mask = build_attention_mask(frame_mask, T, self._backend(device))
+        x = self._run_blocks(x, tproj, rope_q, text, attn_mask, handles)
+        if write_cache:
+            assert kv_cache is not None
+            kv_cache.end_write()
+        out = self._head(x, temb, pf, hh, ww)
+        if return_dict is None:
+            return out
+        return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+    @torch.no_grad()
+    def recache(
+        self, clean_latents: torch.Tensor, encoder_hidden_states: torch.Tensor, kv_cache: KVCache
+    ) -> None:
+        """Re-encode every held frame under a new prompt (LongLive's KV re-cache).
+
+        One t = 0 forward over the held frames' clean latents with the new text, each frame seeing the
+        held frames it saw when it was written (the same block-causal / window / sink rule, restricted to
+        the frames still held; RoPE at the absolute frame positions, or, with relative RoPE, at positions
+        `0..m-1` in held order, the layout the latest chunk reads). Its self-attention K/V overwrite the
+        held ones in place and the cross-attention K/V are rebuilt from the new text. With EMA sinks the
+        sinks are re-encoded from their own latents (the folded history is not reproduced).
+
+        Args:
+            clean_latents: `(b c m h w)` clean latents of exactly `kv_cache.held_frames()`, in that order.
+            encoder_hidden_states: `(b n text_dim)` embeddings of the new prompt.
+            kv_cache: The cache to re-encode (built by this model).
+        """
+        held = kv_cache.held_frames()
+        if not held:
+            raise ValueError("recache needs a cache that holds frames (run at least one chunk first)")
+        if clean_latents.ndim != 5 or clean_latents.shape[2] != len(held):
+            raise ValueError(
+                f"recache needs clean latents (b c {len(held)} h w) of the held frames {held}, "
+                f"got shape {tuple(clean_latents.shape)}"
+            )
+        b, _, m, h, w = clean_latents.shape
+        t = torch.zeros((b, m), device=clean_latents.device, dtype=torch.float32)
+        self._check_inputs(clean_latents, t, encoder_hidden_states, "full", None, None, False)
+        kv_cache.check_batch(b)
+        _, ph, pw = self.config.patch_size
+        hh, ww = h // ph, w // pw
+        T = hh * ww
+        if kv_cache.tokens_per_frame != T:
+            raise ValueError(f"KVCache holds {kv_cache.tokens_per_frame} tokens per frame, got {T}")
+        device = clean_latents.device
+        index = torch.tensor(held, device=device)
+        positions = index if self._causal.rope_mode == "absolute" else torch.arange(m, device=device)
+        rope = self._rope(positions, hh, ww)
+        o = self._causal
+        frame_mask = frame_visibility(
+            m, num_frames_per_chunk=o.num_frames_per_chunk, local_attn_size=o.local_attn_size,
+            sink_size=o.sink_size, device=device, frame_index=index,
+        )  # fmt: skip
+        attn_mask = build_attention_mask(frame_mask, T, "sdpa")
+        kv_cache.reset_cross()
+        x, tproj, _, text = self._embed(clean_latents, t, encoder_hidden_states)
+        handles: list[LayerKV | None] = [
+            RecacheKV(kv_cache, li, rotate=apply_rope) for li in range(len(self.blocks))
+        ]
+        self._run_blocks(x, tproj, rope, text, attn_mask, handles)
+
+    # ------------------------------------------------------------------ forward pieces
+    def _rope(self, frame_pos: torch.Tensor, hh: int, ww: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = self.rope(frame_pos, hh, ww)
+        return cos.to(frame_pos.device), sin.to(frame_pos.device)
+
+    def _embed(
+        self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Patch tokens `(b l D)`, timestep projection `(b g 6 D)`, embedding `(b g D)`, text `(b n D)`."""
+        b = hidden_states.shape[0]
         x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # (b l D)
-
         # timestep embedding, one per modulation frame g (diffusers' WanTimeTextImageEmbedding math)
         ts = timestep if timestep.ndim == 2 else timestep[:, None]  # (b g)
         g = ts.shape[1]
@@ -492,75 +655,32 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         tproj = ce.time_proj(ce.act_fn(temb)).unflatten(1, (6, -1)).unflatten(0, (b, g))  # (b g 6 D)
         temb = temb.unflatten(0, (b, g))  # (b g D)
         text = ce.text_embedder(encoder_hidden_states)  # (b n D)
+        return x, tproj, temb, text
 
-        # RoPE positions, context and masks per mode
-        attn_mask: Any = None
-        ctx_rope: tuple[torch.Tensor, torch.Tensor] | None = None
-        rope_store: str | None = None  # "query" (absolute) | "raw" (relative) | None (no write)
-        use_cache_read = attention_mode == "cached"
-        if attention_mode == "cached":
-            assert kv_cache is not None and frame_offset is not None
-            sinks, window = kv_cache.visible_frames(frame_offset, pf)
-            n_ctx = len(sinks) + len(window)
-            if cfg.rope_mode == "absolute":
-                q_pos = torch.arange(frame_offset, frame_offset + pf, device=device)
-            else:
-                q_pos = torch.arange(n_ctx, n_ctx + pf, device=device)
-                if n_ctx:
-                    ctx_rope = self.rope(torch.arange(n_ctx, device=device), hh, ww)
-            rope_q = self.rope(q_pos, hh, ww)
-            if write_cache:
-                kv_cache.begin_write(frame_offset, pf, T)
-                rope_store = "query" if cfg.rope_mode == "absolute" else "raw"
-        else:
-            rope_q = self.rope(torch.arange(pf, device=device), hh, ww)
-            if attention_mode == "block_causal":
-                frame_mask = frame_visibility(
-                    pf,
-                    num_frames_per_chunk=cfg.num_frames_per_chunk,
-                    local_attn_size=cfg.local_attn_size,
-                    sink_size=cfg.sink_size,
-                    device=device,
-                )
-                attn_mask = build_attention_mask(frame_mask, T, backend)
-        rope_q = (rope_q[0].to(device), rope_q[1].to(device))
-        if ctx_rope is not None:
-            ctx_rope = (ctx_rope[0].to(device), ctx_rope[1].to(device))
-
-        # Cross-attention K/V come from the cache only when no gradient could flow into them.
-        grad_on = torch.is_grad_enabled()
-        checkpoint = grad_on and self.gradient_checkpointing
-        for li, block in enumerate(self.blocks):
-            ctx_k = ctx_v = None
-            cross_kv = None
-            if use_cache_read:
-                ctx = kv_cache.read(li, frame_offset, pf)
-                if ctx is not None:
-                    ctx_k, ctx_v = ctx
-                    if ctx_rope is not None:
-                        ctx_k = apply_rope(ctx_k, *ctx_rope)
-                # Under grad, recompute (same values) so the text embedder and attn2 get gradients.
-                cross_kv = None if grad_on else kv_cache.get_cross(li)
-            args = (x, tproj, rope_q, text, cross_kv, ctx_k, ctx_v, attn_mask)
+    def _run_blocks(
+        self,
+        x: torch.Tensor,
+        tproj: torch.Tensor,
+        rope_q: tuple[torch.Tensor, torch.Tensor],
+        text: torch.Tensor,
+        attn_mask: Any,
+        handles: list[LayerKV | None],
+    ) -> torch.Tensor:
+        checkpoint = torch.is_grad_enabled() and self.gradient_checkpointing
+        for block, kv in zip(self.blocks, handles, strict=True):
             if checkpoint:
-                x, k_rot, k_raw, v_new, ck, cv = self._gradient_checkpointing_func(block, *args)
+                x = self._gradient_checkpointing_func(block, x, tproj, rope_q, text, attn_mask, kv)
             else:
-                x, k_rot, k_raw, v_new, ck, cv = block(*args)
-            if use_cache_read and kv_cache.get_cross(li) is None:
-                kv_cache.set_cross(li, ck, cv)  # detached by the cache
-            if rope_store is not None:
-                # detached inside; outside any checkpoint, so recomputation never writes twice
-                kv_cache.write(li, k_rot if rope_store == "query" else k_raw, v_new)
-        if rope_store is not None:
-            kv_cache.end_write()
+                x = block(x, tproj, rope_q, text, attn_mask, kv)
+        return x
 
-        # output head, per-frame modulation
+    def _head(self, x: torch.Tensor, temb: torch.Tensor, pf: int, hh: int, ww: int) -> torch.Tensor:
+        """Output head with per-frame modulation: tokens `(b l D)` -> `(b c f h w)`."""
+        b, g = temb.shape[:2]
+        pt, ph, pw = self.config.patch_size
         shift, scale = (self.scale_shift_table[None].to(temb.device) + temb[:, :, None]).unbind(2)  # (b g D)
         xo = self.norm_out(x.float()).unflatten(1, (g, -1))
         x = (xo * (1 + scale[:, :, None]) + shift[:, :, None]).flatten(1, 2).type_as(x)
         x = self.proj_out(x)  # (b l pt*ph*pw*c)
         x = x.reshape(b, pf, hh, ww, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        out = x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
-        if return_dict:
-            return Transformer2DModelOutput(sample=out)
-        return out
+        return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)

@@ -1,15 +1,32 @@
-"""Key/value cache of the chunk-wise causal Wan generator: per-layer self-attention frames (with a
-rolling window and attention-sink frames) and per-layer cross-attention K/V.
+"""Key/value cache of the chunk-wise causal Wan generator: preallocated per-layer self-attention buffers
+(rolling window, attention-sink frames) and per-layer cross-attention K/V.
 
-Shapes (einops): `b` batch, `T` tokens per latent frame, `h` heads, `d` head dim, `l` tokens.
+Shapes (einops): `b` batch, `T` tokens per latent frame, `H` heads, `d` head dim, `l` tokens,
+`n` text tokens, `s` buffer slots (frames) of capacity.
 
-Window semantics (shared with the block-causal mask in `causal_wan.py`): with `W = local_attn_size`
-and `S = sink_size`, a chunk whose last frame is `e - 1` sees the sink frames `[0, S)` plus the most
-recent `W - S` frames `[e - (W - S), e)` (its own chunk included), so at most `W` frames in all.
-`W = -1` means global attention (nothing is ever evicted).
+Window semantics (`CausalOptions`, shared with the block-causal mask in `causal_wan.py`): with
+`W = local_attn_size` and `S = sink_size`, a chunk whose last frame is `e - 1` sees the sink frames
+`[0, S)` plus the most recent `W - S` frames `[e - (W - S), e)` (its own chunk included), so at most `W`
+frames in all. `W = -1` means global attention (nothing is ever evicted).
 
-Storage is one tensor pair per frame (`(b T h d)` each), held in a dict keyed by absolute frame index,
-so an evicted frame is really released to the allocator and a rolling window keeps memory constant.
+Storage: per layer one K and one V buffer `(b (s T) H d)`, allocated at the first write (when `T`, `H`,
+`d` are known). Frame `j < S` lives in slot `j`; non-sink frames form one contiguous run of slots from
+slot `S` on, in frame order (slot of frame `j` = `S + j - base`). A chunk's own K/V are written into the
+slots right after its visible context, so attention reads one slice of the buffer:
+
+- global attention: slots `[0, end + k)`, a view, nothing copied; the buffer grows geometrically (one
+  copy per doubling) when a video runs past the reserved length (`reserve`).
+- rolling window, no sinks: the slice from the first visible frame, a view. The capacity is
+  `2 (W - S) + S + k` slots; when the run reaches the end, the held frames move back to slot `S`
+  (one copy of the window every `(W - S) / k` chunks, outside attention).
+- rolling window with sinks: after the window has rolled, the held frames just before the visible window
+  (kept so that the last chunk can be overwritten) separate the sinks from it, so the read is one cat of
+  two slices (sinks, window + chunk).
+
+Writes happen once per chunk (the t = 0 context pass) at the end of the held frames, or again at the
+start frame of the last written chunk, which overwrites that chunk in place. With autograd enabled the
+chunk's own K/V are never folded into a buffer (a later in-place write would corrupt a saved tensor):
+the block concatenates a copy of the context with them instead, exactly as the per-frame cache did.
 
 EMA-sink (Lu et al., arXiv 2512.04678), exact per-token rule used here: frames leave the window in
 increasing frame order; when non-sink frame `j` is evicted, sink slot `s = j % S` is updated token by
@@ -25,29 +42,53 @@ contiguously, then the current chunk (so video length is unbounded by the RoPE t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import torch
 
-_ROPE_MODES = ("absolute", "relative")
-_EVICTIONS = ("drop", "ema")
+from rfvideo.models.causal_options import CausalOptions
+
+__all__ = ["CachePlan", "KVCache", "LayerKV", "RecacheKV", "validate_cache_options"]
+
+_DEFAULT_GLOBAL_CHUNKS = 8  # initial global capacity (chunks) when no length was reserved
+
+
+@dataclass
+class CachePlan:
+    """Where one cached forward of `num_frames` frames at `frame_offset` reads and writes (buffer slots)."""
+
+    frame_offset: int
+    num_frames: int
+    write: bool
+    sink_frames: int
+    """Visible sink frames, in slots `[0, sink_frames)`."""
+    window: tuple[int, int]
+    """Slots `[start, stop)` of the visible non-sink frames (empty when start == stop)."""
+    own_slot: int | None
+    """First slot of this call's own frames (right after the visible context); None when those slots
+    hold frames that must survive the call (a read behind the last written frame)."""
+    fold: bool
+    """Write this call's K/V into the buffer and attend over one slice (no grad, free slots)."""
+    written: set[int] = field(default_factory=set)
+    """Layers this call has written (a checkpoint recompute must not write twice)."""
+
+    @property
+    def context_frames(self) -> int:
+        """Cached frames visible to this call (sinks included)."""
+        return self.sink_frames + self.window[1] - self.window[0]
 
 
 class KVCache:
     """Self- and cross-attention K/V of every transformer layer for one batch of prompts.
 
-    Cache tensors are always detached; writing happens once per chunk (the t = 0 context pass) or
-    again at the start frame of the last written chunk, which overwrites that chunk in place.
-
     Args:
         num_layers: Number of transformer blocks.
         batch_size: Batch size of every call that uses this cache.
-        num_frames_per_chunk: Latent frames per chunk.
-        local_attn_size: Frames visible to a chunk including itself and the sinks; -1 = global.
-        sink_size: Number of leading latent frames kept as attention sinks.
-        rope_mode: "absolute" or "relative" (see module docstring).
-        sink_eviction: "drop" (evicted frames are discarded) or "ema" (folded into the sinks).
-        sink_ema_decay: Decay of the EMA-sink update.
-        device: Device the cached tensors live on (defaults to the device of the first write).
-        dtype: Dtype the cached tensors are stored in (defaults to the dtype of the first write).
+        options: The model's causal options (chunk size, window, sinks, eviction, RoPE mode).
+        device: Device the buffers live on (defaults to the device of the first write).
+        dtype: Dtype the buffers are stored in (defaults to the dtype of the first write).
+        max_frames: Frames to reserve for a global cache (grows past it); see `reserve`.
     """
 
     def __init__(
@@ -55,78 +96,264 @@ class KVCache:
         num_layers: int,
         *,
         batch_size: int,
-        num_frames_per_chunk: int = 3,
-        local_attn_size: int = -1,
-        sink_size: int = 0,
-        rope_mode: str = "absolute",
-        sink_eviction: str = "drop",
-        sink_ema_decay: float = 0.99,
+        options: CausalOptions | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        max_frames: int | None = None,
     ) -> None:
-        validate_cache_options(
-            num_frames_per_chunk=num_frames_per_chunk,
-            local_attn_size=local_attn_size,
-            sink_size=sink_size,
-            rope_mode=rope_mode,
-            sink_eviction=sink_eviction,
-            sink_ema_decay=sink_ema_decay,
-        )
         if num_layers < 1 or batch_size < 1:
             raise ValueError(f"num_layers ({num_layers}) and batch_size ({batch_size}) must be >= 1")
+        self.options = options if options is not None else CausalOptions()
         self.num_layers = num_layers
         self.batch_size = batch_size
-        self.num_frames_per_chunk = num_frames_per_chunk
-        self.local_attn_size = local_attn_size
-        self.sink_size = sink_size
-        self.rope_mode = rope_mode
-        self.sink_eviction = sink_eviction
-        self.sink_ema_decay = float(sink_ema_decay)
         self.device = torch.device(device) if device is not None else None
         self.dtype = dtype
+        self._reserved = max_frames
+        self.stats: dict[str, int] = {}
         self.reset()
 
+    # ------------------------------------------------------------------ options
+    @property
+    def num_frames_per_chunk(self) -> int:
+        return self.options.num_frames_per_chunk
+
+    @property
+    def local_attn_size(self) -> int:
+        return self.options.local_attn_size
+
+    @property
+    def sink_size(self) -> int:
+        return self.options.sink_size
+
+    @property
+    def rope_mode(self) -> str:
+        return self.options.rope_mode
+
+    @property
+    def window_frames(self) -> int | None:
+        """Non-sink frames visible to a chunk incl. itself (`W - S`), None when global."""
+        return self.options.window_frames
+
+    # ------------------------------------------------------------------ state
     def reset(self) -> None:
-        """Forget every cached frame and the cross-attention K/V."""
-        # frames[layer][j] = (k, v), each (b T h d); sinks live here too (j < sink_size).
-        self.frames: list[dict[int, tuple[torch.Tensor, torch.Tensor]]] = [{} for _ in range(self.num_layers)]
+        """Forget every cached frame and the cross-attention K/V (the buffers are released too)."""
+        self.k: list[torch.Tensor] | None = None  # per layer (b (s T) H d)
+        self.v: list[torch.Tensor] | None = None
+        self.capacity = 0  # slots (frames) per buffer
         self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * self.num_layers
         self.tokens_per_frame: int | None = None
         self.last_chunk_start: int | None = None
         self.end_frame = 0  # one past the last written frame
+        self.first_frame = 0  # first held non-sink frame (>= sink_size once frames are evicted)
+        self.base = self.sink_size  # the non-sink frame stored in slot `sink_size`
         self._pending: tuple[int, int] | None = None
+        self.stats = {"read_copy_bytes": 0, "fold_bytes": 0, "maintenance_copy_bytes": 0, "reads": 0}
 
-    # ------------------------------------------------------------------ window bookkeeping
-    @property
-    def window_frames(self) -> int | None:
-        """Non-sink frames visible to a chunk incl. itself (`W - S`), None when global."""
-        return None if self.local_attn_size == -1 else self.local_attn_size - self.sink_size
+    def reset_cross(self) -> None:
+        """Drop the cross-attention K/V, so that the next call rebuilds them from its text."""
+        self.cross = [None] * self.num_layers
 
-    def visible_frames(self, frame_offset: int, num_frames: int) -> tuple[list[int], list[int]]:
-        """Cached (sink frames, window frames) that a chunk at `frame_offset` attends to, in order."""
-        present = sorted(self.frames[0].keys())
-        sinks = [j for j in present if j < self.sink_size and j < frame_offset]
-        lo = -1 if self.window_frames is None else frame_offset + num_frames - self.window_frames
-        window = [j for j in present if self.sink_size <= j < frame_offset and j >= lo]
-        return sinks, window
+    def reserve(self, num_frames: int) -> None:
+        """Size a global cache for a video of `num_frames` latent frames (no effect with a window)."""
+        if num_frames < 1:
+            raise ValueError(f"reserve needs num_frames >= 1, got {num_frames}")
+        self._reserved = max(self._reserved or 0, num_frames)
+        if self.k is not None and self.window_frames is None and num_frames > self.capacity:
+            self._grow(num_frames)
 
     def check_batch(self, batch_size: int) -> None:
         if batch_size != self.batch_size:
             raise ValueError(f"KVCache was built for batch_size={self.batch_size}, got batch {batch_size}")
 
+    def held_frames(self) -> list[int]:
+        """Absolute indices of the frames held, ascending (sinks first)."""
+        sinks = list(range(min(self.sink_size, self.end_frame)))
+        return sinks + list(range(max(self.first_frame, self.sink_size), self.end_frame))
+
+    def num_cached_frames(self) -> int:
+        """Frames currently held (sinks included)."""
+        return len(self.held_frames())
+
+    def slot(self, frame: int) -> int:
+        """Buffer slot of a (held or about to be written) frame."""
+        return frame if frame < self.sink_size else self.sink_size + frame - self.base
+
+    def visible_frames(self, frame_offset: int, num_frames: int) -> tuple[list[int], list[int]]:
+        """Cached (sink frames, window frames) that a chunk at `frame_offset` attends to, in order."""
+        held = self.held_frames()
+        sinks = [j for j in held if j < self.sink_size and j < frame_offset]
+        lo = -1 if self.window_frames is None else frame_offset + num_frames - self.window_frames
+        window = [j for j in held if self.sink_size <= j < frame_offset and j >= lo]
+        return sinks, window
+
+    # ------------------------------------------------------------------ planning a call
+    def plan(
+        self,
+        frame_offset: int,
+        num_frames: int,
+        tokens_per_frame: int,
+        *,
+        write: bool,
+        like: torch.Tensor,
+    ) -> CachePlan:
+        """Validate a cached call, make room for it, and say which slots it reads and writes.
+
+        Args:
+            frame_offset: Absolute index of the call's first frame.
+            num_frames: Frames in the call.
+            tokens_per_frame: Tokens per frame (fixed for the cache's lifetime until `reset`).
+            write: The call stores its K/V (append at the end or overwrite the last chunk).
+            like: A tensor shaped `(b l H d)` in the dtype and on the device attention runs with.
+        """
+        self.check_batch(like.shape[0])
+        if self.tokens_per_frame is not None and tokens_per_frame != self.tokens_per_frame:
+            raise ValueError(
+                f"KVCache holds {self.tokens_per_frame} tokens per frame, got {tokens_per_frame}; "
+                "reset() first"
+            )
+        own_slot: int | None = None
+        if write:
+            self.begin_write(frame_offset, num_frames, tokens_per_frame)
+            if self.k is None:
+                self._allocate(like, frame_offset + num_frames)
+            if frame_offset == self.end_frame:
+                self._make_room(num_frames)
+            own_slot = self.slot(frame_offset)
+        sinks, window = self.visible_frames(frame_offset, num_frames)
+        if not write and self.k is not None and (not window or window[-1] == self.end_frame - 1):
+            self._make_room(num_frames)
+            sinks, window = self.visible_frames(frame_offset, num_frames)
+            own_slot = self._end_slot()
+        win = (self.slot(window[0]), self.slot(window[-1]) + 1) if window else (0, 0)
+        fold = (
+            own_slot is not None
+            and not torch.is_grad_enabled()
+            and self.k is not None
+            and self.k[0].dtype == like.dtype
+            and self.k[0].device == like.device
+        )
+        return CachePlan(
+            frame_offset=frame_offset,
+            num_frames=num_frames,
+            write=write,
+            sink_frames=len(sinks),
+            window=win,
+            own_slot=own_slot,
+            fold=fold,
+        )
+
+    def _end_slot(self) -> int:
+        """The slot after the last held frame."""
+        if self.end_frame <= self.sink_size:
+            return self.end_frame
+        return self.slot(self.end_frame - 1) + 1
+
+    def _make_room(self, num_frames: int) -> None:
+        """Grow a global buffer, or compact a rolling one, so `num_frames` fit after the held frames."""
+        if self.k is None or self._end_slot() + num_frames <= self.capacity:
+            return
+        if self.window_frames is None:
+            self._grow(max(2 * self.capacity, self._end_slot() + num_frames))
+            return
+        # rolling: move the held run [first, end) back to slot S, frame order kept
+        first = max(self.first_frame, self.sink_size)
+        shift = first - self.base
+        assert shift > 0, "a rolling buffer holds its window plus a chunk"
+        S, T = self.sink_size, self.tokens_per_frame
+        n = (self.end_frame - first) * T
+        for buf in (*self.k, *self.v):
+            src, dst = (S + shift) * T, S * T
+            # pieces no longer than the shift, so that source and target never overlap
+            for done in range(0, n, shift * T):
+                step = min(shift * T, n - done)
+                buf[:, dst + done : dst + done + step].copy_(buf[:, src + done : src + done + step])
+            self.stats["maintenance_copy_bytes"] += buf[:, :n].nbytes
+        self.base = first
+
+    def _capacity_for(self, num_frames: int) -> int:
+        if self.window_frames is None:
+            return max(num_frames, self._reserved or 0)
+        return self.sink_size + 2 * self.window_frames + self.num_frames_per_chunk
+
+    def _allocate(self, like: torch.Tensor, frames_needed: int) -> None:
+        T = self.tokens_per_frame
+        b, _, H, d = like.shape
+        dtype = self.dtype or like.dtype
+        device = self.device or like.device
+        if self.window_frames is None and self._reserved is None:
+            frames_needed = max(frames_needed, _DEFAULT_GLOBAL_CHUNKS * self.num_frames_per_chunk)
+        self.capacity = max(self._capacity_for(frames_needed), frames_needed)
+        shape = (b, self.capacity * T, H, d)
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(self.num_layers)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(self.num_layers)]
+
+    def _grow(self, capacity: int) -> None:
+        assert self.k is not None and self.v is not None
+        T = self.tokens_per_frame
+        used = self._end_slot() * T
+        for bufs in (self.k, self.v):
+            for i, old in enumerate(bufs):
+                new = old.new_empty((old.shape[0], capacity * T, *old.shape[2:]))
+                new[:, :used].copy_(old[:, :used])
+                self.stats["maintenance_copy_bytes"] += old[:, :used].nbytes
+                bufs[i] = new
+        self.capacity = capacity
+
     # ------------------------------------------------------------------ reads
     def read(
         self, layer: int, frame_offset: int, num_frames: int
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Concatenated cached K and V `(b l h d)` visible to the chunk, or None when nothing is."""
+        """Cached K and V `(b l H d)` visible to a chunk at `frame_offset` (sinks first), or None.
+
+        A copy; the model's forward reads through `CachePlan` slices instead.
+        """
         sinks, window = self.visible_frames(frame_offset, num_frames)
         idx = sinks + window
-        if not idx:
+        if not idx or self.k is None:
             return None
-        store = self.frames[layer]
-        k = torch.cat([store[j][0] for j in idx], dim=1)
-        v = torch.cat([store[j][1] for j in idx], dim=1)
-        return k, v
+        T = self.tokens_per_frame
+        ks = [self.k[layer][:, self.slot(j) * T : (self.slot(j) + 1) * T] for j in idx]
+        vs = [self.v[layer][:, self.slot(j) * T : (self.slot(j) + 1) * T] for j in idx]
+        return torch.cat(ks, 1), torch.cat(vs, 1)
+
+    def _pieces(self, buf: torch.Tensor, plan: CachePlan, start: int, stop: int) -> torch.Tensor:
+        """Sinks then the run `[start, stop)` of one buffer: a view, or one cat of two slices."""
+        T = self.tokens_per_frame
+        ns = plan.sink_frames
+        if ns and start == ns:
+            return buf[:, : stop * T]  # sinks adjoin the run
+        run = buf[:, start * T : stop * T]
+        if not ns:
+            return run
+        out = torch.cat([buf[:, : ns * T], run], 1)
+        self.stats["read_copy_bytes"] += out.nbytes
+        return out
+
+    def context(self, layer: int, plan: CachePlan) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The call's visible cached K, V `(b l H d)` without its own frames, or None."""
+        if plan.context_frames == 0 or self.k is None or self.v is None:
+            return None
+        start, stop = plan.window if plan.window[1] > plan.window[0] else (plan.sink_frames,) * 2
+        return self._pieces(self.k[layer], plan, start, stop), self._pieces(self.v[layer], plan, start, stop)
+
+    def folded(self, layer: int, plan: CachePlan) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context and own K, V `(b l H d)` read as one slice (a view unless the sinks lie apart)."""
+        assert self.k is not None and self.v is not None and plan.own_slot is not None
+        self.stats["reads"] += 1
+        start = plan.window[0] if plan.window[1] > plan.window[0] else plan.own_slot
+        stop = plan.own_slot + plan.num_frames
+        return self._pieces(self.k[layer], plan, start, stop), self._pieces(self.v[layer], plan, start, stop)
+
+    @torch.no_grad()
+    def put(self, layer: int, plan: CachePlan, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Write a call's own K/V `(b (f T) H d)` into its slots (the write target or the free tail)."""
+        assert self.k is not None and self.v is not None and plan.own_slot is not None
+        T = self.tokens_per_frame
+        start, stop = plan.own_slot * T, (plan.own_slot + plan.num_frames) * T
+        self.k[layer][:, start:stop].copy_(k)
+        self.v[layer][:, start:stop].copy_(v)
+        if not plan.write:
+            self.stats["fold_bytes"] += k.nbytes + v.nbytes
 
     # ------------------------------------------------------------------ writes
     def begin_write(self, frame_offset: int, num_frames: int, tokens_per_frame: int) -> None:
@@ -152,43 +379,45 @@ class KVCache:
 
     @torch.no_grad()
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store one layer's chunk K/V `(b (f T) h d)` at the pending offset, then evict."""
+        """Store one layer's chunk K/V `(b (f T) H d)` at the pending offset (detached, in place)."""
         assert self._pending is not None, "begin_write() must precede write()"
         frame_offset, num_frames = self._pending
         T = self.tokens_per_frame
-        dtype = self.dtype or k.dtype
-        device = self.device or k.device
-        store = self.frames[layer]
-        for i in range(num_frames):
-            # clone: a stored frame must not keep the whole projection buffer alive, and sinks are
-            # updated in place by the EMA.
-            kf = k[:, i * T : (i + 1) * T].detach().to(device=device, dtype=dtype).clone()
-            vf = v[:, i * T : (i + 1) * T].detach().to(device=device, dtype=dtype).clone()
-            store[frame_offset + i] = (kf, vf)
-        if self.window_frames is None:
+        if self.k is None:
+            self._allocate(k, frame_offset + num_frames)
+        elif frame_offset == self.end_frame:
+            self._make_room(num_frames)
+        assert self.k is not None and self.v is not None
+        start = self.slot(frame_offset) * T
+        self.k[layer][:, start : start + num_frames * T].copy_(k.detach())
+        self.v[layer][:, start : start + num_frames * T].copy_(v.detach())
+
+    def end_write(self) -> None:
+        """Commit the pending chunk write (once, after every layer has written), then evict."""
+        assert self._pending is not None
+        frame_offset, num_frames = self._pending
+        self.last_chunk_start = frame_offset
+        self.end_frame = max(self.end_frame, frame_offset + num_frames)
+        self._pending = None
+        if self.window_frames is None or self.k is None:
             return
         # Frames no later chunk can see; depends only on the chunk position, so overwriting the last
         # chunk evicts nothing new (the EMA is never folded twice).
         threshold = frame_offset + num_frames - self.window_frames
-        for j in sorted(store.keys()):
-            if j < self.sink_size or j >= threshold:
-                continue
-            ek, ev = store.pop(j)
-            if self.sink_eviction == "ema" and self.sink_size > 0:
-                slot = j % self.sink_size
-                if slot in store:
-                    sk, sv = store[slot]
-                    decay = self.sink_ema_decay
-                    sk.mul_(decay).add_(ek, alpha=1.0 - decay)
-                    sv.mul_(decay).add_(ev, alpha=1.0 - decay)
-
-    def end_write(self) -> None:
-        """Commit the pending chunk write (called once after every layer has written)."""
-        assert self._pending is not None
-        frame_offset, num_frames = self._pending
-        self.last_chunk_start = frame_offset
-        self.end_frame = frame_offset + num_frames
-        self._pending = None
+        first = max(self.first_frame, self.sink_size)
+        if threshold <= first:
+            return
+        S, T = self.sink_size, self.tokens_per_frame
+        if self.options.sink_eviction == "ema" and S > 0:
+            decay = self.options.sink_ema_decay
+            with torch.no_grad():
+                for j in range(first, threshold):
+                    s, e = j % S, self.slot(j)
+                    for buf in (*self.k, *self.v):
+                        buf[:, s * T : (s + 1) * T].mul_(decay).add_(
+                            buf[:, e * T : (e + 1) * T], alpha=1.0 - decay
+                        )
+        self.first_frame = threshold
 
     # ------------------------------------------------------------------ cross-attention
     def get_cross(self, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -199,44 +428,137 @@ class KVCache:
         self.cross[layer] = (k.detach(), v.detach())
 
     # ------------------------------------------------------------------ introspection
-    def num_cached_frames(self) -> int:
-        """Frames currently held (sinks included)."""
-        return len(self.frames[0])
+    def frame_kv(self, layer: int, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stored K, V `(b T H d)` of one held frame (views)."""
+        if frame not in self.held_frames() or self.k is None or self.v is None:
+            raise ValueError(f"frame {frame} is not held (held: {self.held_frames()})")
+        T, s = self.tokens_per_frame, self.slot(frame)
+        return self.k[layer][:, s * T : (s + 1) * T], self.v[layer][:, s * T : (s + 1) * T]
+
+    @torch.no_grad()
+    def overwrite_held(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Overwrite every held frame's K/V with `(b (f T) H d)` given for `held_frames()` in order."""
+        assert self.k is not None and self.v is not None
+        T = self.tokens_per_frame
+        held = self.held_frames()
+        if k.shape[1] != len(held) * T:
+            raise ValueError(f"overwrite_held got {k.shape[1] // T} frames for {len(held)} held frames")
+        ns = sum(1 for j in held if j < self.sink_size)
+        # sinks in slots [0, ns), the run contiguous from slot(first)
+        pieces = [(0, 0, ns)] if ns else []
+        if len(held) > ns:
+            pieces.append((ns, self.slot(held[ns]), len(held) - ns))
+        for src, dst, n in pieces:
+            self.k[layer][:, dst * T : (dst + n) * T].copy_(k[:, src * T : (src + n) * T])
+            self.v[layer][:, dst * T : (dst + n) * T].copy_(v[:, src * T : (src + n) * T])
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor the cache holds (for tests and memory accounting)."""
         out: list[torch.Tensor] = []
-        for store in self.frames:
-            for k, v in store.values():
-                out += [k, v]
+        if self.k is not None and self.v is not None:
+            out += [*self.k, *self.v]
         for kv in self.cross:
             if kv is not None:
                 out += list(kv)
         return out
 
 
-def validate_cache_options(
-    *,
-    num_frames_per_chunk: int,
-    local_attn_size: int,
-    sink_size: int,
-    rope_mode: str,
-    sink_eviction: str,
-    sink_ema_decay: float,
-) -> None:
-    """Raise ValueError naming the offending causal option."""
-    if num_frames_per_chunk < 1:
-        raise ValueError(f"num_frames_per_chunk must be >= 1, got {num_frames_per_chunk}")
-    if sink_size < 0:
-        raise ValueError(f"sink_size must be >= 0, got {sink_size}")
-    if local_attn_size != -1 and local_attn_size - sink_size < num_frames_per_chunk:
-        raise ValueError(
-            f"local_attn_size ({local_attn_size}) must be -1 or >= sink_size ({sink_size}) + "
-            f"num_frames_per_chunk ({num_frames_per_chunk})"
-        )
-    if rope_mode not in _ROPE_MODES:
-        raise ValueError(f"rope_mode must be one of {_ROPE_MODES}, got {rope_mode!r}")
-    if sink_eviction not in _EVICTIONS:
-        raise ValueError(f"sink_eviction must be one of {_EVICTIONS}, got {sink_eviction!r}")
-    if not 0.0 <= sink_ema_decay <= 1.0:
-        raise ValueError(f"sink_ema_decay must be in [0, 1], got {sink_ema_decay}")
+Rotate = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""`rotate(x (b l H d), cos (l d), sin (l d)) -> (b l H d)`: the model's RoPE."""
+
+
+class LayerKV:
+    """One layer's handle on the cache during one cached forward: the block hands it this call's keys and
+    values and gets back what to attend over; the handle reads and writes the layer's slots.
+
+    Args:
+        cache: The cache.
+        layer: The block's index.
+        plan: The call's `CachePlan` (shared by every layer of the call).
+        rotate: The model's RoPE function.
+        rope_ctx: cos, sin `(l d)` of the visible context ("relative" RoPE only; None otherwise).
+        rope_read: cos, sin `(l d)` of context + own frames ("relative" RoPE only).
+        snapshot: Copy the visible context now (gradient checkpointing recomputes the block later, when
+            the cache may hold other frames).
+    """
+
+    def __init__(
+        self,
+        cache: KVCache,
+        layer: int,
+        plan: CachePlan,
+        *,
+        rotate: Rotate,
+        rope_ctx: tuple[torch.Tensor, torch.Tensor] | None,
+        rope_read: tuple[torch.Tensor, torch.Tensor] | None,
+        snapshot: bool = False,
+    ) -> None:
+        self.cache, self.layer, self.plan = cache, layer, plan
+        self.rotate, self.rope_ctx, self.rope_read = rotate, rope_ctx, rope_read
+        self.relative = cache.rope_mode == "relative"
+        self._snapshot: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._snapped = snapshot and not plan.fold
+        if self._snapped:
+            ctx = cache.context(layer, plan)
+            self._snapshot = None if ctx is None else (ctx[0].clone(), ctx[1].clone())
+
+    def self_kv(
+        self, k: torch.Tensor, v: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (rotated) and values `(b l' H d)` to attend over, from this call's unrotated `k`, `v`
+        `(b l H d)` and their RoPE `rope_q`; stores `k`, `v` when the call writes."""
+        plan, cache, layer = self.plan, self.cache, self.layer
+        if plan.fold:
+            stored = k if self.relative else self.rotate(k, *rope_q)
+            if layer not in plan.written:
+                cache.put(layer, plan, stored, v)
+                plan.written.add(layer)
+            keys, values = cache.folded(layer, plan)
+            if self.relative:
+                assert self.rope_read is not None
+                keys = self.rotate(keys, *self.rope_read)
+            return keys, values
+        k_rot = self.rotate(k, *rope_q)
+        if plan.write and layer not in plan.written:
+            cache.put(layer, plan, (k if self.relative else k_rot).detach(), v.detach())
+            plan.written.add(layer)
+        ctx = self._snapshot if self._snapped else cache.context(layer, plan)
+        if ctx is None:
+            return k_rot, v
+        ck, cv = ctx
+        if self.relative:
+            assert self.rope_ctx is not None
+            ck = self.rotate(ck, *self.rope_ctx)
+        return torch.cat([ck.to(k_rot.dtype), k_rot], 1), torch.cat([cv.to(v.dtype), v], 1)
+
+    def cross_kv(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Cached cross-attention K, V `(b n H d)`; None under grad (recomputed so the text path trains)."""
+        return None if torch.is_grad_enabled() else self.cache.get_cross(self.layer)
+
+    def store_cross(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        if self.cache.get_cross(self.layer) is None:
+            self.cache.set_cross(self.layer, k, v)
+
+
+class RecacheKV(LayerKV):
+    """Handle of one layer during `recache`: the forward runs over every held frame (with a mask giving
+    each the visibility it had); its keys and values overwrite the held ones and are attended as is."""
+
+    def __init__(self, cache: KVCache, layer: int, *, rotate: Rotate) -> None:
+        self.cache, self.layer, self.rotate = cache, layer, rotate
+        self.relative = cache.rope_mode == "relative"
+
+    def self_kv(
+        self, k: torch.Tensor, v: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        k_rot = self.rotate(k, *rope_q)
+        self.cache.overwrite_held(self.layer, k if self.relative else k_rot, v)
+        return k_rot, v
+
+    def cross_kv(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
+
+def validate_cache_options(**options: object) -> None:
+    """Raise ValueError naming the offending causal option (kept for callers of the old helper)."""
+    CausalOptions(**options)  # type: ignore[arg-type]

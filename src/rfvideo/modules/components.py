@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from rfvideo.models.causal_options import CausalOptions
 from rfvideo.models.causal_wan import CausalWanTransformer
 from rfvideo.models.text_encoder import TextEncoder
 from rfvideo.models.vae import WanVAE
@@ -32,18 +33,31 @@ def load_causal_wan(
     num_frames_per_chunk: int = 3,
     local_attn_size: int = -1,
     sink_size: int = 0,
+    sink_eviction: str = "drop",
+    sink_ema_decay: float = 0.99,
+    rope_mode: str = "absolute",
+    attention_backend: str = "auto",
     init_checkpoint: str | None = None,
     init_from_ema: bool = True,
 ) -> CausalWanTransformer:
     """Wan2.1 diffusers weights (folder or hub id) as a causal generator; optionally then a stage-1 Lightning
     checkpoint's generator (its EMA by default) on top, loaded strictly.
 
+    The causal options are the fields of `rfvideo.models.CausalOptions` (flat here, so YAML configs name
+    them directly); they are validated together before any weight is read.
     Keep trainable weights in float32 and let the Trainer's `bf16-mixed` precision cast the compute.
     """
-    model = CausalWanTransformer.from_pretrained(
-        path, subfolder=subfolder, torch_dtype=_dtype(dtype), num_frames_per_chunk=num_frames_per_chunk,
-        local_attn_size=local_attn_size, sink_size=sink_size,
+    options = CausalOptions(
+        num_frames_per_chunk=num_frames_per_chunk, local_attn_size=local_attn_size, sink_size=sink_size,
+        sink_eviction=sink_eviction, sink_ema_decay=sink_ema_decay, rope_mode=rope_mode,
+        attention_backend=attention_backend,
     )  # fmt: skip
+    from rfvideo.models.hub import resolve_pretrained
+
+    path = resolve_pretrained(path, what="Wan2.1 transformer")
+    model = CausalWanTransformer.from_pretrained(
+        path, subfolder=subfolder, torch_dtype=_dtype(dtype), **options.to_config()
+    )
     if init_checkpoint is not None:
         if not Path(init_checkpoint).is_file():
             raise ValueError(f"init_checkpoint {init_checkpoint!r} does not exist")
