@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 from pathlib import Path
 
 from rfvideo.cli.argtypes import nonnegative_int, positive_int
@@ -105,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f'rfvideo serve needs the serve extra ({e.name} is missing): pip install -e ".[serve]"'
         ) from None
-    from rfvideo.cli.lightning import build_module, load_module_checkpoint
     from rfvideo.cli.preflight import preflight_checkpoint
 
     if args.ckpt:
@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from rfvideo.cli.devices import resolve_device
+    from rfvideo.cli.lightning import build_module, load_module_checkpoint
     from rfvideo.serve import ServeSettings, create_app, run_server
     from rfvideo.serve.loading import streaming_factory
     from rfvideo.streaming import check_stream_length
@@ -159,6 +160,6 @@ def run(args: argparse.Namespace) -> int:
         f"at most {args.max_streams} at once; Ctrl+C stops)",
         flush=True,
     )
-    run_server(create_app(factory, settings), host=args.host, port=args.port)
-    print("rfvideo serve: stopped", flush=True)
+    sig = run_server(create_app(factory, settings), host=args.host, port=args.port)
+    print(f"rfvideo serve: stopped{f' ({signal.Signals(sig).name})' if sig else ''}", flush=True)
     return 0

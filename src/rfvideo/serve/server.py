@@ -7,6 +7,7 @@ the app's lifespan shutdown, which stops every stream and waits for its worker t
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ DEFAULT_PORT = 7860
 # Client text messages are small JSON objects; anything bigger is refused by the server itself.
 _WS_MAX_BYTES = 64 * 1024
 _GRACEFUL_S = 10
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _config(app: Any, host: str, port: int, log_level: str) -> Any:
@@ -38,13 +40,28 @@ def _config(app: Any, host: str, port: int, log_level: str) -> Any:
 
 def run_server(
     app: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log_level: str = "info"
-) -> None:
-    """Serve `app` until SIGINT / SIGTERM, then shut down cleanly (streams stopped, workers joined)."""
+) -> int | None:
+    """Serve `app` until SIGINT / SIGTERM, then shut down cleanly (streams stopped, workers joined).
+
+    Returns:
+        The signal that ended the server (None if it stopped otherwise). The process then exits normally:
+        after its graceful shutdown uvicorn re-raises the signal it caught, which would turn a clean
+        Ctrl+C into a KeyboardInterrupt traceback and SIGTERM into exit status 143; the handlers
+        installed here (uvicorn restores them before re-raising) absorb that re-raise.
+    """
     import uvicorn
 
     if not 0 <= port < 65536:
         raise ValueError(f"port must lie in [0, 65535], got {port}")
-    uvicorn.Server(_config(app, host, port, log_level)).run()
+    received: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, lambda s, _f: received.append(s)) for sig in _SIGNALS} if main else {}
+    try:
+        uvicorn.Server(_config(app, host, port, log_level)).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return received[0] if received else None
 
 
 @contextlib.contextmanager
