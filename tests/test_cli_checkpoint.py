@@ -78,3 +78,17 @@ def test_fit_truncated_ckpt_path_is_one_line(module, tmp_path, capsys, monkeypat
     assert code == 2
     assert err == [f"error: --ckpt_path: checkpoint {str(cut)!r} is truncated ({cut.stat().st_size} bytes; "
                    "its zip directory is missing)"]  # fmt: skip
+
+
+def test_ckpt_path_keywords_are_not_files(tmp_path):
+    import rfvideo.cli.lightning as cli_lightning
+
+    class Parsed(Exception):
+        pass
+
+    class Probe(cli_lightning.RFVideoCLI):
+        def before_instantiate_classes(self):
+            raise Parsed
+
+    with pytest.raises(Parsed):  # "last" is Lightning's keyword, not a missing file
+        Probe(["fit", "--config", CONFIG, "--ckpt_path=last", f"--trainer.default_root_dir={tmp_path}"])

@@ -47,7 +47,7 @@ def test_help_and_argument_errors_import_no_torch():
         "import sys\n"
         "from rfvideo.cli import main\n"
         "assert main(['--help']) == 0\n"
-        "bad = ['generate', '--config', 'x.yaml', '--prompt', 'p', '--out', 'o', '--num-frames', '0']\n"
+        "bad = ['generate', '--config', 'x.yaml', '--prompt', 'p', '--out', 'o', '--latent-frames', '0']\n"
         "for argv in (['generate', '--help'], ['precompute', 'latents', '--help'], bad):\n"
         "    try:\n"
         "        main(argv)\n"

@@ -173,10 +173,13 @@ def test_generate_checks_the_requested_frames_before_building(tmp_path, capsys, 
     }
     cfg["model"]["init_args"]["num_latent_frames"] = 3
     argv = ["generate", "--config", _write(tmp_path, cfg), "--prompt", "p", "--out", str(tmp_path / "o")]
-    assert main([*argv, "--num-frames", "4"]) == 2
+    from test_cli_argtypes import _generate_frames_option
+
+    option = _generate_frames_option()
+    assert main([*argv, option, "4"]) == 2
     assert (
         "num_latent_frames=4 is not a multiple of the generator's num_frames_per_chunk=3"
         in capsys.readouterr().err
     )
-    assert main([*argv, "--num-frames", "6"]) == 2
+    assert main([*argv, option, "6"]) == 2
     assert "latent frames need 6 RoPE positions" in capsys.readouterr().err

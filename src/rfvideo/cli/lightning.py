@@ -14,7 +14,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from rfvideo.cli.preflight import preflight_checkpoint, preflight_config
+from rfvideo.cli.preflight import CKPT_KEYWORDS, preflight_checkpoint, preflight_config
 from rfvideo.utils.checkpoint import load_checkpoint
 
 __all__ = ["RFVideoCLI", "build_module", "load_module_checkpoint", "run_lightning"]
@@ -46,7 +46,7 @@ class RFVideoCLI(LightningCLI):
         # Before LightningCLI itself torch.loads --ckpt_path to read its hyperparameters.
         sub = self.config.get("subcommand")
         ckpt = self.config[sub].get("ckpt_path") if sub else None
-        if ckpt:
+        if ckpt and str(ckpt) not in CKPT_KEYWORDS:  # "last" / "best": Lightning finds the file
             preflight_checkpoint(ckpt, option="--ckpt_path")
 
     def before_instantiate_classes(self) -> None:
