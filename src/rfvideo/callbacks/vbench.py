@@ -27,7 +27,8 @@ import lightning.pytorch as pl
 import torch
 
 from rfvideo.eval.aggregate import aggregate_scores, canonical_dimension
-from rfvideo.eval.dispatch import IMPLEMENTED_DIMENSIONS, score_dimension
+from rfvideo.eval.dispatch import score_dimension
+from rfvideo.eval.registry import in_loop_dimension
 
 METRIC_PREFIX = "val/vbench"
 
@@ -134,8 +135,10 @@ class VBenchCallback(pl.Callback):
         super().__init__()
         self.dimensions = [canonical_dimension(d) for d in dimensions]
         for d in self.dimensions:
-            if d not in IMPLEMENTED_DIMENSIONS:
-                raise ValueError(f"VBenchCallback: dimension {d!r} is not implemented")
+            try:
+                in_loop_dimension(d)  # the registry: a newly registered dimension works here too
+            except ValueError as e:
+                raise ValueError(f"VBenchCallback: {e}") from e
         if not self.dimensions:
             raise ValueError("VBenchCallback: no dimensions")
         if every_n_steps < 0:
