@@ -123,3 +123,34 @@ def test_known_hub_id_passes_unknown_is_named(local_hub):
 def test_malformed_input(bad, empty_cache):
     with pytest.raises(ValueError, match="Wan"):
         resolve_pretrained(bad, what="Wan")  # type: ignore[arg-type]
+
+
+def _loaders():
+    """Every loader that takes a weights folder or hub id, called with a missing local folder."""
+    from rfvideo.models import TextEncoder, WanVAE
+    from rfvideo.modules.components import load_causal_wan
+    from rfvideo.rewards.aesthetic import AestheticReward
+    from rfvideo.rewards.clip_score import ClipScoreReward, load_clip_processing
+    from rfvideo.rewards.hps import HPSv2Reward
+    from rfvideo.rewards.image_reward import load_blip_tokenizer
+    from rfvideo.rewards.pickscore import PickScoreReward
+
+    return {
+        "WanVAE": lambda p: WanVAE.from_pretrained(p),
+        "load_causal_wan": lambda p: load_causal_wan(p),
+        "TextEncoder": lambda p: TextEncoder.from_pretrained(p),
+        "ClipScoreReward": lambda p: ClipScoreReward.from_pretrained(p),
+        "load_clip_processing": lambda p: load_clip_processing(p),
+        "PickScoreReward": lambda p: PickScoreReward.from_pretrained(p, processor_path=p),
+        "HPSv2Reward": lambda p: HPSv2Reward.from_pretrained(p, processor_path=p),
+        "AestheticReward": lambda p: AestheticReward.from_pretrained(p, p),
+        "load_blip_tokenizer": lambda p: load_blip_tokenizer(p),
+    }
+
+
+@pytest.mark.parametrize("name", list(_loaders()))
+def test_every_loader_says_no_such_folder(tmp_path, name, empty_cache, monkeypatch):
+    monkeypatch.setattr(hub, "_ask_hub", lambda repo_id: pytest.fail(f"asked the hub about {repo_id}"))
+    missing = str(tmp_path / "weights" / "wan")
+    with pytest.raises(ValueError, match=r"no such folder: '.*weights/wan'"):
+        _loaders()[name](missing)
