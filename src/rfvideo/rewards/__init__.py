@@ -13,7 +13,7 @@ from rfvideo.rewards.image_reward import (
     load_blip_tokenizer,
 )
 from rfvideo.rewards.pickscore import PickScoreReward
-from rfvideo.rewards.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess
+from rfvideo.rewards.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess, Letterbox, clean_prompt_open_clip
 from rfvideo.rewards.video_reward import (
     CallableVideoReward,
     FrameSampling,
@@ -50,6 +50,8 @@ __all__ = [
     "hf_to_open_clip",
     "HPSv2Reward",
     "ImagePreprocess",
+    "Letterbox",
+    "clean_prompt_open_clip",
     "MotionReward",
     "Normalization",
     "open_clip_to_hf",

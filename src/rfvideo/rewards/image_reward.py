@@ -30,7 +30,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoTokenizer, BlipTextModel, BlipVisionModel, PreTrainedTokenizerBase
 
@@ -42,6 +41,7 @@ from rfvideo.rewards.blip import (
     convert_blip_text_state_dict,
     convert_blip_vision_state_dict,
 )
+from rfvideo.rewards.preprocess import center_crop, resize_shortest_edge
 
 #: CLIP/BLIP normalisation used by ImageReward's `_transform`.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -62,21 +62,10 @@ def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
     Returns:
         (n 3 size size). The shorter side becomes `size`, the longer `int(size * long / short)`
-        (torchvision's truncation), then the centre crop uses torchvision's rounding.
+        (torchvision's truncation); the crop window is placed with torchvision's rounding.
     """
-    h, w = images.shape[-2:]
-    if h <= w:
-        new_h, new_w = size, int(size * w / h)
-    else:
-        new_h, new_w = int(size * h / w), size
-    if (new_h, new_w) != (h, w):
-        # antialias matches PIL's downscaling filter; float in, float out (no uint8 round trip).
-        images = F.interpolate(
-            images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True
-        )
-    top = int(round((new_h - size) / 2.0))
-    left = int(round((new_w - size) / 2.0))
-    return images[..., top : top + size, left : left + size]
+    # antialias matches PIL's downscaling filter; float in, float out (no uint8 round trip).
+    return center_crop(resize_shortest_edge(images, size), size, size, offset="round")
 
 
 class ImageRewardMLP(AestheticMLP):
