@@ -94,6 +94,9 @@ class AestheticReward(FrameReward):
         **kwargs: Any,
     ) -> AestheticReward:
         """Load the head `.pth` and the CLIP model + image processor (local directory or hub id)."""
+        from rfvideo.models.hub import resolve_pretrained
+
+        clip_path_or_id = resolve_pretrained(clip_path_or_id, what="aesthetic CLIP model")
         clip = CLIPModel.from_pretrained(str(clip_path_or_id), torch_dtype=torch_dtype, **kwargs)
         # The predictor's reference code preprocesses with OpenAI CLIP's torchvision transform: crop offsets
         # round like torchvision's CenterCrop, not like transformers' processor.

@@ -46,6 +46,9 @@ def _features(out: Any) -> torch.Tensor:
 
 def load_clip_processing(path_or_id: str | Path, **kwargs: Any) -> tuple[Any, ImagePreprocess]:
     """Tokenizer and differentiable image preprocessing from a CLIP processor directory or hub id."""
+    from rfvideo.models.hub import resolve_pretrained
+
+    path_or_id = resolve_pretrained(path_or_id, what="CLIP tokenizer / processor")
     tokenizer = AutoTokenizer.from_pretrained(str(path_or_id), **kwargs)
     processor = CLIPImageProcessor.from_pretrained(str(path_or_id), **kwargs)
     return tokenizer, ImagePreprocess.from_processor(processor)
@@ -114,6 +117,9 @@ class ClipSimilarityReward(FrameReward):
             torch_dtype: model dtype.
             **kwargs: forwarded to the constructor (`scale`, `max_length`).
         """
+        from rfvideo.models.hub import resolve_pretrained
+
+        path_or_id = resolve_pretrained(path_or_id, what="CLIP model")
         model = CLIPModel.from_pretrained(str(path_or_id), torch_dtype=torch_dtype)
         tokenizer, preprocess = load_clip_processing(processor_path or path_or_id)
         return cls(model, tokenizer, preprocess, **kwargs)

@@ -189,6 +189,10 @@ class HPSv2Reward(ClipSimilarityReward):
             torch_dtype: model dtype.
             **kwargs: constructor options (`scale`, `max_length`, `preprocess`, `text_clean`).
         """
+        from rfvideo.models.hub import resolve_pretrained
+
+        path_or_id = resolve_pretrained(path_or_id, what="HPS checkpoint or CLIP model")
+        processor_path = processor_path and resolve_pretrained(processor_path, what="HPS processor")
         path = Path(path_or_id)
         if path.is_file():
             if processor_path is None:

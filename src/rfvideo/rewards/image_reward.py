@@ -111,7 +111,9 @@ def load_blip_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase
     BLIP sets bos to a new [DEC] token and adds [ENC]; the ids (30522, 30523 for bert-base-uncased) match
     the checkpoint's 30524-row word embedding.
     """
-    tok = AutoTokenizer.from_pretrained(os.fspath(path))
+    from rfvideo.models.hub import resolve_pretrained
+
+    tok = AutoTokenizer.from_pretrained(resolve_pretrained(path, what="BLIP tokenizer"))
     tok.add_special_tokens({"bos_token": "[DEC]"})
     tok.add_tokens(["[ENC]"], special_tokens=True)
     return tok
