@@ -67,6 +67,33 @@ def test_write_read_round_trip(tmp_path):
     assert sub.shape == (3, 3, 16, 16)
 
 
+def test_read_video_ignores_decord_bridge_and_falls_back_only_on_decord_errors(tmp_path, monkeypatch):
+    import decord
+
+    v = smooth_video(5, 32, 64, seed=2)
+    path = write_video(tmp_path / "c.mp4", v, fps=8, crf=10)
+    want = read_video(path)
+    real_open = av.open
+
+    def no_av(*a, **k):
+        raise AssertionError("fell back to PyAV")
+
+    monkeypatch.setattr(av, "open", no_av)
+    decord.bridge.set_bridge("torch")  # VBench's ViCLIP reader leaves this set
+    try:
+        assert torch.equal(read_video(path), want)
+    finally:
+        decord.bridge.set_bridge("native")
+    monkeypatch.setattr(av, "open", real_open)
+
+    def broken(self, idx):
+        raise MemoryError("not decord's stride bug")
+
+    monkeypatch.setattr(decord.VideoReader, "get_batch", broken)
+    with pytest.raises(MemoryError):
+        read_video(path)  # only DECORDError means "try PyAV"
+
+
 def test_frame_selection_and_crop():
     assert frame_indices(10, 4, "first") == [0, 1, 2, 3]
     assert frame_indices(10, 4, "uniform") == [0, 3, 6, 9]

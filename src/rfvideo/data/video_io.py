@@ -119,10 +119,11 @@ def read_video(
         raise VideoReadError(f"video {str(p)!r} has no frames")
     idx = list(range(total)) if num_frames is None else frame_indices(total, num_frames, sampling)
     try:
-        frames = reader.get_batch(idx).asnumpy()  # (F H W 3) uint8
-    except Exception as e:
-        # decord2 3.x fails on some frame sizes (e.g. 48 pixels wide: "size must exactly match");
-        # PyAV decodes those files, so it is the fallback before calling the file unreadable.
+        frames = _batch_numpy(reader.get_batch(idx))  # (F H W 3) uint8
+    except decord._ffi.base.DECORDError as e:
+        # decord2 3.4 fails on a few frame widths (measured: 16, 24, 48 and 72 px at any height;
+        # "Check failed: from_size == to_size"); PyAV decodes those files, so it is the fallback
+        # before calling the file unreadable.
         try:
             frames = _read_frames_av(p, idx)
         except Exception as e2:
@@ -136,6 +137,14 @@ def read_video(
     if height is not None and width is not None:
         video = resize_center_crop(video, height, width)
     return video
+
+
+def _batch_numpy(batch):  # -> (F H W 3) uint8 numpy array
+    # decord returns its NDArray under the native bridge and a torch tensor after
+    # decord.bridge.set_bridge("torch") (VBench's ViCLIP reader leaves that set): accept both.
+    if isinstance(batch, torch.Tensor):
+        return batch.cpu().numpy()
+    return batch.asnumpy()
 
 
 def _read_frames_av(path: Path, indices: list[int]):  # -> (F H W 3) uint8 numpy array
