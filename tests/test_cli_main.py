@@ -158,3 +158,23 @@ def test_generate_writes_mp4(tmp_path):
     with av.open(str(files[0])) as c:
         frames = list(c.decode(video=0))
     assert len(frames) == 5  # 2 latent frames -> 1 + 4 pixel frames
+
+
+def test_build_module_config_errors_are_one_line(tmp_path):
+    with pytest.raises(UsageError, match=r"^--config: no such file: '.*nope\.yaml'$"):
+        build_module(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(CONFIG).read_text().replace("ema_decay:", "ema_decy:"))
+    with pytest.raises(UsageError) as e:
+        build_module(bad)
+    text = str(e.value)
+    assert "\n" not in text and "Option 'ema_decy' is not accepted" in text and "Given value" not in text
+
+
+def test_generate_with_a_misspelt_config_key_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("RFVIDEO_TRACEBACK", raising=False)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(CONFIG).read_text().replace("ema_decay:", "ema_decy:"))
+    assert main(["generate", "--config", str(bad), "--prompt", "p", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: config ") and "ema_decy" in err[0]

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from rfvideo.cli.errors import UsageError
 from rfvideo.cli.preflight import CKPT_KEYWORDS, preflight_checkpoint, preflight_config
 from rfvideo.utils.checkpoint import load_checkpoint
 
@@ -37,6 +39,9 @@ class RFVideoCLI(LightningCLI):
             args=args,
             run=run,
             save_config_kwargs={"overwrite": True},
+            # Outside fit/validate/...: raise the parse error (build_module makes it one line) rather
+            # than print the LightningCLI usage, which names options the calling subcommand lacks.
+            parser_kwargs={"exit_on_error": False} if self._model_only else None,
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -62,6 +67,15 @@ class RFVideoCLI(LightningCLI):
         self.model = self._get(self.config_init, "model")
 
 
+_NOISE = ("Given value", "Subtypes:", "Does not validate", "Errors:", "- Expected a <class 'NoneType'>")
+
+
+def _one_line(message: str) -> str:
+    """jsonargparse's multi-line parse error, without the echo of the whole value, on one line."""
+    lines = [line.strip() for line in message.splitlines()]
+    return " ".join(line.removeprefix("- ") for line in lines if line and not line.startswith(_NOISE))
+
+
 def _config_args(config_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
     paths = [config_paths] if isinstance(config_paths, (str, os.PathLike)) else list(config_paths)
     args: list[str] = []
@@ -81,8 +95,20 @@ def build_module(
 
     Returns:
         The module (preflight-checked, in the state its loaders leave it).
+
+    Raises:
+        UsageError: A config file is missing, does not parse (e.g. a misspelt key), or fails preflight.
     """
-    cli = RFVideoCLI([*_config_args(config_paths), *overrides], run=False, model_only=True)
+    import argparse
+
+    args = _config_args(config_paths)
+    for path in args[1::2]:
+        if not Path(path).is_file():
+            raise UsageError(f"--config: no such file: {path!r}")
+    try:
+        cli = RFVideoCLI([*args, *overrides], run=False, model_only=True)
+    except argparse.ArgumentError as e:
+        raise UsageError(f"config {' + '.join(args[1::2])}: {_one_line(str(e))}") from e
     return cli.model
 
 
