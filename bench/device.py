@@ -15,7 +15,12 @@ CPU in seconds (tests/test_bench_device.py keeps it working between GPU sessions
   4. KV cache size: global over the whole video and a rolling window (9 frames, 3 sinks) over a 3x
      longer video (spec: ~6 GB and ~2.6 GB in bf16 at batch 1);
   5. one reward-stage training step: rollout with grad only in the last chunk, activation checkpointing,
-     `decode_last`, a pixel reward; peak memory and time.
+     `decode_last`, a pixel reward; peak memory and time;
+  6. streaming (`rfvideo.streaming.stream_video`, each chunk decoded as soon as it exists), the three
+     defined numbers: model-only FPS (pixel frames / seconds in the generator), end-to-end FPS with
+     streamed decode (pixel frames / wall seconds of generator + decode), time to the first pixel frame
+     (streaming vs decode after the whole video); and compiled vs eager (`compile_cached`, when present):
+     speed and the difference of the latents.
 
 Prints a markdown table last and writes it to `--out` (default `$OUT/device.md` when $OUT is set).
 
@@ -149,12 +154,104 @@ def build_models(size: Size, device: torch.device, dtype: torch.dtype, **causal:
     return ref, ours
 
 
+def stream_rows(
+    model: Any,
+    size: Size,
+    z: torch.Tensor,
+    emb: torch.Tensor,
+    sched: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+    backend: str,
+) -> list[tuple[str, str, str]]:
+    """Section 6: streamed-decode numbers, decode-after first-frame time, compiled vs eager."""
+    import diffusers
+    from einops import rearrange
+
+    from rfvideo.models import WanVAE
+    from rfvideo.sampling import sample_chunkwise
+    from rfvideo.streaming import stream_video
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        vae = WanVAE(diffusers.AutoencoderKLWan(**size.vae)).to(dtype)
+    f = z.shape[2]
+    pixel_frames = 1 + 4 * (f - 1)
+
+    def streamed() -> tuple[float, float, float]:
+        """(seconds to the first pixel frames, to the whole video, in the generator)."""
+        timings: list[dict[str, float]] = []
+        first = 0.0
+        sync(device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            gen = torch.Generator(device).manual_seed(0)
+            for i, _ in stream_video(model, vae, z, emb, schedule=sched, generator=gen, timings=timings):
+                if i == 0:
+                    sync(device)
+                    first = time.perf_counter() - t0
+        sync(device)
+        return first, time.perf_counter() - t0, sum(t["model"] for t in timings)
+
+    def decode_after() -> None:
+        with torch.no_grad():
+            gen = torch.Generator(device).manual_seed(0)
+            lat = sample_chunkwise(model, z, emb, schedule=sched, generator=gen)
+            vae.decode(rearrange(lat, "b c f h w -> b f c h w"))
+
+    streamed()  # warm-up
+    runs = [streamed() for _ in range(size.repeats)]
+    first, total, in_model = (statistics.median(r[i] for r in runs) for i in range(3))
+    t_after = median_time(decode_after, device, size.repeats)
+    rows = [
+        ("model-only FPS (streaming)", f"{pixel_frames / in_model:.1f} FPS",
+         f"{pixel_frames} pixel frames / {in_model:.3f} s in the generator; decode excluded; {dtype}"),
+        ("end-to-end FPS, streamed decode", f"{pixel_frames / total:.1f} FPS",
+         f"{total:.3f} s wall for generator + per-chunk VAE decode"),
+        ("time to first pixel frame, streaming", f"{first:.3f} s",
+         f"chunk 0: {CHUNK} latent frames -> {1 + 4 * (CHUNK - 1)} pixel frames"),
+        ("time to first pixel frame, decode after the video", f"{t_after:.3f} s",
+         f"{t_after / first:.1f}x the streaming latency"),
+    ]  # fmt: skip
+    try:
+        from rfvideo.sampling.compile import compile_cached, uncompile
+    except ImportError:
+        rows.append(("compiled vs eager (cached sampler)", "skipped", "no rfvideo.sampling.compile"))
+        return rows
+
+    def latents() -> torch.Tensor:
+        with torch.no_grad():
+            gen = torch.Generator(device).manual_seed(0)
+            return sample_chunkwise(model, z, emb, schedule=sched, generator=gen)
+
+    eager = latents()
+    t_eager = median_time(latents, device, size.repeats)
+    try:
+        compile_cached(model, backend=backend)
+        compiled = latents()  # compiles
+        t_compiled = median_time(latents, device, size.repeats)
+    except RuntimeError as e:
+        rows.append(("compiled vs eager (cached sampler)", "failed", str(e).splitlines()[0][:200]))
+        return rows
+    finally:
+        uncompile(model)
+    rows.append((
+        f"compiled ({backend}) vs eager, whole video", f"{t_eager / t_compiled:.2f}x",
+        f"eager {t_eager:.3f} s, compiled {t_compiled:.3f} s; "
+        f"latents ‖Δ‖/‖eager‖ {rel_err(compiled, eager):.1e}",
+    ))  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=sorted(SIZES), default="wan1.3b")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bf16 on CUDA")
-    p.add_argument("--skip", nargs="*", default=[], choices=("parity", "flex", "speed", "cache", "train"))
+    p.add_argument(
+        "--skip", nargs="*", default=[], choices=("parity", "flex", "speed", "cache", "train", "stream")
+    )
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled row")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     device = torch.device(a.device)
@@ -292,6 +389,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
                 f"{cache.num_cached_frames()} frames held; peak allocated {peak_gib(device)}; "
                 f"{(1 + 4 * (frames - 1)) / dt:.1f} FPS (generator)"
             )
+            stats = getattr(cache, "stats", None)
+            if isinstance(stats, dict) and "read_copy_bytes" in stats:
+                note += f"; read-path copies {human_bytes(int(stats['read_copy_bytes']))}"
             rows.append((f"KV cache after {frames} latent frames, {label}", human_bytes(nbytes), note))
             del model, cache
         log("cache done")
@@ -319,6 +419,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
         what = "reward-stage step (rollout, grad in last chunk, ckpt, decode_last)"
         rows.append((what, f"peak {peak_gib(device)}", f"{dt:.2f} s; {grads} parameter tensors got grads"))
         log("train done")
+
+    if "stream" not in a.skip:
+        rows += stream_rows(
+            ours, size, noise.to(dtype), text.to(dtype), sched, device, dtype, a.compile_backend
+        )
+        log("stream done")
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     lines = [
