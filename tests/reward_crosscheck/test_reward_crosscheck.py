@@ -200,14 +200,15 @@ def test_hps_tokens_match_open_clip(hps) -> None:
     from hpsv2.src.open_clip import tokenize
 
     changed = 0
-    for prompt in PROMPTS:
+    long = "a \u201cvery\u201d long &amp; winding prompt, " * 12  # > 77 tokens: both truncate, EOT kept last
+    for prompt in [*PROMPTS, long]:
         ref = tokenize([prompt])[0]
         n = int(ref.argmax()) + 1  # up to and including <end_of_text> (the largest id)
         ours = reward.tokenizer([reward.text_clean(prompt)], truncation=True, max_length=77)["input_ids"][0]
         assert ours == ref[:n].tolist(), prompt
         raw = reward.tokenizer([prompt], truncation=True, max_length=77)["input_ids"][0]
         changed += raw != ours
-    assert changed >= 2  # the curly-quote / entity / mojibake prompts really need the cleaning
+    assert changed >= 3  # the curly-quote / entity / mojibake prompts really need the cleaning
 
 
 def test_hps_letterbox_matches_hpsv2_transform(hps, frames) -> None:
