@@ -166,8 +166,10 @@ def test_sample_writes_tagged_videos_and_resumes(tmp_path):
     )
     assert sorted(rep.written) == sorted(j.filename for j in jobs) and rep.skipped == []
     assert [len(c) for c in calls] == [2, 2, 1]
-    pid = json.loads((tmp_path / PROTOCOL_FILE).read_text())["protocol_id"]
+    written = json.loads((tmp_path / PROTOCOL_FILE).read_text())
+    pid = written["protocol_id"]
     assert pid == protocol_id(_protocol()) == rep.protocol_id
+    assert written["video"] == {"frames": 5, "height": 16, "width": 24}
     for j in jobs:
         assert read_video_tag(tmp_path / j.filename) == pid
         assert video_frame_count(tmp_path / j.filename) == 5
@@ -180,6 +182,13 @@ def test_sample_writes_tagged_videos_and_resumes(tmp_path):
     victim.write_bytes(victim.read_bytes()[:200])
     rep3 = sample_jobs(_fake_generate(calls), jobs, tmp_path, protocol=_protocol(), dimensions=["x"], fps=8)
     assert rep3.written == [jobs[3].filename] and calls == [[jobs[3].seed]]
+    # A run that makes another format under the same protocol id is refused before writing.
+    victim.unlink()
+    with pytest.raises(ProtocolMismatchError, match="this run makes .'frames': 7"):
+        sample_jobs(
+            _fake_generate([], frames=7), jobs, tmp_path, protocol=_protocol(), dimensions=["x"], fps=8
+        )
+    assert not victim.exists()
 
 
 def test_interrupted_write_leaves_no_partial_file(tmp_path):

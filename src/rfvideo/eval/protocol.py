@@ -106,11 +106,37 @@ def write_protocol(folder: str | os.PathLike, protocol: Mapping[str, Any], dimen
         )
     dims = sorted(set(old["dimensions"] if old else ()) | set(dimensions))
     data = {"protocol_id": pid, "protocol": dict(protocol), "dimensions": dims}
+    if old is not None and "video" in old:
+        data["video"] = old["video"]
+    _write(root, data)
+    return pid
+
+
+def _write(root: Path, data: Mapping[str, Any]) -> None:
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{PROTOCOL_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, root / PROTOCOL_FILE)
-    return pid
+
+
+def record_video_format(folder: str | os.PathLike, frames: int, height: int, width: int) -> None:
+    """Store the videos' frames and resolution in ``protocol.json`` (the config fixes them, so they are
+    recorded, not hashed); a later run producing another format is refused.
+
+    Raises:
+        ProtocolMismatchError: the folder's videos have another frame count or resolution.
+    """
+    root = Path(folder)
+    data = read_protocol(root)
+    if data is None:
+        raise ValueError(f"{root}: no {PROTOCOL_FILE} to record the video format in")
+    fmt = {"frames": int(frames), "height": int(height), "width": int(width)}
+    if data.get("video") not in (None, fmt):
+        raise ProtocolMismatchError(
+            f"{root}: its videos are {data['video']}, this run makes {fmt}: use a new output folder"
+        )
+    if data.get("video") is None:
+        _write(root, {**data, "video": fmt})
 
 
 def check_folder_protocol(folder: str | os.PathLike, files: Sequence[Path]) -> dict[str, Any] | None:

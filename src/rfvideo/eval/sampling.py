@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from rfvideo.eval.protocol import read_video_tag, video_tag, write_protocol
+from rfvideo.eval.protocol import read_video_tag, record_video_format, video_tag, write_protocol
 from rfvideo.eval.suite import SuiteJob
 
 GenerateFn = Callable[[list[str], list[int]], torch.Tensor]
@@ -115,6 +115,8 @@ def sample_jobs(
                 )
             if num_frames is not None and videos.shape[1] != num_frames:
                 raise ValueError(f"generate returned {videos.shape[1]} frames, the protocol has {num_frames}")
+            if start == 0:  # frames and resolution follow from the config: recorded beside the protocol
+                record_video_format(root, *videos.shape[1:2], *videos.shape[3:5])
             for j, video in zip(batch, videos):
                 writer(root / j.filename, video, fps, metadata=video_tag(pid))
                 written.append(j.filename)
