@@ -22,7 +22,7 @@ from transformers import BertTokenizer, ByT5Tokenizer, UMT5Config, UMT5EncoderMo
 
 from helpers import randomize_, tiny_wan_config
 from rfvideo.callbacks import VideoLogger
-from rfvideo.cli import build_cli
+from rfvideo.cli.lightning import RFVideoCLI
 from rfvideo.models import CausalWanTransformer
 from rfvideo.modules import ODEInitModule, RewardForcingModule
 from rfvideo.modules.trajectories import write_trajectory_shards
@@ -117,7 +117,7 @@ def _filled_copy(name: str, assets: dict[str, Path], dest: Path) -> Path:
 
 
 def _build(config: Path, tmp_path: Path, *extra: str):
-    return build_cli(
+    return RFVideoCLI(
         ["--config", str(config), *CPU, f"--trainer.default_root_dir={tmp_path}", *extra], run=False
     )
 
@@ -216,3 +216,20 @@ def test_strategy_overlays_instantiate_on_a_real_config(assets, tmp_path, overla
     want = ModelParallelStrategy if overlay == "fsdp.yaml" else DDPStrategy
     assert isinstance(cli.trainer.strategy, want)
     assert isinstance(cli.model, ODEInitModule)
+
+
+def test_reward_forcing_config_skips_a_nan_reward_by_default(assets, tmp_path):
+    """With the shipped stage-2 settings a NaN from ImageReward skips and counts the step, not end the run."""
+    ir = "--model.init_args.rewards.init_args.terms.image_reward.init_args."
+    cli = _build(
+        _filled_copy("reward_forcing.yaml", assets, tmp_path), tmp_path, "--trainer.fast_dev_run=1",
+        *SMALL, f"{ir}vit={json.dumps(VIT)}", f"{ir}image_size={IMAGE_SIZE}",
+    )  # fmt: skip
+    model = cli.model
+    term = model.rewards.terms["image_reward"]
+    term.score_images = lambda images, prompts: torch.full((images.shape[0],), float("nan"))
+    before = _params(model.generator)
+    cli.trainer.fit(model, cli.datamodule)
+    assert int(model.skipped_steps) == 1 and cli.trainer.global_step == 0
+    for k, v in _params(model.generator).items():
+        assert torch.equal(v, before[k]), k

@@ -25,9 +25,12 @@ def add_animated_summary(writer: Any, tag: str, video: torch.Tensor, step: int, 
 
     from rfvideo.callbacks.vbench import gif_bytes
 
+    file_writer = writer._get_file_writer()
+    if file_writer is None:  # e.g. the stand-in logger of fast_dev_run
+        return
     _, _, h, w = video.shape
     image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif_bytes(video, fps))
-    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 class VideoLogger(L.Callback):

@@ -206,6 +206,11 @@ class RFVideoDataModule(pl.LightningDataModule):
         self._epoch = 0
         self._consumed = 0
         self._resume: tuple[int, int] | None = None
+        if val_prompts is None and val_shards is None and not val_split:
+            # No validation data: hide `val_dataloader` from Lightning (its is_overridden check reads the
+            # attribute), so a run without validation does not warn "You passed in a val_dataloader but
+            # have no validation_step" on every start.
+            self.val_dataloader = None  # type: ignore[assignment]
 
     # ------------------------------------------------------------------ datasets
     def _dataset(self, prompts: str | None, shards: str | None) -> torch.utils.data.Dataset:
@@ -289,11 +294,11 @@ class RFVideoDataModule(pl.LightningDataModule):
             raise ValueError(f"prompt file {self.predict_prompts!r} holds no non-empty prompt")
         dataset = _PredictDataset(loaded.prompts, self.predict_samples_per_prompt, self.predict_seed)
         world, rank = self._world()
-        # Fixed order split over ranks; the wrap-around padding repeats a video (same name, same seed).
-        sampler = ResumableBatchSampler(
-            len(dataset), batch_size=self.val_batch_size, num_replicas=world, rank=rank, shuffle=False
-        )
-        return ResumableLoader(dataset, sampler, collate_samples, num_workers=self.num_workers)
+        # Every video exactly once: rank r takes positions r, r + W, ... (prediction needs no lockstep, so
+        # no wrap-around padding that would generate a video twice).
+        local = list(range(len(dataset)))[rank::world]
+        batches = [local[i : i + self.val_batch_size] for i in range(0, len(local), self.val_batch_size)]
+        return ResumableLoader(dataset, batches, collate_samples, num_workers=self.num_workers)  # type: ignore[arg-type]
 
     def val_dataloader(self) -> ResumableLoader | list[Any]:
         if self.train_dataset is None:

@@ -3,6 +3,7 @@
 - The "💡 Tip: ... litlogger / litmodels" advertisements printed on every run.
 - "Found N module(s) in eval mode": the VAE, text encoder, reward models and EMA copy are frozen on
   purpose; `VideoGeneratorModule.on_train_start` warns instead if a *trainable* module is in eval mode.
+- torch's `LeafSpec` deprecation raised from inside Lightning's own pytree helper (not our code).
 - ModelCheckpoint's "manual optimization and every_n_train_steps" warning: the recipes step the optimizer
   inside `training_step`, so a checkpoint written at batch end holds the weights after that step, which is
   exactly what an exact resume needs (tests/test_modules_resume_ddp.py resumes bit for bit).
@@ -19,6 +20,7 @@ _TIP_PREFIX = "💡 Tip:"
 _WARNINGS = (
     r"Found \d+ module\(s\) in eval mode at the start of training",
     r"Using ModelCheckpoint with manual optimization and every_n_train_steps",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
 )
 
 
