@@ -138,10 +138,13 @@ def test_stream_chunks_yields_the_same_latents_as_soon_as_ready(model):
     calls, handle = _count_forwards(model)
     stream = stream_chunks(model, noise, ehs, schedule=sched, generator=torch.Generator().manual_seed(3))
     i0, c0 = next(stream)
-    # Chunk 0 is yielded after its 4 steps and its context pass, before chunk 1 starts.
-    assert (i0, len(calls)) == (0, sched.num_steps + 1)
-    rest = list(stream)
+    # Chunk 0 is yielded after its 4 steps, before its context pass (which runs on the next resume).
+    assert (i0, len(calls)) == (0, sched.num_steps)
+    i1, c1 = next(stream)
+    assert (i1, len(calls)) == (1, 2 * sched.num_steps + 1)
+    rest = [(i1, c1), *stream]
     handle.remove()
+    assert len(calls) == 3 * (sched.num_steps + 1)
     assert [i for i, _ in rest] == [1, 2]
     torch.testing.assert_close(torch.cat([c0, *[c for _, c in rest]], 2), full, atol=0, rtol=0)
     assert not any(calls)  # inference runs without autograd
@@ -239,3 +242,21 @@ def test_bad_inputs_raise_value_errors():
         rollout(model, noise, ehs, schedule=sched, exit_step=0, grad_from_chunk=3)
     with pytest.raises(ValueError, match="exit_step has 3 entries"):
         rollout(model, noise, ehs, schedule=sched, exit_step=[0, 1, 2])
+
+
+def test_absolute_rope_stream_past_the_table_raises_before_the_chunk_runs():
+    from helpers import randomize_, tiny_wan_config
+    from rfvideo.models import CausalWanTransformer
+
+    model = CausalWanTransformer(**tiny_wan_config(rope_max_seq_len=8), num_frames_per_chunk=K)
+    model = randomize_(model, torch.Generator().manual_seed(0)).eval()
+    noise, ehs = _inputs(b=1, chunks=3)
+    blocks_run = []
+    handle = model.blocks[0].register_forward_pre_hook(lambda m, a: blocks_run.append(1))
+    stream = stream_chunks(model, noise, ehs, schedule=FlowMatchSchedule())
+    assert [next(stream)[0], next(stream)[0]] == [0, 1]
+    ran = len(blocks_run)
+    with pytest.raises(ValueError, match=r"latent frame 8 is past the RoPE table \(rope_max_seq_len=8\)"):
+        next(stream)
+    handle.remove()
+    assert len(blocks_run) == ran + 1  # chunk 1's context pass ran; chunk 2 never reached a block

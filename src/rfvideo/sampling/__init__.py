@@ -1,6 +1,7 @@
 """rfvideo.sampling: flow-matching schedules, conversions, and samplers (pure functions, no Lightning)."""
 
-from rfvideo.sampling.chunkwise import sample_chunkwise, stream_chunks
+from rfvideo.sampling.chunkwise import chunk_loop, sample_chunkwise, stream_chunks
+from rfvideo.sampling.compile import compile_cached, uncompile
 from rfvideo.sampling.euler import EulerTrajectory, euler_sample_cfg, euler_sigmas
 from rfvideo.sampling.flow import add_noise, eps_from_flow, expand_sigma, flow_from_x0, x0_from_flow
 from rfvideo.sampling.rollout import RolloutOutput, draw_exit_steps, rollout
@@ -11,6 +12,8 @@ __all__ = [
     "FlowMatchSchedule",
     "RolloutOutput",
     "add_noise",
+    "chunk_loop",
+    "compile_cached",
     "draw_exit_steps",
     "eps_from_flow",
     "euler_sample_cfg",
@@ -21,5 +24,6 @@ __all__ = [
     "sample_chunkwise",
     "shift_sigma",
     "stream_chunks",
+    "uncompile",
     "x0_from_flow",
 ]

@@ -8,6 +8,10 @@ Per chunk of `model.num_frames_per_chunk` latent frames (design.md §2, Self-For
         x  <- (1 - s_{j+1}) x0 + s_{j+1} eps'    (flow.py eq. 1, fresh eps' from `generator`; j < S-1)
     output x0; then one context pass v(x0, t=0) with write_cache=True stores the clean chunk's K/V.
 
+`chunk_loop` is this loop, shared by inference (`stream_chunks`, `sample_chunkwise`) and the training
+rollout (`rollout.py`, which stops each chunk at its exit step). It yields each clean chunk before its
+context pass, which runs when the iterator is resumed: the pass is needed only by the next chunk, so a
+streaming consumer gets the chunk one forward earlier.
 Rolling windows / attention sinks for long videos live in the model's cache; the sampler only passes the
 absolute `frame_offset` of each chunk.
 Legend: `b` batch, `c` latent channels, `f` latent frames, `k` frames per chunk, `h w` latent
@@ -16,7 +20,7 @@ height/width, `n d` text tokens / width.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -24,7 +28,15 @@ import torch
 from rfvideo.sampling.flow import add_noise, x0_from_flow
 from rfvideo.sampling.schedule import FlowMatchSchedule
 
-__all__ = ["check_inputs", "context_pass", "denoise_step", "fresh_noise", "sample_chunkwise", "stream_chunks"]
+__all__ = [
+    "check_inputs",
+    "chunk_loop",
+    "context_pass",
+    "denoise_step",
+    "fresh_noise",
+    "sample_chunkwise",
+    "stream_chunks",
+]
 
 
 def check_inputs(model: Any, noise: torch.Tensor, encoder_hidden_states: torch.Tensor) -> int:
@@ -104,6 +116,66 @@ def context_pass(
     )
 
 
+def chunk_loop(
+    model: Any,
+    noise: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    *,
+    schedule: FlowMatchSchedule,
+    generator: torch.Generator | None = None,
+    kv_cache: Any | None = None,
+    exit_steps: Sequence[int] | None = None,
+    grad_from_chunk: int = 0,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """The chunk loop: per chunk, the few-step sampler up to its exit step, yield, then the context pass.
+
+    Args:
+        model: a `CausalWanTransformer` (docs/interfaces.md "Generator").
+        noise: initial noise for the whole video, `(b c f h w)`, `f % k == 0`.
+        encoder_hidden_states: text embeddings `(b n d)`.
+        schedule: the few-step schedule.
+        generator: draws the re-noising noise (one `(b c k h w)` draw per chunk and step but the last).
+        kv_cache: a cache from `model.new_kv_cache`; reset before use. None creates one.
+        exit_steps: per chunk, the step whose x0 prediction is the chunk's output (None: the last step).
+        grad_from_chunk: with autograd enabled (at the first resume), the exit-step forward of chunks
+            `>= grad_from_chunk` records a graph; every other forward runs under no_grad.
+
+    Yields:
+        `(chunk_index, x0 (b c k h w))`, before the chunk's context pass (it runs on the next resume).
+    """
+    num_chunks = check_inputs(model, noise, encoder_hidden_states)
+    k = int(model.num_frames_per_chunk)
+    if kv_cache is None:
+        kv_cache = model.new_kv_cache(noise.shape[0], device=noise.device, dtype=noise.dtype)
+    else:
+        kv_cache.reset()
+    reserve = getattr(kv_cache, "reserve", None)
+    if reserve is not None:
+        reserve(noise.shape[2])  # a global cache then never grows (one buffer for the whole video)
+    sigmas = schedule.sigmas.tolist()
+    grad_enabled = torch.is_grad_enabled()
+    for i in range(num_chunks):
+        offset = i * k
+        x = noise[:, :, offset : offset + k]
+        last = len(sigmas) - 1 if exit_steps is None else exit_steps[i]
+        for j in range(last + 1):
+            with torch.set_grad_enabled(grad_enabled and j == last and i >= grad_from_chunk):
+                x0 = denoise_step(
+                    model,
+                    x,
+                    sigmas[j],
+                    encoder_hidden_states,
+                    kv_cache=kv_cache,
+                    frame_offset=offset,
+                    num_train_timesteps=schedule.num_train_timesteps,
+                )
+            if j < last:
+                with torch.no_grad():
+                    x = add_noise(x0, fresh_noise(x0, generator), sigmas[j + 1])
+        yield i, x0
+        context_pass(model, x0, encoder_hidden_states, kv_cache=kv_cache, frame_offset=offset)
+
+
 @torch.no_grad()
 def stream_chunks(
     model: Any,
@@ -125,32 +197,12 @@ def stream_chunks(
         kv_cache: a cache from `model.new_kv_cache`; reset before use. None creates one.
 
     Yields:
-        The chunk index and its clean latents. The cache already holds the chunk when it is yielded.
+        The chunk index and its clean latents, after the chunk's denoising steps and before its t = 0
+        context pass (which runs when the iterator is resumed, before the next chunk).
     """
-    num_chunks = check_inputs(model, noise, encoder_hidden_states)
-    k = int(model.num_frames_per_chunk)
-    if kv_cache is None:
-        kv_cache = model.new_kv_cache(noise.shape[0], device=noise.device, dtype=noise.dtype)
-    else:
-        kv_cache.reset()
-    sigmas = schedule.sigmas.tolist()
-    for i in range(num_chunks):
-        offset = i * k
-        x = noise[:, :, offset : offset + k]
-        for j, sigma in enumerate(sigmas):
-            x0 = denoise_step(
-                model,
-                x,
-                sigma,
-                encoder_hidden_states,
-                kv_cache=kv_cache,
-                frame_offset=offset,
-                num_train_timesteps=schedule.num_train_timesteps,
-            )
-            if j + 1 < len(sigmas):
-                x = add_noise(x0, fresh_noise(x0, generator), sigmas[j + 1])
-        context_pass(model, x0, encoder_hidden_states, kv_cache=kv_cache, frame_offset=offset)
-        yield i, x0
+    yield from chunk_loop(
+        model, noise, encoder_hidden_states, schedule=schedule, generator=generator, kv_cache=kv_cache
+    )
 
 
 @torch.no_grad()

@@ -18,8 +18,7 @@ from typing import Any
 
 import torch
 
-from rfvideo.sampling.chunkwise import check_inputs, context_pass, denoise_step, fresh_noise
-from rfvideo.sampling.flow import add_noise
+from rfvideo.sampling.chunkwise import check_inputs, chunk_loop
 from rfvideo.sampling.schedule import FlowMatchSchedule
 
 __all__ = ["RolloutOutput", "draw_exit_steps", "rollout"]
@@ -89,7 +88,6 @@ def rollout(
             `grad_from_chunk` out of `[0, m]`.
     """
     num_chunks = check_inputs(model, noise, encoder_hidden_states)
-    k = int(model.num_frames_per_chunk)
     num_steps = schedule.num_steps
     if not 0 <= grad_from_chunk <= num_chunks:
         raise ValueError(
@@ -108,33 +106,17 @@ def rollout(
     if any(not 0 <= e < num_steps for e in exits):
         raise ValueError(f"exit steps {exits} must lie in [0, {num_steps}) for a {num_steps}-step schedule")
 
-    if kv_cache is None:
-        kv_cache = model.new_kv_cache(noise.shape[0], device=noise.device, dtype=noise.dtype)
-    else:
-        kv_cache.reset()
-    sigmas = schedule.sigmas.tolist()
-    grad_enabled = torch.is_grad_enabled()
-    outputs: list[torch.Tensor] = []
-    for i in range(num_chunks):
-        offset = i * k
-        x = noise[:, :, offset : offset + k]
-        for j in range(exits[i] + 1):
-            is_exit = j == exits[i]
-            with torch.set_grad_enabled(grad_enabled and is_exit and i >= grad_from_chunk):
-                x0 = denoise_step(
-                    model,
-                    x,
-                    sigmas[j],
-                    encoder_hidden_states,
-                    kv_cache=kv_cache,
-                    frame_offset=offset,
-                    num_train_timesteps=schedule.num_train_timesteps,
-                )
-            if not is_exit:
-                with torch.no_grad():
-                    x = add_noise(x0, fresh_noise(x0, generator), sigmas[j + 1])
-        context_pass(model, x0, encoder_hidden_states, kv_cache=kv_cache, frame_offset=offset)
-        outputs.append(x0)
+    loop = chunk_loop(
+        model,
+        noise,
+        encoder_hidden_states,
+        schedule=schedule,
+        generator=generator,
+        kv_cache=kv_cache,
+        exit_steps=exits,
+        grad_from_chunk=grad_from_chunk,
+    )
+    outputs = [x0 for _, x0 in loop]
     timesteps = schedule.timesteps
     return RolloutOutput(
         latents=torch.cat(outputs, dim=2),
