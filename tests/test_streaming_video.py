@@ -44,7 +44,6 @@ def test_frames_equal_decode_of_sample_chunkwise(vae, causal) -> None:
     assert ref_video.std() > 1e-3
 
 
-@pytest.mark.xfail(strict=True, reason="until engineer A's stream_chunks yields before the context pass")
 def test_first_frames_after_denoising_forwards_and_one_decode(vae) -> None:
     """Chunk 0's pixels need its 4 denoising forwards and one decode; its context pass runs afterwards."""
     model = tiny_model()

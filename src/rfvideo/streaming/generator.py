@@ -197,6 +197,10 @@ class StreamingGenerator:
             self.seed = seed
         self._rng = torch.Generator().manual_seed(self.seed)
         self.kv_cache.reset()
+        reserve = getattr(self.kv_cache, "reserve", None)
+        if reserve is not None and self.max_chunks is not None:
+            # A global cache then holds one buffer for the whole stream (it never grows and copies).
+            reserve(self.max_chunks * self.num_frames_per_chunk)
         self.decoder.reset()
         self._latents: dict[int, torch.Tensor] = {}  # absolute latent frame -> clean latents (b c 1 h w)
         self._pending_context: tuple[torch.Tensor, int] | None = None  # (clean chunk (b c k h w), offset)
