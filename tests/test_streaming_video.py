@@ -61,3 +61,17 @@ def test_first_frames_after_denoising_forwards_and_one_decode(vae) -> None:
         assert events == ["forward"] * (1 + SCHED.num_steps) + ["decode_frame"] * K
     finally:
         decoder_calls.remove()
+
+
+def test_history_decoder_fallback_equals_decode(vae) -> None:
+    """A VAE without `stream_decoder` (e.g. the demo codec) streams through `decode_last` on the history."""
+    from rfvideo.streaming import HistoryStreamDecoder, stream_decoder_for
+
+    assert not isinstance(stream_decoder_for(vae), HistoryStreamDecoder)
+    lat = torch.randn(1, 5, 4, *LATENT, generator=torch.Generator().manual_seed(4))
+    decoder = HistoryStreamDecoder(vae)
+    parts = [decoder(lat[:, :2], frame_offset=0), decoder(lat[:, 2:3]), decoder(lat[:, 3:], frame_offset=3)]
+    assert [p.shape[1] for p in parts] == [5, 4, 8]
+    assert (torch.cat(parts, 1) - vae.decode(lat)).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="frame_offset=2"):
+        decoder(lat[:, :1], frame_offset=2)
