@@ -261,3 +261,26 @@ def test_sample_usage_errors(tmp_path, capsys):
     assert "no VBench_full_info.json" in capsys.readouterr().err
     assert main(["vbench", "--videos", str(tmp_path), "--dimensions", "color"]) == 2
     assert "need VBench's evaluator: add --official" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # two more LightningCLI builds; the shard invariant itself runs in test_eval_suite
+def test_sample_shards_over_torchrun_ranks(tmp_path, monkeypatch, capsys):
+    suite = _mini_suite(tmp_path / "suite")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"model:\n  class_path: {__name__}.TinySuiteModule\n  init_args:\n    frames: 5\n")
+    out = tmp_path / "videos"
+    argv = ["sample", "--config", str(config), "--out", str(out), "--suite-dir", str(suite),
+            "--num-seeds", "3", "--no-progress"]  # fmt: skip
+    written = []
+    for rank in (0, 1):  # what torchrun sets for each of its 2 processes
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        before = set(out.glob("*.mp4")) if out.exists() else set()
+        assert main(argv) == 0
+        written.append(set(out.glob("*.mp4")) - before)
+    assert "rank 0/2: wrote 6" in capsys.readouterr().out
+    items = json.loads((suite / FULL_INFO).read_text())
+    assert not written[0] & written[1]  # disjoint
+    assert {p.name for p in written[0] | written[1]} == {
+        f"{it['prompt_en']}-{i}.mp4" for it in items for i in range(3)
+    }
