@@ -118,7 +118,8 @@ def load_module_checkpoint(
     """Load a Lightning checkpoint's `state_dict` into `module` strictly (weights only, no code).
 
     Raises:
-        ValueError: The file is missing, empty, truncated, or holds no `state_dict`; names the file.
+        UsageError: The file is missing, empty or truncated (checked before reading it); names the file.
+        ValueError: The file holds no `state_dict`, or does not load (`load_checkpoint`).
     """
     preflight_checkpoint(ckpt_path, option="checkpoint")
     ckpt = load_checkpoint(ckpt_path)
