@@ -9,7 +9,8 @@ so a longer clip decodes with the same first-frame and four-frame paths, cached.
 The trained codec is saved as safetensors plus a JSON of its settings in a folder named by a hash of those
 settings, so a rerun with the same settings loads it instead of training again.
 
-Legend: `b` clips, `F` pixel frames, `f` latent frames, `c` latent channels, `H W` / `h w` pixel / latent size.
+Legend: `b` clips, `F` pixel frames, `f` latent frames, `c` latent channels, `H W` / `h w` pixel /
+latent size.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def train_codec(
         loss.backward()
         opt.step()
         if progress is not None:
-            progress(step, float(loss))
+            progress(step, float(loss.detach()))
     ae.eval()
     # Latent statistics of fresh clips, per channel: Wan's latents_mean / latents_std play this role.
     with torch.no_grad():

@@ -37,7 +37,9 @@ class SquareWorldReward(FrameReward):
 
     name = "square_world"
 
-    def __init__(self, *, target_area: float = 1 / 16, sigma: float = 0.125, composition: bool = True) -> None:
+    def __init__(
+        self, *, target_area: float = 1 / 16, sigma: float = 0.125, composition: bool = True
+    ) -> None:
         super().__init__()
         if not 0 < sigma:
             raise ValueError(f"sigma must be > 0, got {sigma}")

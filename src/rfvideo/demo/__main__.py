@@ -1,0 +1,7 @@
+"""`python -m rfvideo.demo`."""
+
+import sys
+
+from rfvideo.demo.main import main
+
+sys.exit(main())

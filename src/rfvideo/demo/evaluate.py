@@ -1,0 +1,93 @@
+"""Held-out evaluation of one model, and the picture grid.
+
+Metrics on the held-out prompts (unseen colour x direction pairs), each the mean over prompts and
+evaluation seeds:
+  reward_last / reward_all   the world's reward on the last frame / on all frames
+  colour_last                prompt colour match of the last frame's foreground (no size, no position)
+  shape                      IoU of the foreground with its best-fitting square, mean over frames
+  motion                     foreground centroid speed, pixels/frame (the clips: their `speed`)
+  area                       foreground fraction of the last frame (the world's square: 1/16)
+
+Legend: `b` videos, `F` pixel frames, `H W` pixel size, `P` prompts in the grid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rfvideo.demo.stages import World, world_reward
+from rfvideo.demo_world.metrics import foreground, motion, shape_score
+from rfvideo.demo_world.world import render_clip
+from rfvideo.rewards.prompt_color import PromptColorReward
+
+__all__ = ["METRICS", "clip_videos", "evaluate_videos", "save_grid"]
+
+METRICS = ("reward_last", "reward_all", "colour_last", "shape", "motion", "area")
+
+
+@torch.no_grad()
+def evaluate_videos(world: World, videos: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+    """The metrics of `videos (b F 3 H W)` against their prompts (means over the batch)."""
+    reward, colour = world_reward(world.settings), PromptColorReward()
+    return {
+        "reward_last": float(reward(videos[:, -1:], prompts).mean()),
+        "reward_all": float(reward(videos, prompts).mean()),
+        "colour_last": float(colour(videos[:, -1:], prompts).mean()),
+        "shape": float(shape_score(videos.flatten(0, 1)).mean()),
+        "motion": float(motion(videos).mean()),
+        "area": float(foreground(videos[:, -1]).float().mean()),
+    }
+
+
+@torch.no_grad()
+def evaluate_model(world: World, module: Any) -> tuple[dict[str, float], torch.Tensor]:
+    """Mean metrics over `eval_seeds` seeds of every held-out prompt, and the first seed's videos."""
+    prompts = [s.prompt for s in world.held_specs]
+    per_seed, first = [], None
+    for k in range(world.settings.eval_seeds):
+        video = module.generate(prompts, seeds=[1000 + k] * len(prompts))  # (b F 3 H W)
+        per_seed.append(evaluate_videos(world, video, prompts))
+        first = video if first is None else first
+    assert first is not None
+    return {m: sum(r[m] for r in per_seed) / len(per_seed) for m in METRICS}, first
+
+
+def clip_videos(world: World) -> torch.Tensor:
+    """The world's own clips of the held-out prompts `(b F 3 H W)` (fixed seeds)."""
+    s = world.settings
+    return torch.stack(
+        [
+            render_clip(sp, num_frames=s.num_pixel_frames, size=s.size, seed=7 + k, speed=s.speed)
+            for k, sp in enumerate(world.held_specs)
+        ]
+    )
+
+
+def grid_tensor(rows: dict[str, torch.Tensor], prompt_ids: list[int], *, scale: int = 3) -> torch.Tensor:
+    """`(3 H' W')` picture: for each prompt a block of one row per model, one column per frame."""
+    blocks = []
+    for p in prompt_ids:
+        lines = []
+        for video in rows.values():
+            frames = video[p]  # (F 3 H W)
+            pad = torch.ones(frames.shape[0], 3, frames.shape[2], 2)  # white gutter between frames
+            lines.append(torch.cat(list(torch.cat([frames, pad], -1)), -1))  # (3 H F(W+2))
+            lines.append(torch.ones(3, 2, lines[-1].shape[-1]))
+        blocks.append(torch.cat(lines, 1))
+        blocks.append(torch.ones(3, 8, blocks[-1].shape[-1]))
+    img = torch.cat(blocks[:-1], 1)
+    return img.repeat_interleave(scale, 1).repeat_interleave(scale, 2).clamp(0, 1)
+
+
+def save_grid(path: Path, rows: dict[str, torch.Tensor], prompt_ids: list[int]) -> torch.Tensor:
+    """Write the grid as a PNG; returns it `(3 H' W')` (for TensorBoard)."""
+    from PIL import Image
+
+    img = grid_tensor(rows, prompt_ids)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = (img.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    Image.fromarray(arr).save(path)
+    return img

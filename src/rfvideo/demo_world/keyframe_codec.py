@@ -1,0 +1,82 @@
+"""The demo's default VAE slot: a lossless-in-space, keyframe-in-time codec with Wan's latent layout.
+
+Wan's VAE maps pixel frame 0 to latent frame 0 and pixel frames 4j-3 .. 4j to latent frame j, 8x smaller in
+space. This codec keeps that layout with no learning: latent frame j holds pixel frame 4j (the last frame
+of its group), each `p x p` pixel cell folded into channels (space-to-depth, so nothing is lost in space);
+decoding unfolds the cells and shows latent frame j for all four frames of its group. So a reconstruction
+has every frame sharp (squares stay square) and moves in steps of four frames, and pixel rewards measure
+the generator, not a codec. (A tiny `AutoencoderKLWan` trained on the clips is the alternative,
+`demo_world.codec_training`; on 2 shared CPU cores its training is too slow for the demo's minutes.)
+
+Legend: `b` clips, `F` pixel frames (1 + 4k), `f` latent frames, `c` latent channels (3 p^2), `H W` pixel
+size, `h w` latent size (H / p, W / p), `p` the spatial factor.
+"""
+
+from __future__ import annotations
+
+import einops
+import torch
+from torch import nn
+
+from rfvideo.models.vae import num_latent_frames, num_pixel_frames
+
+__all__ = ["KeyframeCodec"]
+
+
+class KeyframeCodec(nn.Module):
+    """`encode(video (b F 3 H W) in [0,1]) -> (b f c h w)`, `decode`, `decode_last`: the `WanVAE` contract.
+
+    Args:
+        spatial_factor: pixel cell side `p` folded into channels (`c = 3 p^2`).
+        temporal_factor: pixel frames per latent frame after the first (Wan: 4).
+    """
+
+    def __init__(self, *, spatial_factor: int = 4, temporal_factor: int = 4) -> None:
+        super().__init__()
+        if spatial_factor < 1 or temporal_factor < 1:
+            raise ValueError(
+                f"factors must be >= 1, got spatial {spatial_factor}, temporal {temporal_factor}"
+            )
+        self.spatial_factor, self.temporal_factor = spatial_factor, temporal_factor
+        self.latent_channels = 3 * spatial_factor**2
+        # No weights, but callers read a VAE's dtype from its first parameter: an empty, frozen one.
+        self.dtype_anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    def train(self, mode: bool = True) -> KeyframeCodec:
+        """No-op: a frozen part stays in eval mode whatever Lightning asks."""
+        return super().train(False)
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """`(b F 3 H W)` in [0, 1] -> latents `(b f c h w)` in [-1, 1]: frames 0, 4, 8, ... folded."""
+        if video.ndim != 5 or video.shape[2] != 3:
+            raise ValueError(f"video must be (b F 3 H W), got shape {tuple(video.shape)}")
+        num_latent_frames(video.shape[1], self.temporal_factor)  # validates F = 1 + 4k
+        p = self.spatial_factor
+        if video.shape[-2] % p or video.shape[-1] % p:
+            raise ValueError(f"video height/width must be divisible by {p}, got {tuple(video.shape[-2:])}")
+        keys = video[:, :: self.temporal_factor] * 2 - 1  # (b f 3 H W)
+        return einops.rearrange(keys, "b f c (h p) (w q) -> b f (c p q) h w", p=p, q=p)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents `(b f c h w)` -> video `(b F 3 H W)` in [0, 1], F = 1 + 4(f - 1)."""
+        if latents.ndim != 5 or latents.shape[2] != self.latent_channels:
+            raise ValueError(
+                f"latents must be (b f c h w) with c={self.latent_channels}, got {tuple(latents.shape)}"
+            )
+        p = self.spatial_factor
+        frames = einops.rearrange(latents, "b f (c p q) h w -> b f c (h p) (w q)", p=p, q=p)
+        # latent 0 -> pixel frame 0; latent j > 0 -> its four pixel frames 4j-3 .. 4j
+        reps = torch.full((frames.shape[1],), self.temporal_factor, device=frames.device)
+        reps[0] = 1
+        video = torch.repeat_interleave(frames, reps, dim=1)
+        return ((video.clamp(-1, 1) + 1) / 2).to(latents.dtype)
+
+    def decode_last(
+        self, latents: torch.Tensor, num_frames: int = 1, *, checkpoint: bool = False
+    ) -> torch.Tensor:
+        """The last `num_frames` pixel frames of `decode(latents)`, same value and gradient (`checkpoint`
+        is accepted for the `WanVAE` signature; decoding here stores nothing worth recomputing)."""
+        total = num_pixel_frames(latents.shape[1], self.temporal_factor)
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= total:
+            raise ValueError(f"num_frames must be an int in [1, {total}], got {num_frames!r}")
+        return self.decode(latents)[:, -num_frames:]
