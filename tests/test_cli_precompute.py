@@ -147,3 +147,35 @@ def test_cli_exits_nonzero_when_nothing_was_encoded(tmp_path, vae, monkeypatch, 
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "encoded 0 videos, skipped 1" in out and "error: no video was encoded" in out
+
+
+@pytest.fixture()
+def no_text_weights(monkeypatch):
+    from rfvideo.models import TextEncoder
+
+    monkeypatch.setattr(
+        TextEncoder, "from_pretrained", classmethod(lambda cls, *a, **k: pytest.fail("loaded"))
+    )
+    monkeypatch.delenv("RFVIDEO_TRACEBACK", raising=False)
+
+
+def test_embeddings_bad_prompt_files_fail_before_loading(tmp_path, capsys, no_text_weights):
+    base = [
+        "precompute",
+        "embeddings",
+        "--wan",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+        "--device",
+        "cpu",
+    ]
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    assert main([*base, "--prompts", str(empty)]) == 2
+    assert capsys.readouterr().err == f"error: --prompts: no prompt in {str(empty)!r}\n"
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("a fox\nun café\n".encode("latin-1"))
+    assert main([*base, "--prompts", str(latin)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"{latin}:2: not UTF-8 text (byte 0xe9" in err[0]
