@@ -186,8 +186,9 @@ def main() -> int:
             "RoPE), small random Wan VAE (base_dim 8); 64x64 pixel frames; "
             f"{a.chunks} chunks per stream; CPU fp32. Each stream in its own worker thread. Delivered FPS: "
             "pixel frames received per second after the first chunk (clients ack on arrival: delivery rate, "
-            "not playback). Time to first frame: `start` sent -> first JPEG received (in-process: "
-            "`set_prompt` + first `next_chunk`). With 8 clients and 4 slots, 4 clients get `busy`.",
+            "not playback). Time to first frame: `start` sent -> first JPEG received, which includes "
+            "building the stream's generator and cache (in-process: `set_prompt` + first `next_chunk`). "
+            "With 8 clients and 4 slots, 4 clients get `busy`.",
             "",
             f"Machine: {info}.",
             "",
