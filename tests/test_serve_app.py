@@ -168,12 +168,20 @@ def test_prompt_switch_applies_at_the_next_chunk(parts: Any) -> None:
         ws.send_json({"type": "start", "prompt": p1, "seed": 3})
         chunks = [recv_chunk(ws) for _ in range(2)]
         ws.send_json({"type": "prompt", "prompt": p2})
-        queued = recv_status(ws, "queued")
+        queued = None
+        # a chunk finished before the switch message was read may arrive before `queued`: keep it
+        while queued is None or chunks[-1][0]["prompt"] != p2:
+            tag, obj = recv(ws)
+            assert tag == "text" and len(chunks) < 10
+            if obj["type"] == "queued":
+                queued = obj
+            elif obj["type"] == "chunk":
+                frames = [recv(ws)[1] for _ in range(obj["frames"])]
+                ws.send_json({"type": "ack", "chunk": obj["index"]})
+                chunks.append((obj, frames))
         assert queued["prompt"] == p2
-        while chunks[-1][0]["prompt"] != p2:
-            chunks.append(recv_chunk(ws))
-            assert len(chunks) < 10
         k = len(chunks) - 1
+        assert [h["index"] for h, _ in chunks] == list(range(k + 1))
         # The switch lands on the first chunk generated after the message: the chunk being made when it
         # arrived (if any) keeps the old prompt.
         assert k in (queued["after_chunk"] + 1, queued["after_chunk"] + 2)
