@@ -164,3 +164,34 @@ def test_two_ranks_position_and_resume_on_another_world_size(tmp_path):
     assert len(rest) == 8 and sorted(seen + rest) == list(range(20))
     with pytest.raises(ValueError, match="seed"):
         RFVideoDataModule(train_prompts=str(prompt_file), seed=1).load_state_dict(states[0])
+
+
+def test_train_loader_speaks_lightnings_stateful_protocol(prompt_file):
+    """Lightning warns "dataloader is not resumable" unless the loader has state_dict / load_state_dict."""
+    from lightning.fabric.utilities.types import _Stateful
+
+    with pytest.warns(UserWarning):
+        dm = RFVideoDataModule(train_prompts=str(prompt_file), batch_size=4, seed=2)
+        dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader, _Stateful)
+    order = _indices(loader)
+    dm._consumed = 8  # two batches taken by the training step
+    state = loader.state_dict()
+    assert state == dm.state_dict() == {"epoch": 0, "consumed": 8, "seed": 2}
+    with pytest.warns(UserWarning):
+        fresh = RFVideoDataModule(train_prompts=str(prompt_file), batch_size=4, seed=2)
+        fresh.setup("fit")
+    resumed = fresh.train_dataloader()
+    resumed.load_state_dict(state)  # what Lightning's fit loop calls after building the loader
+    assert _indices(resumed) == order[8:]
+
+
+def test_no_val_dataloader_without_validation_data(prompt_file):
+    """Lightning warns "You passed in a val_dataloader but have no validation_step" when one is defined."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    plain = RFVideoDataModule(train_prompts=str(prompt_file))
+    split = RFVideoDataModule(train_prompts=str(prompt_file), val_split=0.25)
+    assert not is_overridden("val_dataloader", plain, pl.LightningDataModule)
+    assert is_overridden("val_dataloader", split, pl.LightningDataModule)

@@ -132,3 +132,52 @@ def test_killed_mid_epoch_and_resumed_equals_uninterrupted(tmp_path):
     for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     assert t_full.global_step == t_res.global_step == 5
+
+
+class _NaNOnRankOne(PromptColorReward):
+    """The demo reward, NaN on rank 1's first call only: the ranks must still skip that step together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def score_images(self, images, prompts):
+        import torch.distributed as dist
+
+        self.calls += 1
+        out = super().score_images(images, prompts)
+        if dist.is_initialized() and dist.get_rank() == 1 and self.calls == 1:
+            out = out * float("nan")
+        return out
+
+
+class _SaveCounters(Callback):
+    def __init__(self, out) -> None:
+        self.out = out
+
+    def on_train_end(self, trainer, pl_module):
+        flat = torch.cat([p.detach().flatten() for p in pl_module.generator.parameters()])
+        stats = torch.stack(
+            [pl_module.skipped_steps.float(), pl_module.rewards.running_count_c.float(), flat.sum()]
+        )
+        both = trainer.strategy.all_gather(stats)
+        if trainer.is_global_zero:
+            torch.save(both, self.out)
+
+
+@pytest.mark.slow
+def test_a_nan_reward_on_one_rank_skips_on_every_rank(tmp_path):
+    module = _module()
+    module.rewards = RewardEnsemble(
+        {"c": _NaNOnRankOne()}, {"c": 1.0}, FrameSelector(policy="last"), normalize={"c": "running"}
+    )
+    trainer = L.Trainer(
+        accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=2, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        callbacks=[_SaveCounters(tmp_path / "counters.pt")],
+    )  # fmt: skip
+    trainer.fit(module, DemoPromptDataModule(batch_size=1, epoch_length=8))
+    stats = torch.load(tmp_path / "counters.pt", weights_only=True)  # (ranks 3)
+    assert stats[:, 0].tolist() == [1.0, 1.0]  # both ranks skipped the first step
+    assert stats[:, 1].tolist() == [2.0, 2.0]  # and both left the running statistics alone for it
+    assert float(stats[0, 2]) == float(stats[1, 2])  # weights identical

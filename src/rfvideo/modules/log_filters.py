@@ -3,6 +3,10 @@
 - The "💡 Tip: ... litlogger / litmodels" advertisements printed on every run.
 - "Found N module(s) in eval mode": the VAE, text encoder, reward models and EMA copy are frozen on
   purpose; `VideoGeneratorModule.on_train_start` warns instead if a *trainable* module is in eval mode.
+- "The following callbacks returned in `LightningModule.configure_callbacks` will override ...:
+  RichProgressBar": that is our own swap of the default bar (`rfvideo.callbacks.progress`).
+- "Couldn't infer the batch indices fetched from your dataloader: `ResumableLoader`" in predict:
+  `VideoPredictionWriter` names files from the batch itself and never reads batch indices.
 - torch's `LeafSpec` deprecation raised from inside Lightning's own pytree helper (not our code).
 - ModelCheckpoint's "manual optimization and every_n_train_steps" warning: the recipes step the optimizer
   inside `training_step`, so a checkpoint written at batch end holds the weights after that step, which is
@@ -17,16 +21,19 @@ import warnings
 __all__ = ["install_log_filters"]
 
 _TIP_PREFIX = "💡 Tip:"
+_OUR_BAR_SWAP = "will override existing callbacks passed to Trainer: RichProgressBar"
 _WARNINGS = (
     r"Found \d+ module\(s\) in eval mode at the start of training",
     r"Using ModelCheckpoint with manual optimization and every_n_train_steps",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Couldn't infer the batch indices fetched from your dataloader: `ResumableLoader`",
 )
 
 
 class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.getMessage()).startswith(_TIP_PREFIX)
+        message = str(record.getMessage())
+        return not (message.startswith(_TIP_PREFIX) or message.endswith(_OUR_BAR_SWAP))
 
 
 def install_log_filters() -> None:
