@@ -5,7 +5,7 @@ PIP ?= $(PYTHON) -m pip
 # the pinned CPU-or-default wheel so a bare machine does not resolve the newest CUDA stack by accident.
 TORCH_FALLBACK ?= torch==2.13.0
 
-.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench
+.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench reward-env test-rewards-ref
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ test-slow:  ## slow tests only
 	$(PYTHON) -m pytest -q -m slow
 
 test-all:  ## fast and slow tests
-	$(PYTHON) -m pytest -q -m "not vbench"
+	$(PYTHON) -m pytest -q -m "not vbench and not rewards_ref"
 
 lint:  ## ruff
 	$(PYTHON) -m ruff check src tests bench notebooks
@@ -47,6 +47,12 @@ vbench-env:  ## build .venv-vbench (official vbench 0.1.5, its own torch/torchvi
 
 test-vbench:  ## cross-check our VBench dimensions against VBench's own code (needs `make vbench-env`)
 	PYTHONPATH=src .venv-vbench/bin/python -m pytest -q -m vbench -p no:cacheprovider tests/vbench_crosscheck
+
+reward-env:  ## build .venv-rewards (hpsv2, image-reward, open_clip, openai-clip, torchmetrics; own torch/torchvision; ~6 GB)
+	bash tools/reward_env/setup.sh
+
+test-rewards-ref:  ## cross-check the reward adapters against their reference packages (needs `make reward-env`)
+	PYTHONPATH=src .venv-rewards/bin/python -m pytest -q -m rewards_ref -p no:cacheprovider tests/reward_crosscheck
 
 tb:  ## TensorBoard on the default log directory
 	$(PYTHON) -m tensorboard.main --logdir outputs --port 6006
