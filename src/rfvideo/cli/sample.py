@@ -127,8 +127,13 @@ def run(args: argparse.Namespace) -> int:
     }
     use_ema = not args.no_ema
 
-    def generate(prompts: list[str], seeds: list[int]):  # -> (b F 3 H W) in [0, 1]
-        return module.generate(prompts, seeds=seeds, num_latent_frames=args.latent_frames, use_ema=use_ema)
+    import torch
+
+    def generate(prompts: list[str], seeds: list[int]) -> torch.Tensor:  # -> (b F 3 H W) in [0, 1]
+        with torch.no_grad():
+            return module.generate(
+                prompts, seeds=seeds, num_latent_frames=args.latent_frames, use_ema=use_ema
+            )
 
     try:
         report = sample_jobs(
