@@ -5,7 +5,7 @@ PIP ?= $(PYTHON) -m pip
 # the pinned CPU-or-default wheel so a bare machine does not resolve the newest CUDA stack by accident.
 TORCH_FALLBACK ?= torch==2.13.0
 
-.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench reward-env test-rewards-ref
+.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench reward-env test-rewards-ref serve-demo
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,7 @@ bench:  ## benchmarks (a few minutes on 2 cores); writes bench/RESULTS.md
 	$(PYTHON) bench/rollout.py
 	$(PYTHON) bench/train_step.py
 	$(PYTHON) bench/eval.py
+	$(PYTHON) bench/serve.py
 
 bench-gpu:  ## the GPU-only checks at real Wan2.1-1.3B size (bf16 parity, flex, FPS, cache, train-step memory)
 	$(PYTHON) bench/device.py --size wan1.3b
@@ -53,6 +54,9 @@ reward-env:  ## build .venv-rewards (hpsv2, image-reward, open_clip, openai-clip
 
 test-rewards-ref:  ## cross-check the reward adapters against their reference packages (needs `make reward-env`)
 	PYTHONPATH=src .venv-rewards/bin/python -m pytest -q -m rewards_ref -p no:cacheprovider tests/reward_crosscheck
+
+serve-demo:  ## live browser demo on http://127.0.0.1:7860 (rfvideo serve --demo)
+	$(PYTHON) -m rfvideo.cli serve --demo
 
 tb:  ## TensorBoard on the default log directory
 	$(PYTHON) -m tensorboard.main --logdir outputs --port 6006
