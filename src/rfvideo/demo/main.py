@@ -146,11 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     if a.fast and a.claims is None:
         print("claims: not checked (--fast numbers mean nothing; pass --claims to check anyway)")
     elif claims_path.is_file() and not a.write_readme_tables:
-        print(f"This run against the claims of {claims_path}:")
-        for seed, rows in results.items():
-            for _cid, ok, line in report.check_claims(report.read_results(claims_path), rows):
-                print(f"  [seed {seed}] {line}")
-                status = status if ok else 1
+        stored = report.read_results(claims_path)
+        if stored["meta"].get("settings") != meta["settings"]:
+            # numbers from other step counts or sizes are not comparable: say so instead of a verdict
+            print(f"claims: {claims_path} was made with other settings; not compared")
+        else:
+            print(f"This run against the claims of {claims_path}:")
+            for seed, rows in results.items():
+                for _cid, ok, line in report.check_claims(stored, rows):
+                    print(f"  [seed {seed}] {line}")
+                    status = status if ok else 1
     else:
         print(f"claims: {claims_path} not found (write it with --write-readme-tables)")
     print(f"grid:        {out / 'grid.png' if len(a.seeds) == 1 else out / 'seed*/grid.png'}")
