@@ -224,6 +224,9 @@ def test_checkpoint_to_sample_to_vbench(tmp_path, capsys):
     assert main(bad) == 2
     assert "another sampling protocol" in capsys.readouterr().err
 
+    # Scoring a suite folder without its prompt file would score every video on every dimension.
+    assert main(["vbench", "--videos", str(out), "--no-progress"]) == 2
+    assert "sampled from a prompt file other than rfvideo's VBench suite" in capsys.readouterr().err
     dino = _tiny_dino(tmp_path / "dino")
     scores = tmp_path / "scores.json"
     assert main(["vbench", "--videos", str(out), "--dimensions", "temporal_flickering", "subject_consistency",

@@ -53,6 +53,32 @@ def _spec(items: list[str]) -> dict[str, str]:
     return spec
 
 
+def _suite_full_info(videos: Path) -> str | None:
+    """A folder sampled by `rfvideo sample --suite vbench` is scored on VBench's per-dimension prompts.
+
+    Without this, every dimension would score every video of the folder (e.g. subject consistency on
+    the temporal-flickering prompts' static videos), which is not VBench's evaluation.
+    """
+    from rfvideo.eval.protocol import file_sha256, read_protocol
+    from rfvideo.eval.suite import FULL_INFO, packaged_suite_dir
+
+    try:
+        data = read_protocol(videos)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    if data is None or data["protocol"].get("suite") != "vbench":
+        return None
+    shipped = packaged_suite_dir() / FULL_INFO
+    want = (data["protocol"].get("prompt_file") or {}).get("sha256")
+    if want != file_sha256(shipped):
+        raise UsageError(
+            f"--full-info: {videos} was sampled from a prompt file other than rfvideo's VBench suite "
+            f"(sha256 {str(want)[:12]}...): give that VBench_full_info.json"
+        )
+    print(f"scoring on VBench's per-dimension prompts ({shipped.name}, from {videos}'s protocol.json)")
+    return str(shipped)
+
+
 def run(args: argparse.Namespace) -> int:
     """Score with rfvideo's code (in-loop dimensions) and optionally VBench's; print and write JSON."""
     spec = _spec(args.backbone)
@@ -81,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         from rfvideo.eval.suite import FULL_INFO, packaged_suite_dir
 
         full_info = str(packaged_suite_dir() / FULL_INFO)
+    if full_info is None:
+        full_info = _suite_full_info(Path(args.videos))
     if full_info is not None and not Path(full_info).is_file():
         raise UsageError(f"--full-info: no such file: {full_info}")
 
