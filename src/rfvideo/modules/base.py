@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -208,11 +207,10 @@ class VideoGeneratorModule(L.LightningModule):
         return self
 
     def on_train_start(self) -> None:
-        # Lightning's generic "Found N module(s) in eval mode" is silenced (frozen parts are meant to be in
-        # eval); what would be a real problem is a trainable module in eval mode, so that is checked here.
-        stuck = [n for n, m in self.generator.named_modules() if not m.training]
-        if stuck:
-            warnings.warn(f"trainable generator modules in eval mode: {stuck[:5]}", stacklevel=2)
+        # Lightning keeps the modes modules arrive in, and loaders such as diffusers' `from_pretrained` hand
+        # the generator over in eval mode: train it in train mode (frozen parts stay in eval, see `train`).
+        # Lightning's generic "Found N module(s) in eval mode" is silenced; the frozen parts are meant to be.
+        self.train(True)
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Swap Lightning's default progress bar for one that does not print "Epoch 0/-2" under max_steps."""

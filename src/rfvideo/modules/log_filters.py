@@ -2,7 +2,8 @@
 
 - The "💡 Tip: ... litlogger / litmodels" advertisements printed on every run.
 - "Found N module(s) in eval mode": the VAE, text encoder, reward models and EMA copy are frozen on
-  purpose; `VideoGeneratorModule.on_train_start` warns instead if a *trainable* module is in eval mode.
+  purpose, and `VideoGeneratorModule.on_train_start` puts the trainable generator in train mode (a
+  loader such as diffusers' `from_pretrained` returns it in eval mode, which was the real signal).
 - "The following callbacks returned in `LightningModule.configure_callbacks` will override ...:
   RichProgressBar": that is our own swap of the default bar (`rfvideo.callbacks.progress`).
 - "Couldn't infer the batch indices fetched from your dataloader: `ResumableLoader`" in predict:
