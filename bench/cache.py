@@ -99,9 +99,10 @@ def naive_chunkwise(model, noise, ehs, sched, generator):
     return torch.cat(outs, 2)
 
 
-def interleaved(fns: dict[str, Any], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, timed A B A B ... after one warm-up each."""
-    for fn in fns.values():
+def interleaved(fns: dict[str, Any], repeats: int, warm: bool = True) -> dict[str, float]:
+    """Median seconds of each function, timed A B A B ... after one warm-up each (unless `warm=False`:
+    the caller has run each once already)."""
+    for fn in fns.values() if warm else ():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
@@ -131,9 +132,14 @@ def cat_bytes(fn) -> int:
 
 
 def flops(fn) -> int:
+    return flops_and_out(fn)[0]
+
+
+def flops_and_out(fn) -> tuple[int, Any]:
+    """FLOPs of one call of `fn` (matmuls and attention as executed) and its output."""
     with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
+        out = fn()
+    return counter.get_total_flops(), out
 
 
 def mm_peak(threads: int) -> float:
@@ -229,8 +235,7 @@ def main() -> None:
     peak = mm_peak(threads)
     log(f"mm peak {peak / 1e9:.1f} GFLOP/s")
     with torch.no_grad():
-        ref = new()
-        sampler_flops = flops(new)
+        sampler_flops, ref = flops_and_out(new)  # also the warm-up
         log(f"new sampler: {sampler_flops / 1e9:.1f} GFLOP")
         times: dict[str, float] = {}
         fns: dict[str, Any] = {"new": new}
@@ -240,19 +245,20 @@ def main() -> None:
             old_model = old_ns.CausalWanTransformer(**cfg, num_frames_per_chunk=K).eval()
             old_model.load_state_dict(model.state_dict())
             old = lambda: old_ns.sample_chunkwise(old_model, noise, ehs, schedule=sched, generator=gen())  # noqa: E731
-            err = (old() - ref).abs().max().item()
+            err = (old() - ref).abs().max().item()  # also the warm-up
             fns["old"] = old
         if "naive" not in a.skip:
             naive = lambda: naive_chunkwise(model, noise, ehs, sched, gen())  # noqa: E731
-            naive_err = (naive() - ref).abs().max().item()
-            naive_flops = flops(naive)
+            naive_flops, naive_out = flops_and_out(naive)  # also the warm-up
+            naive_err = (naive_out - ref).abs().max().item()
             fns["naive"] = naive
         log(f"timing {sorted(fns)}")
-        times.update(interleaved(fns, a.repeats))
+        times.update(interleaved(fns, a.repeats, warm=False))
         log(f"times {times}")
-        new_cat = cat_bytes(new)
         cache = model.new_kv_cache(1)
-        sample_chunkwise(model, noise, ehs, schedule=sched, generator=gen(), kv_cache=cache)
+        new_cat = cat_bytes(
+            lambda: sample_chunkwise(model, noise, ehs, schedule=sched, generator=gen(), kv_cache=cache)
+        )
         stats = dict(cache.stats)
         rows.append("| measurement | new | reference | ratio | target | note |")
         rows.append("| --- | --- | --- | --- | --- | --- |")
