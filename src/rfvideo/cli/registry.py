@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "precompute": ("rfvideo.cli.precompute", "videos -> VAE latent shards, or prompts -> umT5 embeddings"),
     "vbench": ("rfvideo.cli.vbench", "score a folder of {prompt}-{i}.mp4 videos on VBench dimensions"),
     "serve": ("rfvideo.cli.serve", "live browser demo: watch a checkpoint generate, switch prompts"),
+    "estimate-memory": ("rfvideo.cli.estimate_memory", "per-GPU peak memory of a config's training step"),
     "sample": ("rfvideo.cli.sample", "sample VBench's prompt suite as {prompt}-{i}.mp4 + protocol.json"),
 }
 """Argparse subcommands: name -> (module path, one-line help)."""
