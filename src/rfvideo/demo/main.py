@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         help="no training: merge the results.json of runs on disjoint seeds into one table",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--strict-claims", action="store_true",
+        help="exit 1 when this run disagrees with a stored claim (default: report the verdicts only; a "
+        "disagreement on another machine is information, not a failed install)",
+    )  # fmt: skip
     return p
 
 
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed, rows in results.items():
                 for _cid, ok, line in report.check_claims(stored, rows):
                     print(f"  [seed {seed}] {line}")
-                    status = status if ok else 1
+                    status = status if ok or not a.strict_claims else 1
     else:
         print(f"claims: {claims_path} not found (write it with --write-readme-tables)")
     print(f"grid:        {out / 'grid.png' if len(a.seeds) == 1 else out / 'seed*/grid.png'}")
