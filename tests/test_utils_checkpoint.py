@@ -75,3 +75,27 @@ def test_not_a_checkpoint(tmp_path):
     junk.write_bytes(os.urandom(0) + bytes(range(256)) * 4)
     with pytest.raises((ValueError, pickle.UnpicklingError), match="junk.ckpt"):
         load_checkpoint(junk)
+
+
+def test_weight_loaders_name_a_truncated_file(tmp_path):
+    """Every loader that reads a torch checkpoint goes through load_checkpoint (item 12 of issue 11)."""
+    from helpers import tiny_wan_config
+
+    from rfvideo.eval.backbones import _aesthetic_head
+    from rfvideo.models import CausalWanTransformer
+    from rfvideo.models.convert import load_original_checkpoint
+    from rfvideo.modules.components import load_causal_wan
+
+    g = torch.Generator().manual_seed(0)
+    full = tmp_path / "full.ckpt"
+    torch.save(_ckpt(g), full)
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"cut\.ckpt.*truncated"):
+        _aesthetic_head(str(cut))
+    with pytest.raises(ValueError, match=r"cut\.ckpt.*truncated"):
+        load_original_checkpoint(cut, model=CausalWanTransformer(**tiny_wan_config()))
+    wan = tmp_path / "wan"
+    CausalWanTransformer(**tiny_wan_config()).save_pretrained(wan / "transformer")
+    with pytest.raises(ValueError, match=r"cut\.ckpt.*truncated"):
+        load_causal_wan(str(wan), init_checkpoint=str(cut))

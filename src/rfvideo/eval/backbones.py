@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rfvideo.utils.checkpoint import load_checkpoint
+
 if TYPE_CHECKING:
     from rfvideo.eval.registry import LoadContext
 
@@ -97,7 +99,7 @@ class HFDINO:
 
 
 def _aesthetic_head(path: str) -> torch.nn.Module:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     if "weight" not in state:
         raise ValueError(f"aesthetic_quality: {path} is not a Linear(768, 1) state dict (keys {list(state)})")
     head = torch.nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
@@ -152,7 +154,7 @@ def load_raft(value: PathSpec, ctx: LoadContext) -> Callable[[torch.Tensor, torc
     d = "dynamic_degree"
     raft_mod = _needs("torchvision.models.optical_flow", d)
     raft = raft_mod.raft_large(weights=None)
-    raft.load_state_dict(torch.load(_path(d, value), map_location="cpu", weights_only=True))
+    raft.load_state_dict(load_checkpoint(_path(d, value)))
     raft = raft.to(ctx.device).eval()
 
     def flow(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -172,7 +174,7 @@ def load_amt(value: PathSpec, ctx: LoadContext) -> Any:
 
     cfg = os.path.join(os.path.dirname(vb.__file__), "third_party/amt/cfgs/AMT-S.yaml")
     net = build_from_cfg(OmegaConf.load(cfg).network)
-    ckpt = torch.load(_path(d, value), map_location="cpu", weights_only=True)
+    ckpt = load_checkpoint(_path(d, value))
     net.load_state_dict(ckpt["state_dict"])
     return AMTInterpolator(net.to(ctx.device).eval())
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from rfvideo.utils.checkpoint import load_checkpoint
+
 # (original pattern, diffusers template); each rule is a bijection on full keys.
 _ATTN = {"q": "to_q", "k": "to_k", "v": "to_v", "o": "to_out.0", "norm_q": "norm_q", "norm_k": "norm_k"}
 _TOP = {
@@ -160,7 +162,7 @@ def load_original_checkpoint(
 
         raw: Mapping = load_file(str(path))
     else:
-        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        raw = load_checkpoint(path)
     if not all(isinstance(v, torch.Tensor) for v in raw.values()):
         candidates = [k for k in (key, "generator", "state_dict", "model") if k is not None]
         found = next((k for k in candidates if isinstance(raw.get(k), Mapping)), None)

@@ -14,6 +14,7 @@ from rfvideo.models.causal_wan import CausalWanTransformer
 from rfvideo.models.text_encoder import TextEncoder
 from rfvideo.models.vae import WanVAE
 from rfvideo.rewards.base import FrameReward
+from rfvideo.utils.checkpoint import load_checkpoint
 
 __all__ = ["load_causal_wan", "load_image_reward", "load_text_encoder", "load_wan_vae"]
 
@@ -61,7 +62,7 @@ def load_causal_wan(
     if init_checkpoint is not None:
         if not Path(init_checkpoint).is_file():
             raise ValueError(f"init_checkpoint {init_checkpoint!r} does not exist")
-        sd = torch.load(init_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        sd = load_checkpoint(init_checkpoint)["state_dict"]
         prefix = (
             "generator_ema."
             if init_from_ema and any(k.startswith("generator_ema.") for k in sd)
