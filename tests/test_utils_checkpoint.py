@@ -80,7 +80,6 @@ def test_not_a_checkpoint(tmp_path):
 def test_weight_loaders_name_a_truncated_file(tmp_path):
     """Every loader that reads a torch checkpoint goes through load_checkpoint (item 12 of issue 11)."""
     from helpers import tiny_wan_config
-
     from rfvideo.eval.backbones import _aesthetic_head
     from rfvideo.models import CausalWanTransformer
     from rfvideo.models.convert import load_original_checkpoint
