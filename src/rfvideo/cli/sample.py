@@ -2,6 +2,12 @@
 
 Run it once per rank under torchrun (`torchrun --nproc-per-node 8 -m rfvideo sample ...`): each rank
 takes every WORLD_SIZE-th video from RANK. A rerun skips valid videos, so an interrupted run resumes.
+
+Decoding is streamed (`rfvideo.streaming`): each chunk's latents are decoded by the VAE's streaming
+decoder as the sampler yields them and go straight into the mp4 encoder, so a video never sits whole in
+memory; the file is renamed into place when complete. The frames are `module.generate`'s for the same
+seed (same noise and sampler; the streaming decoder equals the full decode). A module with only a
+`generate` method (no generator / VAE / schedule) is sampled through it, `--batch-size` videos per call.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from pathlib import Path
 from rfvideo.cli.argtypes import nonnegative_int, positive_float, positive_int
 from rfvideo.cli.errors import UsageError
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "first_prompts", "run"]
 
 SUITES = ("vbench",)
 
@@ -29,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="only these VBench dimensions' prompts (default: all 16)",
     )
+    parser.add_argument(
+        "--prompts-per-dimension",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="only the first N prompts of each dimension (a quick check; seeds stay the full run's)",
+    )
     parser.add_argument("--num-seeds", type=positive_int, default=5, help="videos per prompt (VBench: 5)")
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="base seed (seed = base + k*N + i)")
     parser.add_argument(
@@ -38,7 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fps", type=positive_float, default=None, help="mp4 frame rate (default: the model's)"
     )
-    parser.add_argument("--batch-size", type=positive_int, default=1, help="videos per generate call")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        help="videos per generate call of a module without a streaming path (streamed: one at a time)",
+    )
     parser.add_argument("--no-ema", action="store_true", help="sample the raw weights, not the EMA")
     parser.add_argument(
         "--suite-dir", default=None, help="folder of VBench_full_info.json (default: shipped)"
@@ -59,6 +77,22 @@ def _decode_dtype(module: object) -> str:
         return str(next(vae.parameters()).dtype) if vae is not None else "none"  # type: ignore[union-attr]
     except (AttributeError, StopIteration):
         return "unknown"
+
+
+def first_prompts(jobs: list, dimensions: list[str], n: int) -> list:
+    """The jobs of the first ``n`` prompts (suite order) of each of ``dimensions``, in suite order.
+
+    A prompt tagged with two of the dimensions counts for both; every job keeps its seed and name, so
+    the videos are the ones a full run makes.
+    """
+    keep: set[int] = set()
+    for d in dimensions:
+        seen: list[int] = []
+        for j in jobs:
+            if d in j.dimensions and j.suite_index not in seen:
+                seen.append(j.suite_index)
+        keep.update(seen[:n])
+    return [j for j in jobs if j.suite_index in keep]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,11 +127,13 @@ def run(args: argparse.Namespace) -> int:
         rank, world = dist_env()
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from e
+    if args.prompts_per_dimension is not None:
+        jobs = first_prompts(jobs, dims or list(ALL_DIMENSIONS), args.prompts_per_dimension)
     mine = shard(jobs, rank, world)
 
     from rfvideo.cli.lightning import build_module, load_module_checkpoint
     from rfvideo.cli.preflight import preflight_checkpoint
-    from rfvideo.eval.sampling import sample_jobs
+    from rfvideo.eval.sampling import has_streaming_path, module_video_stream, sample_jobs, stream_jobs
 
     if args.ckpt:
         preflight_checkpoint(args.ckpt, option="--ckpt")
@@ -129,23 +165,33 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    def generate(prompts: list[str], seeds: list[int]) -> torch.Tensor:  # -> (b F 3 H W) in [0, 1]
-        with torch.no_grad():
-            return module.generate(
-                prompts, seeds=seeds, num_latent_frames=args.latent_frames, use_ema=use_ema
-            )
-
+    common = {
+        "protocol": protocol,
+        "dimensions": dims or list(ALL_DIMENSIONS),
+        "fps": fps,
+        "progress": not args.no_progress,
+    }
     try:
-        report = sample_jobs(
-            generate,
-            mine,
-            args.out,
-            protocol=protocol,
-            dimensions=dims or list(ALL_DIMENSIONS),
-            fps=fps,
-            batch_size=args.batch_size,
-            progress=not args.no_progress,
-        )
+        if has_streaming_path(module):
+            if args.batch_size != 1:
+                raise UsageError(
+                    f"--batch-size={args.batch_size}: {type(module).__name__} streams one video at a time "
+                    "(each video has its own seed); drop --batch-size"
+                )
+            try:
+                stream = module_video_stream(module, num_latent_frames=args.latent_frames, use_ema=use_ema)
+            except ValueError as e:
+                raise UsageError(f"--latent-frames: {e}") from e
+            report = stream_jobs(stream, mine, args.out, **common)
+        else:
+
+            def generate(prompts: list[str], seeds: list[int]) -> torch.Tensor:  # -> (b F 3 H W) in [0, 1]
+                with torch.no_grad():
+                    return module.generate(
+                        prompts, seeds=seeds, num_latent_frames=args.latent_frames, use_ema=use_ema
+                    )
+
+            report = sample_jobs(generate, mine, args.out, batch_size=args.batch_size, **common)
     except ProtocolMismatchError as e:
         raise UsageError(str(e)) from e
     print(

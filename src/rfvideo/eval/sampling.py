@@ -1,18 +1,28 @@
 """Sample suite jobs into a folder: resumable, never a partial file, protocol-tagged, with a progress bar.
 
-``sample_jobs(generate, jobs, out_dir, protocol=..., fps=...)`` calls ``generate(prompts, seeds)`` (a
-batch of videos ``(b F 3 H W)`` in [0, 1]) for every job whose file is missing or invalid, and writes
-each video with ``write_video`` (temporary name, then rename). A file is valid when it decodes, carries
-this protocol's id and has the frame count of this run's videos; anything else is sampled again.
-Give each rank its ``shard`` of the jobs; ranks share nothing but the folder.
+Two ways to produce a video, one folder logic:
 
-Shape legend: b videos, F pixel frames, H/W pixel height/width.
+- ``stream_jobs(stream, jobs, out_dir, ...)``: ``stream(prompt, seed)`` yields a video's pixel frames
+  chunk by chunk (``module_video_stream``: the chunk-wise sampler and the VAE's streaming decoder of
+  ``rfvideo.streaming``); each chunk goes into the mp4 encoder as it arrives (``Mp4StreamWriter``), so a
+  video never sits whole in memory. What ``rfvideo sample`` uses.
+- ``sample_jobs(generate, jobs, out_dir, ...)``: ``generate(prompts, seeds)`` returns whole videos
+  ``(b F 3 H W)`` (any object with only a ``generate`` method), written with ``write_video``.
+
+Both write under a temporary name and rename, and check the video format (frames, resolution) against
+``protocol.json`` before the file is moved into place, so a refused video leaves nothing behind. A file
+is valid when it decodes, carries this protocol's id and has the frame count of this run's videos;
+anything else is sampled again. Give each rank its ``shard`` of the jobs; ranks share nothing but the
+folder.
+
+Shape legend: b videos, F pixel frames (per chunk: the chunk's), H/W pixel height/width, c latent
+channels, f latent frames, h/w latent height/width, n/d text tokens/width.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +33,27 @@ from rfvideo.eval.protocol import read_video_tag, record_video_format, video_tag
 from rfvideo.eval.suite import SuiteJob
 
 GenerateFn = Callable[[list[str], list[int]], torch.Tensor]
+VideoStreamFn = Callable[[str, int], Iterable[torch.Tensor]]
+
+__all__ = [
+    "GenerateFn",
+    "SampleReport",
+    "VideoStreamFn",
+    "existing_is_valid",
+    "has_streaming_path",
+    "module_video_stream",
+    "sample_jobs",
+    "stream_jobs",
+    "video_frame_count",
+]
+
+# What a module needs for the streamed path (the recipes' `VideoGeneratorModule` API).
+STREAM_ATTRIBUTES = ("generator", "vae", "schedule", "noise", "encode_prompts", "num_latent_frames")
 
 
 @dataclass
 class SampleReport:
-    """What ``sample_jobs`` did: files written, files kept from an earlier run, and the protocol id."""
+    """What ``sample_jobs`` / ``stream_jobs`` did: files written, files kept from an earlier run, the id."""
 
     written: list[str]
     skipped: list[str]
@@ -58,6 +84,26 @@ def existing_is_valid(path: Path, pid: str, num_frames: int | None) -> bool:
     return n is not None and n > 0 and (num_frames is None or n == num_frames)
 
 
+def _start(
+    jobs: Sequence[SuiteJob],
+    out_dir: str | os.PathLike,
+    protocol: Mapping[str, Any],
+    dimensions: Sequence[str],
+    fps: float,
+    num_frames: int | None,
+) -> tuple[Path, str, list[SuiteJob], list[str]]:
+    """Write (or check) protocol.json; split the jobs into those to sample and the valid files kept."""
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    if num_frames is not None and (isinstance(num_frames, bool) or not isinstance(num_frames, int)):
+        raise ValueError(f"num_frames must be None or an int, got {num_frames!r}")
+    root = Path(out_dir)
+    pid = write_protocol(root, protocol, dimensions)
+    todo = [j for j in jobs if not existing_is_valid(root / j.filename, pid, num_frames)]
+    todo_set = set(todo)
+    return root, pid, todo, [j.filename for j in jobs if j not in todo_set]
+
+
 def sample_jobs(
     generate: GenerateFn,
     jobs: Sequence[SuiteJob],
@@ -71,7 +117,7 @@ def sample_jobs(
     progress: bool = True,
     write: Callable[..., Any] | None = None,
 ) -> SampleReport:
-    """Generate and save every job not already valid in ``out_dir``.
+    """Generate whole videos and save every job not already valid in ``out_dir``.
 
     Args:
         generate: ``(prompts, seeds) -> (b F 3 H W)`` in [0, 1].
@@ -94,14 +140,8 @@ def sample_jobs(
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps!r}")
     writer = write or write_video
-    root = Path(out_dir)
-    pid = write_protocol(root, protocol, dimensions)
-    todo = [j for j in jobs if not existing_is_valid(root / j.filename, pid, num_frames)]
-    todo_set = set(todo)
-    skipped = [j.filename for j in jobs if j not in todo_set]
+    root, pid, todo, skipped = _start(jobs, out_dir, protocol, dimensions, fps, num_frames)
     written: list[str] = []
     bar = tqdm(total=len(jobs), initial=len(skipped), desc="sampling", unit="video", disable=not progress)
     try:
@@ -115,8 +155,8 @@ def sample_jobs(
                 )
             if num_frames is not None and videos.shape[1] != num_frames:
                 raise ValueError(f"generate returned {videos.shape[1]} frames, the protocol has {num_frames}")
-            if start == 0:  # frames and resolution follow from the config: recorded beside the protocol
-                record_video_format(root, *videos.shape[1:2], *videos.shape[3:5])
+            # Frames and resolution follow from the config: recorded beside the protocol, checked per batch.
+            record_video_format(root, *videos.shape[1:2], *videos.shape[3:5])
             for j, video in zip(batch, videos):
                 writer(root / j.filename, video, fps, metadata=video_tag(pid))
                 written.append(j.filename)
@@ -124,3 +164,130 @@ def sample_jobs(
     finally:
         bar.close()
     return SampleReport(written, skipped, pid)
+
+
+def stream_jobs(
+    stream: VideoStreamFn,
+    jobs: Sequence[SuiteJob],
+    out_dir: str | os.PathLike,
+    *,
+    protocol: Mapping[str, Any],
+    dimensions: Sequence[str],
+    fps: float,
+    num_frames: int | None = None,
+    crf: int | None = None,
+    progress: bool = True,
+) -> SampleReport:
+    """Stream every job not already valid in ``out_dir`` into its mp4, chunk by chunk.
+
+    Each chunk ``stream`` yields is encoded at once (``rfvideo.streaming.Mp4StreamWriter``, the same H.264
+    encoding as ``write_video``); the file appears under its name only when the whole video is written
+    and its format agrees with ``protocol.json`` (an error or an interrupt removes the temporary file).
+
+    Args:
+        stream: ``(prompt, seed) -> iterable of frames (F 3 H W)`` in [0, 1], one item per chunk, in order
+            (``module_video_stream``).
+        jobs: this rank's jobs (see ``rfvideo.eval.suite.shard``).
+        out_dir: the video folder (``protocol.json`` is written there).
+        protocol: the sampling protocol; refused if the folder holds another.
+        dimensions: the dimensions sampled (recorded in protocol.json).
+        fps: frame rate written into the mp4s.
+        num_frames: pixel frames each video must have (checks kept files; None: any).
+        crf: x264 constant rate factor (None: x264's default, as ``write_video``).
+        progress: show a tqdm progress bar (one step per video, the chunk count beside it).
+
+    Returns:
+        The files written and skipped, and the protocol id.
+
+    Raises:
+        ValueError: a chunk that is not ``(F 3 H W)``, a video without frames or with another frame count
+            than ``num_frames``.
+        ProtocolMismatchError: the folder holds another protocol or another video format.
+    """
+    from tqdm.auto import tqdm
+
+    from rfvideo.streaming import Mp4StreamWriter
+
+    root, pid, todo, skipped = _start(jobs, out_dir, protocol, dimensions, fps, num_frames)
+    written: list[str] = []
+    bar = tqdm(total=len(jobs), initial=len(skipped), desc="sampling", unit="video", disable=not progress)
+    try:
+        for j in todo:
+            with Mp4StreamWriter(root / j.filename, fps=fps, crf=crf, metadata=video_tag(pid)) as writer:
+                size: tuple[int, int] | None = None
+                for c, frames in enumerate(stream(j.gen_prompt, j.seed)):
+                    if frames.ndim != 4 or frames.shape[1] != 3:
+                        raise ValueError(
+                            f"stream returned a chunk of shape {tuple(frames.shape)} for {j.filename!r}; "
+                            "expected (F 3 H W)"
+                        )
+                    size = (int(frames.shape[2]), int(frames.shape[3]))
+                    writer.write(frames)
+                    bar.set_postfix(chunk=c + 1, refresh=False)
+                n = writer.frames_written
+                if size is None or n == 0:
+                    raise ValueError(f"stream returned no frames for {j.filename!r}")
+                if num_frames is not None and n != num_frames:
+                    raise ValueError(
+                        f"stream returned {n} frames for {j.filename!r}, the protocol has {num_frames}"
+                    )
+                # Before the rename: a video of another format than the folder's is never left there.
+                record_video_format(root, n, *size)
+            written.append(j.filename)
+            bar.update(1)
+    finally:
+        bar.close()
+    return SampleReport(written, skipped, pid)
+
+
+def has_streaming_path(module: object) -> bool:
+    """Whether ``module_video_stream`` can drive ``module`` (generator, VAE, schedule, noise, prompts)."""
+    return all(getattr(module, a, None) is not None for a in STREAM_ATTRIBUTES)
+
+
+def module_video_stream(
+    module: Any, *, num_latent_frames: int | None = None, use_ema: bool = True
+) -> VideoStreamFn:
+    """``(prompt, seed) -> chunks of pixel frames`` of a trained recipe, as ``module.generate`` makes them.
+
+    The noise and the re-noising generator are ``module.generate``'s for the seed (``module.noise`` on a
+    CPU generator seeded with it), the chunks come from ``rfvideo.streaming.stream_video`` (the same
+    chunk-wise sampler) and are decoded by the VAE's streaming decoder (its own ``stream_decoder()``, else
+    ``HistoryStreamDecoder`` over ``decode_last``), which equals the full decode, so the video is
+    ``module.generate``'s up to float rounding.
+
+    Args:
+        module: an ``ODEInitModule`` / ``RewardForcingModule`` (see ``has_streaming_path``).
+        num_latent_frames: latent frames per video (a multiple of the chunk size); default the module's.
+        use_ema: use the EMA weights when the module has them (what the paper evaluates).
+
+    Returns:
+        The stream function; each chunk is float32 ``(F 3 H W)`` in [0, 1] on the CPU.
+
+    Raises:
+        ValueError: the module lacks the streaming attributes, or a bad ``num_latent_frames``.
+    """
+    from rfvideo.streaming import stream_video
+
+    missing = [a for a in STREAM_ATTRIBUTES if getattr(module, a, None) is None]
+    if missing:
+        raise ValueError(f"module {type(module).__name__} has no {missing} for streamed sampling")
+    ema = getattr(module, "generator_ema", None)
+    model = ema if use_ema and ema is not None else module.generator
+    k = int(getattr(model, "num_frames_per_chunk", 1))
+    f = module.num_latent_frames if num_latent_frames is None else num_latent_frames
+    if isinstance(f, bool) or not isinstance(f, int) or f < 1 or f % k:
+        raise ValueError(f"num_latent_frames must be a positive multiple of the chunk size {k}, got {f!r}")
+
+    def stream(prompt: str, seed: int) -> Iterator[torch.Tensor]:
+        model.eval()  # inference: no dropout, whatever mode the module was left in
+        with torch.no_grad():
+            emb = module.encode_prompts([prompt])  # (1 n d)
+            g = torch.Generator().manual_seed(int(seed))
+            noise = module.noise(1, f, g)  # (1 c f h w): the noise module.generate draws for this seed
+            for _, frames in stream_video(
+                model, module.vae, noise, emb, schedule=module.schedule, generator=g
+            ):
+                yield frames[0].float().clamp(0, 1).cpu()  # (F 3 H W)
+
+    return stream

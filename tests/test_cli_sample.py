@@ -1,0 +1,71 @@
+"""`rfvideo sample --suite vbench` streams each video into its mp4 (the shipped demo config: a VAE without a
+streaming decoder, so `HistoryStreamDecoder` decodes chunk by chunk); the files and protocol.json equal
+the previous full-decode path's (`module.generate` + `write_video`); `--prompts-per-dimension` keeps the
+full run's seeds and names; usage errors are one line.
+
+Reference: the same command with the streamed path switched off (a module seen as `generate`-only).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import rfvideo.eval.sampling as sampling
+from rfvideo.cli import main
+from rfvideo.cli.sample import first_prompts
+from rfvideo.eval.protocol import PROTOCOL_FILE
+from rfvideo.eval.suite import packaged_suite_dir, suite_jobs
+
+DEMO = str(Path(__file__).resolve().parents[1] / "experiments" / "demo" / "reward_forcing.yaml")
+DIMS = ["temporal_flickering", "subject_consistency"]
+
+
+def test_first_prompts_keeps_the_full_run_s_seeds():
+    jobs = suite_jobs(packaged_suite_dir(), dimensions=DIMS, num_seeds=2)
+    few = first_prompts(jobs, DIMS, 2)
+    assert len(few) == 2 * 2 * 2  # 2 prompts per dimension (none shared here), 2 seeds each
+    for d in DIMS:
+        assert len({j.prompt for j in few if d in j.dimensions}) == 2
+    assert set(few) <= set(jobs)  # the same jobs: names, seeds and indices of the full run
+    first_tf = [j for j in jobs if "temporal_flickering" in j.dimensions][:4]
+    assert first_tf == [j for j in few if "temporal_flickering" in j.dimensions]
+    # A prompt serving both dimensions counts for both.
+    shared = suite_jobs(packaged_suite_dir(), dimensions=["scene", "background_consistency"], num_seeds=1)
+    both = [j for j in shared if {"scene", "background_consistency"} <= set(j.dimensions)]
+    assert both, "the suite has prompts tagged with both"
+    assert len(first_prompts(both, ["scene", "background_consistency"], 1)) == 1
+
+
+def test_streamed_sample_equals_the_full_decode_path(tmp_path, monkeypatch, capsys):
+    base = ["sample", "--suite", "vbench", "--config", DEMO, "--dimensions", *DIMS, "--prompts-per-dimension",
+            "1", "--num-seeds", "2", "--no-progress"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "streamed")]) == 0
+    assert "wrote 4, kept 0 of 4" in capsys.readouterr().out
+    with monkeypatch.context() as m:  # the previous path: module.generate, then one write_video per video
+        m.setattr(sampling, "has_streaming_path", lambda module: False)
+        assert main([*base, "--out", str(tmp_path / "full")]) == 0
+    a, b = tmp_path / "streamed", tmp_path / "full"
+    names = sorted(p.name for p in a.glob("*.mp4"))
+    assert names == sorted(p.name for p in b.glob("*.mp4")) and len(names) == 4
+    assert (a / PROTOCOL_FILE).read_text() == (b / PROTOCOL_FILE).read_text()
+    assert json.loads((a / PROTOCOL_FILE).read_text())["video"] == {"frames": 5, "height": 32, "width": 32}
+    for n in names:  # the demo codec decodes exactly chunk by chunk: byte-identical files
+        assert (a / n).read_bytes() == (b / n).read_bytes(), n
+    assert len({(a / n).read_bytes() for n in names}) == 4  # four seeds, four videos
+
+    assert main([*base, "--out", str(a)]) == 0  # resumed: nothing to do
+    assert "wrote 0, kept 4 of 4" in capsys.readouterr().out
+
+
+def test_usage_errors_name_the_value(tmp_path, capsys):
+    base = ["sample", "--config", DEMO, "--out", str(tmp_path / "o"), "--dimensions", "temporal_flickering",
+            "--prompts-per-dimension", "1", "--num-seeds", "1", "--no-progress"]  # fmt: skip
+    assert main([*base, "--batch-size", "2"]) == 2
+    assert "--batch-size=2: RewardForcingModule streams one video at a time" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything is written
+    with pytest.raises(SystemExit):
+        main([*base, "--prompts-per-dimension", "0"])
+    assert "--prompts-per-dimension" in capsys.readouterr().err
