@@ -7,23 +7,16 @@
 # installed there: the cross-check tests import it through PYTHONPATH=src.
 #
 # Usage: tools/vbench_env/setup.sh [VENV_DIR]   (default: .venv-vbench at the repository root)
+# RFVIDEO_ENV_DRY_RUN=1 prints the commands instead of running them (tools/isolated_env.sh).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../isolated_env.sh"
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-VENV="${1:-$ROOT/.venv-vbench}"
-PYTHON="${PYTHON:-python3}"
-
-if [ ! -x "$VENV/bin/python" ]; then
-    "$PYTHON" -m venv "$VENV"
-fi
-PIP=("$VENV/bin/python" -m pip install --quiet)
-
-# A matched torch/torchvision pair first (a CUDA build that runs on the CPU; ~6 GB).
-"${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1"
+env_init "${1:-$ROOT/.venv-vbench}"
+env_torch
 # VBench itself without its (outdated) pins.
-"${PIP[@]}" --no-deps "vbench==0.1.5"
+env_pip --no-deps "vbench==0.1.5"
 # Only what the called scoring functions import, plus the test runner.
-"${PIP[@]}" \
+env_pip \
     "decord2>=3.0" \
     "opencv-python-headless" \
     "openai-clip" \
@@ -45,10 +38,5 @@ PIP=("$VENV/bin/python" -m pip install --quiet)
     "pytest>=8" \
     "pytest-timeout>=2.3"
 
-"$VENV/bin/python" - <<'PY'
-import importlib.metadata as md
-
-for name in ("torch", "torchvision", "vbench", "decord2"):
-    print(f"{name}=={md.version(name)}")
-PY
-echo "VBench cross-check environment ready: $VENV"
+env_versions torch torchvision vbench decord2
+env_done "VBench cross-check environment"
