@@ -3,8 +3,8 @@
 VBench scores subject consistency with DINO's own `VisionTransformer` (`torch.hub.load(
 "facebookresearch/dino", "dino_vitb16")`, weights `dino_vitbase16_pretrain.pth`); rfvideo's in-loop code
 reads a transformers `ViTModel` folder (`rfvideo vbench --backbone subject_consistency=DIR`). Converting
-the file VBench loads makes both columns use the same weights (facebook/dino-vitb16 on the hub is another
-conversion, with LayerNorm eps 1e-12 where DINO uses 1e-6).
+the file VBench loads makes both columns use the same weights (facebook/dino-vitb16 on the hub was made by
+transformers' convert_dino_to_pytorch.py with ViTConfig's default LayerNorm eps 1e-12; DINO uses 1e-6).
 
     # the weights VBench uses (its cache, or torch hub's checkpoints folder)
     python tools/vbench_weights/dino_to_hf.py \

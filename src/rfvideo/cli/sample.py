@@ -1,6 +1,6 @@
 """Sample VBench's standard prompt suite with a trained module: `{prompt}-{i}.mp4` + protocol.json.
 
-Run it once per rank under torchrun (`torchrun --nproc-per-node 8 -m rfvideo sample ...`): each rank
+Run it once per rank under torchrun (`torchrun --nproc-per-node 8 -m rfvideo.cli sample ...`): each rank
 takes every WORLD_SIZE-th video from RANK. A rerun skips valid videos, so an interrupted run resumes.
 
 Decoding is streamed (`rfvideo.streaming`): each chunk's latents are decoded by the VAE's streaming
