@@ -43,31 +43,39 @@ BLOCK_NAMES = {
 }
 
 
-def random_dino_state(seed: int) -> dict[str, torch.Tensor]:
-    """Seeded random ViT-B/16 weights under DINO's names (`vision_transformer.py`), ViT-like scales."""
+def random_dino_state(
+    seed: int,
+    *,
+    width: int = WIDTH,
+    depth: int = DEPTH,
+    mlp: int = MLP,
+    patch: int = PATCH,
+    image: int = IMAGE,
+) -> dict[str, torch.Tensor]:
+    """Seeded random ViT weights under DINO's names (`vision_transformer.py`; ViT-B/16 by default)."""
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape: int, std: float = 0.02, mean: float = 0.0) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * std + mean
 
-    n = (IMAGE // PATCH) ** 2 + 1
+    n = (image // patch) ** 2 + 1
     sd = {
-        "cls_token": rnd(1, 1, WIDTH),
-        "pos_embed": rnd(1, n, WIDTH),
-        "patch_embed.proj.weight": rnd(WIDTH, 3, PATCH, PATCH),
-        "patch_embed.proj.bias": rnd(WIDTH),
-        "norm.weight": rnd(WIDTH, std=0.1, mean=1.0),
-        "norm.bias": rnd(WIDTH),
+        "cls_token": rnd(1, 1, width),
+        "pos_embed": rnd(1, n, width),
+        "patch_embed.proj.weight": rnd(width, 3, patch, patch),
+        "patch_embed.proj.bias": rnd(width),
+        "norm.weight": rnd(width, std=0.1, mean=1.0),
+        "norm.bias": rnd(width),
     }
-    for i in range(DEPTH):
+    for i in range(depth):
         p = f"blocks.{i}."
         sd.update({
-            p + "norm1.weight": rnd(WIDTH, std=0.1, mean=1.0), p + "norm1.bias": rnd(WIDTH),
-            p + "attn.qkv.weight": rnd(3 * WIDTH, WIDTH), p + "attn.qkv.bias": rnd(3 * WIDTH),
-            p + "attn.proj.weight": rnd(WIDTH, WIDTH), p + "attn.proj.bias": rnd(WIDTH),
-            p + "norm2.weight": rnd(WIDTH, std=0.1, mean=1.0), p + "norm2.bias": rnd(WIDTH),
-            p + "mlp.fc1.weight": rnd(MLP, WIDTH), p + "mlp.fc1.bias": rnd(MLP),
-            p + "mlp.fc2.weight": rnd(WIDTH, MLP), p + "mlp.fc2.bias": rnd(WIDTH),
+            p + "norm1.weight": rnd(width, std=0.1, mean=1.0), p + "norm1.bias": rnd(width),
+            p + "attn.qkv.weight": rnd(3 * width, width), p + "attn.qkv.bias": rnd(3 * width),
+            p + "attn.proj.weight": rnd(width, width), p + "attn.proj.bias": rnd(width),
+            p + "norm2.weight": rnd(width, std=0.1, mean=1.0), p + "norm2.bias": rnd(width),
+            p + "mlp.fc1.weight": rnd(mlp, width), p + "mlp.fc1.bias": rnd(mlp),
+            p + "mlp.fc2.weight": rnd(width, mlp), p + "mlp.fc2.bias": rnd(width),
         })  # fmt: skip
     return sd
 
@@ -80,39 +88,54 @@ def _pick(model_keys: set[str], candidates: list[str], i: int) -> str:
     raise ValueError(f"this transformers version's ViTModel has none of {candidates} (block {i})")
 
 
-def dino_to_hf(state: dict[str, torch.Tensor]):
-    """A transformers `ViTModel` (no pooler) holding DINO ViT-B/16 `state`; strict (every key used once).
+def dino_to_hf(state: dict[str, torch.Tensor], *, heads: int = HEADS):
+    """A transformers `ViTModel` (no pooler) holding the DINO ViT `state`; strict (every key used once).
+
+    Width, depth, MLP size, patch and image size are read from the tensors (ViT-B/16 for VBench's file);
+    the head count is not in the weights (12 for ViT-B).
 
     Raises:
-        ValueError: a key DINO's ViT-B/16 does not have, or a missing one (names it).
+        ValueError: a key a DINO ViT does not have, or a missing one (names it).
     """
     from transformers import ViTConfig, ViTModel
 
-    cfg = ViTConfig(hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=HEADS,
-                    intermediate_size=MLP, image_size=IMAGE, patch_size=PATCH, qkv_bias=True,
-                    hidden_act="gelu", layer_norm_eps=DINO_EPS)  # fmt: skip
+    src = {k: v for k, v in state.items() if not k.startswith("head.")}  # a fine-tuned file's head
+
+    def pop(key: str) -> torch.Tensor:
+        if key not in src:
+            raise ValueError(f"not a DINO ViT state dict: no {key!r}")
+        return src.pop(key)
+
+    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight"):
+        if key not in src:
+            raise ValueError(f"not a DINO ViT state dict: no {key!r}")
+    width, patch = int(state["cls_token"].shape[-1]), int(state["patch_embed.proj.weight"].shape[-1])
+    depth = len({k.split(".")[1] for k in src if k.startswith("blocks.")})
+    grid = round((state["pos_embed"].shape[1] - 1) ** 0.5)  # pos_embed: (1 n d), n = 1 + grid^2
+    cfg = ViTConfig(hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads,
+                    intermediate_size=int(state["blocks.0.mlp.fc1.weight"].shape[0]), image_size=grid * patch,
+                    patch_size=patch, qkv_bias=True, hidden_act="gelu", layer_norm_eps=DINO_EPS)  # fmt: skip
     model = ViTModel(cfg, add_pooling_layer=False).eval()
     keys = set(model.state_dict())
-    src = {k: v for k, v in state.items() if not k.startswith("head.")}  # a fine-tuned file's head
     out: dict[str, torch.Tensor] = {
-        "embeddings.cls_token": src.pop("cls_token"),
-        "embeddings.position_embeddings": src.pop("pos_embed"),
-        "embeddings.patch_embeddings.projection.weight": src.pop("patch_embed.proj.weight"),
-        "embeddings.patch_embeddings.projection.bias": src.pop("patch_embed.proj.bias"),
-        "layernorm.weight": src.pop("norm.weight"),
-        "layernorm.bias": src.pop("norm.bias"),
+        "embeddings.cls_token": pop("cls_token"),
+        "embeddings.position_embeddings": pop("pos_embed"),
+        "embeddings.patch_embeddings.projection.weight": pop("patch_embed.proj.weight"),
+        "embeddings.patch_embeddings.projection.bias": pop("patch_embed.proj.bias"),
+        "layernorm.weight": pop("norm.weight"),
+        "layernorm.bias": pop("norm.bias"),
     }
-    for i in range(DEPTH):
+    for i in range(depth):
         p = f"blocks.{i}."
         name = {role: _pick(keys, c, i) for role, c in BLOCK_NAMES.items()}
         for t in ("weight", "bias"):
-            q, k, v = src.pop(p + f"attn.qkv.{t}").chunk(3, dim=0)  # DINO's qkv rows: q, then k, then v
+            q, k, v = pop(p + f"attn.qkv.{t}").chunk(3, dim=0)  # DINO's qkv rows: q, then k, then v
             out[f"{name['q']}.{t}"], out[f"{name['k']}.{t}"], out[f"{name['v']}.{t}"] = q, k, v
             for role, dino in (("norm1", "norm1"), ("norm2", "norm2"), ("proj", "attn.proj"),
                                ("fc1", "mlp.fc1"), ("fc2", "mlp.fc2")):  # fmt: skip
-                out[f"{name[role]}.{t}"] = src.pop(p + f"{dino}.{t}")
+                out[f"{name[role]}.{t}"] = pop(p + f"{dino}.{t}")
     if src:
-        raise ValueError(f"keys DINO ViT-B/16 does not have: {sorted(src)[:5]}")
+        raise ValueError(f"keys a DINO ViT does not have: {sorted(src)[:5]}")
     missing, unexpected = set(keys) - set(out), set(out) - set(keys)
     if missing or unexpected:
         raise ValueError(f"conversion left missing={sorted(missing)[:5]} unexpected={sorted(unexpected)[:5]}")
