@@ -12,6 +12,7 @@ Legend: `b` batch, `c` latent channels, `f` latent frames, `h w` latent height/w
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,6 +24,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from rfvideo.models.lora import LoraOptions, apply_lora, is_adapter_key
 from rfvideo.modules.log_filters import install_log_filters
 from rfvideo.sampling import FlowMatchSchedule, stream_chunks
 
@@ -43,7 +45,10 @@ FROZEN_PREFIXES: tuple[str, ...] = ("vae.", "text_encoder.", "rewards.")
 KEPT_STATE_PREFIXES: tuple[str, ...] = ("rewards.running_",)
 
 
-def _is_frozen_key(key: str, prefix: str = "") -> bool:
+def _is_frozen_key(key: str, prefix: str = "", lora: bool = False) -> bool:
+    """Left out of checkpoints: frozen parts, and with LoRA the generator's (and EMA's) frozen base."""
+    if lora and key.startswith((prefix + "generator.", prefix + "generator_ema.")):
+        return not is_adapter_key(key)
     return key.startswith(tuple(prefix + p for p in FROZEN_PREFIXES)) and not key.startswith(
         tuple(prefix + p for p in KEPT_STATE_PREFIXES)
     )
@@ -99,6 +104,11 @@ class VideoGeneratorModule(L.LightningModule):
         seed: base seed of the training noise (mixed with step, micro-batch and rank).
         max_consecutive_skips: stop with `TooManySkippedStepsError` after this many optimizer steps in a row
             were skipped for a non-finite loss or gradient (e.g. a reward returning NaN); None never stops.
+        generator_lora: train LoRA adapters (`rfvideo.models.lora.apply_lora`) instead of the whole generator:
+            the base weights freeze, the optimizer and the EMA see the adapters only, and checkpoints hold
+            the adapters (and their optimizer state) only; the base comes from the config on every load.
+            The EMA copy shares the generator's frozen base tensors (no second copy of the base), except
+            under FSDP2, where each model is sharded on its own.
 
     Resuming (`fit --ckpt_path`) with changed settings applies the given ones and warns with each changed
     key (checkpoint value -> given value).
@@ -122,6 +132,7 @@ class VideoGeneratorModule(L.LightningModule):
         activation_checkpointing: bool = False,
         seed: int = 0,
         max_consecutive_skips: int | None = 20,
+        generator_lora: LoraOptions | None = None,
     ) -> None:
         super().__init__()
         install_log_filters()
@@ -137,6 +148,9 @@ class VideoGeneratorModule(L.LightningModule):
         self.save_hyperparameters(
             ignore=["generator", "vae", "text_encoder", "optimizer", "scheduler", "rewards"]
         )
+        if generator_lora is not None:
+            apply_lora(generator, generator_lora)  # validated options; a target matching nothing raises here
+        self.generator_lora = generator_lora
         self.generator = generator
         self.vae = vae
         self.text_encoder = text_encoder
@@ -158,7 +172,12 @@ class VideoGeneratorModule(L.LightningModule):
         self.max_consecutive_skips = max_consecutive_skips
         self.generator_ema: nn.Module | None = None
         if ema_decay is not None:
-            self.generator_ema = copy.deepcopy(generator).requires_grad_(False).eval()
+            # With LoRA the EMA shares every frozen tensor with the generator (the memo hands deepcopy the
+            # same Parameter objects back): only its adapters are its own.
+            memo = {id(p): p for p in generator.parameters() if not p.requires_grad} if generator_lora else {}
+            self.generator_ema = copy.deepcopy(generator, memo).eval()
+            for p in self.generator_ema.parameters():
+                p.requires_grad_(False)
         # Counters live in buffers so they are checkpointed and identical after a resume.
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("consecutive_skips", torch.zeros((), dtype=torch.long))
@@ -224,17 +243,20 @@ class VideoGeneratorModule(L.LightningModule):
         """Generator, EMA, counters and reward running statistics; frozen weights are left out."""
         sd = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
-        for k in [k for k in sd if _is_frozen_key(k, prefix)]:
+        lora = self.generator_lora is not None
+        for k in [k for k in sd if _is_frozen_key(k, prefix, lora)]:
             del sd[k]
         return sd
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:
-        """Strict for everything a checkpoint holds; frozen parts keep the weights they loaded themselves."""
+        """Strict for everything a checkpoint holds; frozen parts keep the weights they loaded themselves
+        (with LoRA, so does the generator's base: it was rebuilt from the config, the adapters load here)."""
         merged = dict(state_dict)
+        lora = self.generator_lora is not None
         for k, v in super().state_dict().items():
-            if _is_frozen_key(k):
+            if _is_frozen_key(k, lora=lora):
                 if k in merged:
                     raise ValueError(
                         f"checkpoint holds frozen key {k!r}; frozen parts load their own weights"
@@ -245,7 +267,9 @@ class VideoGeneratorModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the hyperparameters under our own key (HPARAMS_KEY): a resume compares them, not overrides."""
         if "hyper_parameters" in checkpoint:
-            checkpoint[HPARAMS_KEY] = dict(checkpoint.pop("hyper_parameters"))
+            hp = dict(checkpoint.pop("hyper_parameters"))
+            # Plain types only, so that `torch.load(weights_only=True)` reads the checkpoint back.
+            checkpoint[HPARAMS_KEY] = {k: _plain(v) for k, v in hp.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resume with the given settings; warn with every setting that differs from the checkpoint's."""
@@ -364,11 +388,17 @@ class VideoGeneratorModule(L.LightningModule):
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        """`ema <- d ema + (1 - d) w` after each optimizer step (a copy before `ema_start_step`)."""
+        """`ema <- d ema + (1 - d) w` after each optimizer step (a copy before `ema_start_step`).
+
+        With LoRA only the adapters are averaged: the frozen base is the same in both models.
+        """
         if self.generator_ema is None:
             return
         d = self.ema_decay if self.global_step >= self.ema_start_step else 0.0
-        for pe, p in zip(self.generator_ema.parameters(), self.generator.parameters(), strict=True):
+        pairs = zip(self.generator_ema.named_parameters(), self.generator.named_parameters(), strict=True)
+        for (name, pe), (_, p) in pairs:
+            if self.generator_lora is not None and not is_adapter_key(name):
+                continue
             pe.lerp_(p.detach().to(pe.dtype), 1.0 - d)
         for be, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
             be.copy_(b)
@@ -452,6 +482,14 @@ class VideoGeneratorModule(L.LightningModule):
         return out
 
 
+def _plain(value: Any) -> Any:
+    """A dataclass hyperparameter (e.g. `LoraOptions`) as a dict of its fields; anything else unchanged."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        to_dict = getattr(value, "to_dict", None)
+        return to_dict() if callable(to_dict) else dataclasses.asdict(value)
+    return value
+
+
 def changed_hparams(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """`(key, stored, given)` for every hyperparameter that differs (Lightning's bookkeeping keys ignored).
 
@@ -459,6 +497,7 @@ def changed_hparams(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list
     """
 
     def norm(v: Any) -> Any:
+        v = _plain(v)
         if isinstance(v, (tuple, list)):
             return [norm(x) for x in v]
         if isinstance(v, Mapping):

@@ -41,12 +41,12 @@ class RewardForcingModule(VideoGeneratorModule):
 
     Args:
         rewards: a `RewardEnsemble` (its reward models frozen; its running statistics train).
-        anchor_weight: weight of the L2 anchor to the initial generator weights (0 disables it). The anchor
+        anchor_weight: weight of the L2 anchor to the initial trained weights (0 disables it). The anchor
             is copied from the weights given at construction and moved once, at the first step, to each
             parameter's device and sharding (a DTensor shard under FSDP2).
         exit_per_chunk: draw one exit step per chunk instead of one shared step.
         checkpoint_decoder: recompute the decode in backward instead of storing its activations.
-        **kwargs: see `VideoGeneratorModule` (generator, vae, text_encoder, optimizer, ...).
+        **kwargs: see `VideoGeneratorModule` (generator, vae, text_encoder, optimizer, generator_lora, ...).
     """
 
     def __init__(
@@ -76,7 +76,8 @@ class RewardForcingModule(VideoGeneratorModule):
         if self.anchor_weight > 0:
             # Kept outside the state_dict on purpose: the anchor is the *initial* weights, which a resumed run
             # must get from the same initial checkpoint, not from the moving weights.
-            self._anchor = [p.detach().float().clone() for p in self.generator.parameters()]
+            # Over the trained parameters only (with LoRA the adapters: the frozen base cannot move).
+            self._anchor = [p.detach().float().clone() for p in self._trainable()]
 
     def frame_plan(self, num_pixel_frames: int, batch_idx: int) -> FramePlan:
         """This step's frames: drawn once from a generator shared by all ranks (resumable)."""
@@ -90,7 +91,7 @@ class RewardForcingModule(VideoGeneratorModule):
 
         assert self._anchor is not None
         placed = []
-        for p, a in zip(self.generator.parameters(), self._anchor, strict=True):
+        for p, a in zip(self._trainable(), self._anchor, strict=True):
             if isinstance(p, DTensor):
                 placed.append(distribute_tensor(a.to(p.device), p.device_mesh, list(p.placements)))
             else:
@@ -105,7 +106,7 @@ class RewardForcingModule(VideoGeneratorModule):
         if not self._anchor_placed:
             self._place_anchor()
         sq = None
-        for p, a in zip(self.generator.parameters(), self._anchor, strict=True):
+        for p, a in zip(self._trainable(), self._anchor, strict=True):
             term = ((p.float() - a) ** 2).sum()
             sq = term if sq is None else sq + term
         assert sq is not None
