@@ -12,10 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import rfvideo.eval.sampling as sampling
 from rfvideo.cli import main
-from rfvideo.cli.sample import first_prompts
+from rfvideo.cli.sample import first_prompts, sample_device
 from rfvideo.eval.protocol import PROTOCOL_FILE
 from rfvideo.eval.suite import packaged_suite_dir, suite_jobs
 
@@ -41,23 +42,36 @@ def test_first_prompts_keeps_the_full_run_s_seeds():
 
 def test_streamed_sample_equals_the_full_decode_path(tmp_path, monkeypatch, capsys):
     base = ["sample", "--suite", "vbench", "--config", DEMO, "--dimensions", *DIMS, "--prompts-per-dimension",
-            "1", "--num-seeds", "2", "--no-progress"]  # fmt: skip
+            "1", "--num-seeds", "1", "--no-progress"]  # fmt: skip
     assert main([*base, "--out", str(tmp_path / "streamed")]) == 0
-    assert "wrote 4, kept 0 of 4" in capsys.readouterr().out
+    assert "wrote 2, kept 0 of 2" in capsys.readouterr().out
     with monkeypatch.context() as m:  # the previous path: module.generate, then one write_video per video
         m.setattr(sampling, "has_streaming_path", lambda module: False)
         assert main([*base, "--out", str(tmp_path / "full")]) == 0
     a, b = tmp_path / "streamed", tmp_path / "full"
     names = sorted(p.name for p in a.glob("*.mp4"))
-    assert names == sorted(p.name for p in b.glob("*.mp4")) and len(names) == 4
+    assert names == sorted(p.name for p in b.glob("*.mp4")) and len(names) == 2
     assert (a / PROTOCOL_FILE).read_text() == (b / PROTOCOL_FILE).read_text()
     assert json.loads((a / PROTOCOL_FILE).read_text())["video"] == {"frames": 5, "height": 32, "width": 32}
     for n in names:  # the demo codec decodes exactly chunk by chunk: byte-identical files
         assert (a / n).read_bytes() == (b / n).read_bytes(), n
-    assert len({(a / n).read_bytes() for n in names}) == 4  # four seeds, four videos
+    assert len({(a / n).read_bytes() for n in names}) == 2  # two seeds, two videos
 
     assert main([*base, "--out", str(a)]) == 0  # resumed: nothing to do
-    assert "wrote 0, kept 4 of 4" in capsys.readouterr().out
+    assert "wrote 0, kept 2 of 2" in capsys.readouterr().out
+
+
+def test_each_torchrun_rank_gets_its_own_gpu():
+    assert sample_device("auto", cuda_count=0, environ={"LOCAL_RANK": "3"}) == "cpu"
+    assert sample_device("auto", cuda_count=8, environ={}) == "cuda:0"
+    assert [sample_device("auto", cuda_count=8, environ={"LOCAL_RANK": str(r)}) for r in (0, 5)] == [
+        "cuda:0",
+        "cuda:5",
+    ]
+    assert (
+        sample_device("auto", cuda_count=2, environ={"LOCAL_RANK": "3"}) == "cuda:1"
+    )  # more ranks than GPUs
+    assert sample_device("cpu", cuda_count=8, environ={"LOCAL_RANK": "1"}) == "cpu"
 
 
 def test_usage_errors_name_the_value(tmp_path, capsys):
@@ -66,6 +80,11 @@ def test_usage_errors_name_the_value(tmp_path, capsys):
     assert main([*base, "--batch-size", "2"]) == 2
     assert "--batch-size=2: RewardForcingModule streams one video at a time" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before anything is written
+    assert main([*base, "--device", "nodevice"]) == 2
+    assert "--device: 'nodevice' is not a torch device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*base, "--device", "cuda:1"]) == 2
+        assert "--device=cuda:1: no CUDA device here" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*base, "--prompts-per-dimension", "0"])
     assert "--prompts-per-dimension" in capsys.readouterr().err

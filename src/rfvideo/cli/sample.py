@@ -13,12 +13,13 @@ seed (same noise and sampler; the streaming decoder equals the full decode). A m
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 
 from rfvideo.cli.argtypes import nonnegative_int, positive_float, positive_int
 from rfvideo.cli.errors import UsageError
 
-__all__ = ["add_arguments", "first_prompts", "run"]
+__all__ = ["add_arguments", "first_prompts", "run", "sample_device"]
 
 SUITES = ("vbench",)
 
@@ -59,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-ema", action="store_true", help="sample the raw weights, not the EMA")
     parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto: cuda:LOCAL_RANK under torchrun (one GPU per rank), cuda alone, else cpu; or cpu, cuda:N",
+    )
+    parser.add_argument(
         "--suite-dir", default=None, help="folder of VBench_full_info.json (default: shipped)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -77,6 +83,25 @@ def _decode_dtype(module: object) -> str:
         return str(next(vae.parameters()).dtype) if vae is not None else "none"  # type: ignore[union-attr]
     except (AttributeError, StopIteration):
         return "unknown"
+
+
+def sample_device(name: str, *, cuda_count: int, environ: Mapping[str, str]) -> str:
+    """The device of this rank: ``auto`` puts torchrun's rank ``LOCAL_RANK`` on its own GPU.
+
+    Args:
+        name: ``auto`` or a torch device string (returned as given).
+        cuda_count: visible CUDA devices (``torch.cuda.device_count()``).
+        environ: the process environment (torchrun sets ``LOCAL_RANK``).
+    """
+    if name != "auto":
+        return name
+    if cuda_count < 1:
+        return "cpu"
+    try:
+        local = int(environ.get("LOCAL_RANK", "0"))
+    except ValueError as e:
+        raise UsageError(f"LOCAL_RANK must be an integer, got {environ.get('LOCAL_RANK')!r}") from e
+    return f"cuda:{local % cuda_count}"
 
 
 def first_prompts(jobs: list, dimensions: list[str], n: int) -> list:
@@ -131,16 +156,27 @@ def run(args: argparse.Namespace) -> int:
         jobs = first_prompts(jobs, dims or list(ALL_DIMENSIONS), args.prompts_per_dimension)
     mine = shard(jobs, rank, world)
 
+    import os
+
+    import torch
+
     from rfvideo.cli.lightning import build_module, load_module_checkpoint
     from rfvideo.cli.preflight import preflight_checkpoint
     from rfvideo.eval.sampling import has_streaming_path, module_video_stream, sample_jobs, stream_jobs
 
+    device = sample_device(args.device, cuda_count=torch.cuda.device_count(), environ=os.environ)
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as e:
+        raise UsageError(f"--device: {device!r} is not a torch device") from e
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device={device}: no CUDA device here (use --device cpu)")
     if args.ckpt:
         preflight_checkpoint(args.ckpt, option="--ckpt")
     module = build_module(args.config)
     if args.ckpt:
         load_module_checkpoint(module, args.ckpt)
-    module.eval()
+    module = module.to(device).eval()
     fps = _model_fps(module, args.fps)
 
     def named_hash(path: str | Path) -> dict[str, str]:
@@ -162,9 +198,6 @@ def run(args: argparse.Namespace) -> int:
         "versions": package_versions(),
     }
     use_ema = not args.no_ema
-
-    import torch
-
     common = {
         "protocol": protocol,
         "dimensions": dims or list(ALL_DIMENSIONS),
