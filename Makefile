@@ -5,7 +5,7 @@ PIP ?= $(PYTHON) -m pip
 # the pinned CPU-or-default wheel so a bare machine does not resolve the newest CUDA stack by accident.
 TORCH_FALLBACK ?= torch==2.13.0
 
-.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench reward-env test-rewards-ref serve-demo
+.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench reward-env test-rewards-ref serve-demo vbench-check
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ vbench-env:  ## build .venv-vbench (official vbench 0.1.5, its own torch/torchvi
 
 test-vbench:  ## cross-check our VBench dimensions against VBench's own code (needs `make vbench-env`)
 	PYTHONPATH=src .venv-vbench/bin/python -m pytest -q -m vbench -p no:cacheprovider tests/vbench_crosscheck
+
+vbench-check:  ## VBench protocol end to end offline: demo-config checkpoint -> sample -> in-loop + official scores (needs vbench-env; DINO_REPO=<facebookresearch/dino clone> adds subject consistency)
+	bash tools/vbench_check.sh
 
 reward-env:  ## build .venv-rewards (hpsv2, image-reward, open_clip, openai-clip, torchmetrics; own torch/torchvision; ~6 GB)
 	bash tools/reward_env/setup.sh
