@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("rfvideo.cli.serve", "live browser demo: watch a checkpoint generate, switch prompts"),
     "estimate-memory": ("rfvideo.cli.estimate_memory", "per-GPU peak memory of a config's training step"),
     "sample": ("rfvideo.cli.sample", "sample VBench's prompt suite as {prompt}-{i}.mp4 + protocol.json"),
+    "export": ("rfvideo.cli.export", "checkpoint -> diffusers generator folder (LoRA merged, EMA weights)"),
 }
 """Argparse subcommands: name -> (module path, one-line help)."""
 
