@@ -6,14 +6,23 @@
 
 Memory is the peak of bytes saved for backward (autograd saved-tensor hooks, storage-deduplicated), which is
 what differs between the two and is device-independent; on CUDA the allocator's peak is reported too.
-Writes a delimited section of bench/RESULTS.md. Run: `python bench/train_step.py [--device cuda]`.
+Then (issue 13 §4), at a mid size, side by side in the same run: the whole stage-2 step (rollout with grad in
+the last chunk, `decode_last`, reward, backward, AdamW) for full fine-tuning vs LoRA rank 16 and 64, with and
+without activation checkpointing, and exact vs truncated decode (`decode_last(context=K)`). Peak =
+MemTracker's peak live bytes over the step on real tensors (CPU: every storage from allocation to free);
+time = the median of untracked steps; ratios against full fine-tuning with checkpointing and exact decode.
+
+Writes delimited sections of bench/RESULTS.md. Run: `python bench/train_step.py [--device cuda]`.
 Legend: `b` batch, `c` channels, `f` latent frames, `h w` latent size.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
+import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +32,10 @@ from einops import rearrange
 from rfvideo.demo_world.components import tiny_causal_wan, tiny_wan_vae
 from rfvideo.rewards.prompt_color import PromptColorReward
 from rfvideo.sampling import FlowMatchSchedule, rollout
+
+MID = dict(num_layers=4, num_attention_heads=4, attention_head_dim=32, ffn_dim=512, num_frames_per_chunk=3,
+           text_dim=24)  # fmt: skip
+"""The mid size of the variant table: 4 blocks of width 128, FFN 512."""
 
 
 class SavedBytes:
@@ -67,11 +80,86 @@ def step(mode: str, gen, vae, reward, noise, emb, sched, device) -> tuple[float,
     return dt, counter.total, peak
 
 
+def stage2_step(gen, opt, vae, reward, noise, emb, sched, context: int | None) -> None:
+    """One whole stage-2 step: rollout (grad in the last chunk), decode_last, reward, backward, AdamW."""
+    m = noise.shape[2] // gen.num_frames_per_chunk
+    out = rollout(gen, noise, emb, schedule=sched, exit_step=sched.num_steps - 1, grad_from_chunk=m - 1)
+    lat = rearrange(out.latents, "b c f h w -> b f c h w")
+    kw = {} if context is None else {"context": context}
+    video = vae.decode_last(lat, 1, checkpoint=True, **kw)
+    loss = -reward(video, ["a red square"] * video.shape[0]).mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def variants(device: torch.device, latent_frames: int, repeats: int, context: int) -> list[str]:
+    """Markdown lines of the full / LoRA x checkpointing x decode table at the mid size."""
+    from rfvideo.memory import add_lora
+    from rfvideo.memory.fake_step import _tracker
+
+    truncated = "context" in inspect.signature(type(tiny_wan_vae()).decode_last).parameters
+    vae = tiny_wan_vae(base_dim=8).to(device)
+    reward = PromptColorReward().to(device)
+    sched = FlowMatchSchedule()
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 4, latent_frames, 16, 16, generator=g).to(device)
+    emb = torch.randn(1, 16, 24, generator=g).to(device)
+    cases = [(None, ck, None) for ck in (True, False)]
+    cases += [(r, ck, None) for r in (16, 64) for ck in (True, False)]
+    cases += [(None, True, context), (16, True, context)] if truncated else []
+    rows = []
+    for rank, ck, ctx in cases:
+        gen = tiny_causal_wan(**MID).to(device)
+        if rank is not None:
+            gen = add_lora(gen, rank)
+        if ck:
+            gen.enable_gradient_checkpointing()
+        gen.train()
+        params = [p for p in gen.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-5, foreach=False)
+        stage2_step(gen, opt, vae, reward, noise, emb, sched, ctx)  # warm-up; creates AdamW's state
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            stage2_step(gen, opt, vae, reward, noise, emb, sched, ctx)
+            times.append(time.perf_counter() - t0)
+        tracker = _tracker(gen, opt, vae, reward)
+        with tracker:
+            stage2_step(gen, opt, vae, reward, noise, emb, sched, ctx)
+        peak = max(int(s["Total"] if "Total" in s else 0) for s in (
+            {str(getattr(k, "value", k)): v for k, v in d.items()}
+            for d in tracker.get_tracker_snapshot("peak").values()
+        ))  # fmt: skip
+        trainable = sum(p.numel() for p in params)
+        rows.append((rank, ck, ctx, trainable, peak, statistics.median(times)))
+        print(rows[-1], flush=True)
+    base = rows[0]
+    lines = [
+        "| generator | trainable params | checkpointing | decode | peak (MiB) | peak / base | step (s) | "
+        "time / base |",
+        "|---|---:|---|---|---:|---:|---:|---:|",
+    ]
+    for rank, ck, ctx, trainable, peak, t in rows:
+        what = "full fine-tune" if rank is None else f"LoRA r{rank}"
+        dec = "exact" if ctx is None else f"truncated K={ctx}"
+        lines.append(
+            f"| {what} | {trainable:,} | {'yes' if ck else 'no'} | {dec} | {peak / 2**20:.1f} | "
+            f"{peak / base[4]:.2f} | {t:.3f} | {t / base[5]:.2f} |"
+        )
+    if not truncated:
+        lines += ["", "(truncated decode rows: `WanVAE.decode_last(context=K)` is not on this checkout)"]
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--latent-frames", type=int, default=12)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--mid-latent-frames", type=int, default=12)
+    p.add_argument("--context", type=int, default=2, help="K of the truncated-decode rows")
+    p.add_argument("--skip-variants", action="store_true")
     a = p.parse_args()
     device = torch.device(a.device)
     torch.manual_seed(0)
@@ -106,6 +194,23 @@ def main() -> None:
         f"memory ratio (b)/(a): {ratio:.3f} (target <= 0.5: {'met' if ratio <= 0.5 else 'NOT met'})",
         "<!-- train_step:end -->",
     ]
+    if not a.skip_variants:
+        load0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        table = variants(device, a.mid_latent_frames, a.repeats, a.context)
+        load1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        lines[-1:-1] = [
+            "",
+            "### Full fine-tune vs LoRA, checkpointing, exact vs truncated decode (one run)",
+            f"device: {device.type}; mid size: generator 4 blocks of width 128 (FFN 512), "
+            f"{a.mid_latent_frames} latent frames of 16x16 (64 tokens/frame), chunks of 3, 4-step schedule, "
+            "tiny Wan VAE (base_dim 8, 128x128 pixels), last-frame reward; whole stage-2 step (rollout with "
+            "grad in the last chunk, `decode_last(1, checkpoint=True)`, reward, backward, AdamW). Peak: "
+            f"MemTracker's peak live bytes over the step (real tensors); step: median of {a.repeats} "
+            f"untracked steps after a warm-up. Base: the first row. Load before: `{load0}`; "
+            f"after: `{load1}`.",
+            "",
+            *table,
+        ]
     section = "\n".join(lines)
     print(section)
     path = Path(__file__).with_name("RESULTS.md")

@@ -96,12 +96,13 @@ class _NoHook:
         pass
 
 
-def _tracker(model: nn.Module, opt: torch.optim.Optimizer) -> Any:
+def _tracker(model: nn.Module, opt: torch.optim.Optimizer, *others: nn.Module) -> Any:
     """A MemTracker over `model` and `opt` that keeps the global peak only and leaves frozen parameters alone.
 
     MemTracker updates a peak per module at every op (a loop over all modules: most of a step's time at
     tiny size), and hooks the gradient of every parameter it meets, failing on one without `requires_grad`
-    (LoRA's frozen base). The live-byte accounting itself is MemTracker's, unchanged.
+    (LoRA's frozen base; `others`: frozen modules that run inside the tracked region, e.g. VAE and reward).
+    The live-byte accounting itself is MemTracker's, unchanged.
     """
     from torch.distributed._tools.mem_tracker import _TOTAL_KEY, MemTracker
 
@@ -113,7 +114,7 @@ def _tracker(model: nn.Module, opt: torch.optim.Optimizer) -> Any:
                     self._peak_mem_snap[dev] = dict(snap)
 
     tracker = GlobalPeak()
-    for p in model.parameters():
+    for p in (p for m in (model, *others) for p in m.parameters()):
         if not p.requires_grad:
             tracker._param_to_grad_hook_handles[p] = (_NoHook(), _NoHook())
     tracker.track_external(model, opt)

@@ -1,0 +1,98 @@
+"""`rfvideo.memory` estimate vs the measured peak of a real CPU training step, at three sizes.
+
+The estimate (`estimate_memory`: meta-device parameter counts, a FakeTensor step on 2 and 3 blocks extended to
+the full depth, the sharding arithmetic) is compared with the peak live bytes of one real step on CPU
+tensors (forward + backward + AdamW over one 3-frame chunk), measured by torch's MemTracker, which follows
+every tensor storage from allocation to free (tracemalloc does not see torch's allocations; process RSS
+adds the allocator's caching and the Python heap). The rollout KV cache and EMA are not part of the measured
+step and are left out of the estimate here. fp32, batch 1, world size 1.
+
+Run: `python bench/memory.py` (writes its section of bench/RESULTS.md). Legend: `b c f h w` latents.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from rfvideo.demo_world.components import tiny_causal_wan
+from rfvideo.memory import estimate_memory, generator_step_peak
+
+SIZES = {  # name: (layers, heads, head dim, FFN, latent side, text tokens)
+    "S": (4, 4, 16, 256, 16, 16),
+    "M": (6, 4, 32, 512, 16, 16),
+    "L": (8, 8, 32, 1024, 24, 32),
+}
+
+
+def main() -> None:
+    rows = []
+    load0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    for name, (layers, heads, hd, ffn, side, ntext) in SIZES.items():
+
+        def build(layers: int = layers, heads: int = heads, hd: int = hd, ffn: int = ffn) -> torch.nn.Module:
+            return tiny_causal_wan(num_layers=layers, num_attention_heads=heads, attention_head_dim=hd,
+                                   ffn_dim=ffn, num_frames_per_chunk=3, text_dim=64)  # fmt: skip
+
+        for lora in (None, 16) if name == "M" else (None,):
+            t0 = time.perf_counter()
+            est = estimate_memory(
+                build, batch_size=1, num_latent_frames=3, latent_size=(side, side), text_shape=(ntext, 64),
+                compute_dtype=None, ema=False, lora_rank=lora,
+            )  # fmt: skip
+            t_est = time.perf_counter() - t0
+            for ck in (False, True):
+                meas = generator_step_peak(build, (1, 4, 3, side, side), (1, ntext, 64), checkpointing=ck,
+                                           fake=False, lora_rank=lora)  # fmt: skip
+                pred = est.total(ck) - est.kv_cache
+                what = "full" if lora is None else f"LoRA r{lora}"
+                rows.append((name, layers, heads * hd, side, what, ck, pred, meas.total, t_est))
+                print(rows[-1], flush=True)
+    load1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    mib = 2**20
+    lines = [
+        "<!-- bench/memory.py:begin -->",
+        "## Memory estimate vs measured CPU step (`python bench/memory.py`)",
+        "",
+        "One generator training step (forward + backward + AdamW, one 3-frame chunk, fp32, batch 1): "
+        "`estimate_memory` (fake tensors, counted on 2 and 3 blocks and extended to the depth) against the "
+        "peak live bytes of the same step on real CPU tensors (torch MemTracker). Generator: Wan blocks "
+        "of the given depth and width, 4 latent channels, text width 64. "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}. "
+        f"Load before: `{load0}`; after: `{load1}`.",
+        "",
+        "| size | blocks | width | latent | train | checkpointing | estimate (MiB) | measured (MiB) | "
+        "error | estimate s |",
+        "|---|---:|---:|---|---|---|---:|---:|---:|---:|",
+    ]
+    for name, layers, width, side, what, ck, pred, meas, t_est in rows:
+        err = (pred - meas) / meas
+        lines.append(
+            f"| {name} | {layers} | {width} | {side}x{side} | {what} | {'yes' if ck else 'no'} | "
+            f"{pred / mib:.2f} | {meas / mib:.2f} | {err:+.1%} | {t_est:.1f} |"
+        )
+    worst = max(abs(r[6] - r[7]) / r[7] for r in rows)
+    lines += [
+        "",
+        f"Largest error: {worst:.1%} (target: within 15%). The estimate's totals are "
+        "weights + AdamW state + max(activations and gradients during backward, all gradients); "
+        "`estimate s` is the estimate's wall time (both checkpointing modes).",
+        "<!-- bench/memory.py:end -->",
+    ]
+    section = "\n".join(lines)
+    print(section)
+    path = Path(__file__).with_name("RESULTS.md")
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pat = re.compile(r"<!-- bench/memory.py:begin -->.*?<!-- bench/memory.py:end -->", re.S)
+    text = pat.sub(lambda _: section, text) if pat.search(text) else text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
