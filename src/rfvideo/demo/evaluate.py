@@ -6,6 +6,7 @@ evaluation seeds:
   colour_last                prompt colour match of the last frame's foreground (no size, no position)
   shape                      IoU of the foreground with its best-fitting square, mean over frames
   motion                     foreground centroid speed, pixels/frame (the clips: their `speed`)
+  direction                  share of videos whose square moves the prompt's way (`direction_match`)
   area                       foreground fraction of the last frame (the world's square: 1/16)
 
 Legend: `b` videos, `F` pixel frames, `H W` pixel size, `P` prompts in the grid.
@@ -19,13 +20,13 @@ from typing import Any
 import torch
 
 from rfvideo.demo.stages import World, world_reward
-from rfvideo.demo_world.metrics import foreground, motion, shape_score
-from rfvideo.demo_world.world import render_clip
+from rfvideo.demo_world.metrics import direction_match, foreground, motion, shape_score
+from rfvideo.demo_world.world import DIRECTIONS, render_clip
 from rfvideo.rewards.prompt_color import PromptColorReward
 
 __all__ = ["METRICS", "clip_videos", "evaluate_videos", "save_grid"]
 
-METRICS = ("reward_last", "reward_all", "colour_last", "shape", "motion", "area")
+METRICS = ("reward_last", "reward_all", "colour_last", "shape", "motion", "direction", "area")
 
 
 @torch.no_grad()
@@ -38,6 +39,7 @@ def evaluate_videos(world: World, videos: torch.Tensor, prompts: list[str]) -> d
         "colour_last": float(colour(videos[:, -1:], prompts).mean()),
         "shape": float(shape_score(videos.flatten(0, 1)).mean()),
         "motion": float(motion(videos).mean()),
+        "direction": float(direction_match(videos, [DIRECTIONS[p.split()[-1]] for p in prompts]).mean()),
         "area": float(foreground(videos[:, -1]).float().mean()),
     }
 
@@ -59,10 +61,7 @@ def clip_videos(world: World) -> torch.Tensor:
     """The world's own clips of the held-out prompts `(b F 3 H W)` (fixed seeds)."""
     s = world.settings
     return torch.stack(
-        [
-            render_clip(sp, num_frames=s.num_pixel_frames, size=s.size, seed=7 + k, speed=s.speed)
-            for k, sp in enumerate(world.held_specs)
-        ]
+        [render_clip(sp, seed=7 + k, **s.clip_kwargs()) for k, sp in enumerate(world.held_specs)]
     )
 
 

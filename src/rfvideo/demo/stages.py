@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from rfvideo.data import RFVideoDataModule, ShardedTensorDataset, ShardWriter
 from rfvideo.demo.settings import DemoSettings
-from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder
+from rfvideo.demo_world.components import minilm_text_encoder, tiny_causal_wan, tiny_text_encoder
 from rfvideo.demo_world.keyframe_codec import KeyframeCodec
 from rfvideo.demo_world.reward import SquareWorldReward
 from rfvideo.demo_world.world import ClipSpec, render_clip, split_specs
@@ -47,8 +47,8 @@ from rfvideo.rewards import FrameSelector, RewardEnsemble
 from rfvideo.rewards.prompt_color import PromptColorReward
 from rfvideo.sampling import FlowMatchSchedule, add_noise, shift_sigma
 
-__all__ = ["World", "build_world", "make_trajectories", "ode_init", "quiet_lightning", "reward_forcing",
-           "train_base"]  # fmt: skip
+__all__ = ["World", "build_world", "export_for_serve", "make_trajectories", "ode_init", "quiet_lightning",
+           "reward_forcing", "train_base"]  # fmt: skip
 
 
 def quiet_lightning() -> None:
@@ -80,13 +80,14 @@ class World:
     @property
     def uncond(self) -> torch.Tensor:
         """The unconditional embedding `(1 n d)` of classifier-free guidance: zeros (no prompt)."""
-        return torch.zeros(1, self.settings.text_max_length, self.settings.text_dim)
+        return torch.zeros(1, self.settings.text_max_length, self.settings.text_width)
 
     def new_generator(self, seed: int) -> CausalWanTransformer:
         s = self.settings
         return tiny_causal_wan(
-            num_layers=2, num_attention_heads=2, attention_head_dim=32, in_channels=self.vae.latent_channels,
-            text_dim=s.text_dim, ffn_dim=128, freq_dim=32, num_frames_per_chunk=1, seed=seed,
+            num_layers=s.num_layers, num_attention_heads=s.num_heads, attention_head_dim=s.head_dim,
+            in_channels=self.vae.latent_channels, text_dim=s.text_width, ffn_dim=s.ffn_dim, freq_dim=32,
+            num_frames_per_chunk=1, seed=seed,
         )  # fmt: skip
 
 
@@ -98,7 +99,11 @@ def build_world(settings: DemoSettings, out: Path) -> World:
     world = World(
         settings=s, train_specs=train_specs, held_specs=held_specs,
         vae=KeyframeCodec(spatial_factor=s.spatial_factor),
-        text=tiny_text_encoder(d_model=s.text_dim, max_length=s.text_max_length, seed=s.world_seed),
+        text=(
+            minilm_text_encoder(max_length=s.text_max_length)
+            if s.text_encoder == "minilm"
+            else tiny_text_encoder(d_model=s.text_dim, max_length=s.text_max_length, seed=s.world_seed)
+        ),
         schedule=FlowMatchSchedule(), cache=cache,
     )  # fmt: skip
     with ShardWriter(cache / "latents", shard_size=64, meta={"kind": "latents", "key": s.world_key()}) as w:
@@ -107,8 +112,7 @@ def build_world(settings: DemoSettings, out: Path) -> World:
                 key = f"{spec.prompt}:{j}"
                 if key in w.done_keys:
                     continue
-                clip = render_clip(spec, num_frames=s.num_pixel_frames, size=s.size, seed=1000 * i + j,
-                                   speed=s.speed)  # fmt: skip
+                clip = render_clip(spec, seed=1000 * i + j, **s.clip_kwargs())
                 w.add({"prompt": spec.prompt, "latents": world.vae.encode(clip[None])[0]}, key=key)
     (cache / "train_prompts.txt").write_text("\n".join(sp.prompt for sp in train_specs) + "\n")
     return world
@@ -268,3 +272,61 @@ def reward_forcing(
         {"reward_first": sum(cb.reward[:k]) / k, "reward_last": sum(cb.reward[-k:]) / k} if cb.reward else {}
     )
     return module, stats
+
+
+def export_for_serve(world: World, module: RewardForcingModule, folder: Path) -> tuple[Path, Path]:
+    """Write `config.yaml` (the module's components as LightningCLI `class_path`s) and `model.ckpt` (its
+    `state_dict`, Lightning's layout) so `rfvideo serve --config ... --ckpt ...` (and `rfvideo serve
+    --demo`, which looks here first) streams the trained demo model instead of an untrained recipe."""
+    import yaml
+
+    s = world.settings
+    text = (
+        {"class_path": "rfvideo.demo_world.components.minilm_text_encoder",
+         "init_args": {"max_length": s.text_max_length}}
+        if s.text_encoder == "minilm"
+        else {"class_path": "rfvideo.demo_world.components.tiny_text_encoder",
+              "init_args": {"d_model": s.text_dim, "max_length": s.text_max_length, "seed": s.world_seed}}
+    )  # fmt: skip
+    name = next(iter(module.rewards.terms))
+    config = {
+        "model": {
+            "class_path": "rfvideo.modules.RewardForcingModule",
+            "init_args": {
+                "generator": {
+                    "class_path": "rfvideo.demo_world.components.tiny_causal_wan",
+                    "init_args": {
+                        "num_layers": s.num_layers, "num_attention_heads": s.num_heads,
+                        "attention_head_dim": s.head_dim, "in_channels": world.vae.latent_channels,
+                        "text_dim": s.text_width, "ffn_dim": s.ffn_dim, "freq_dim": 32,
+                        "num_frames_per_chunk": 1, "seed": s.world_seed,
+                    },
+                },
+                "vae": {"class_path": "rfvideo.demo_world.keyframe_codec.KeyframeCodec",
+                        "init_args": {"spatial_factor": s.spatial_factor}},
+                "text_encoder": text,
+                "rewards": {
+                    "class_path": "rfvideo.rewards.RewardEnsemble",
+                    "init_args": {
+                        "terms": {name: {"class_path": "rfvideo.demo_world.reward.SquareWorldReward",
+                                         "init_args": {"target_area": 1 / 16}}},
+                        "weights": {name: 1.0},
+                        "frames": {"policy": "last"},
+                    },
+                },
+                "num_latent_frames": s.num_latent_frames,
+                "latent_size": list(s.latent_size),
+                "ema_decay": module.hparams.ema_decay,
+            },
+        },
+    }  # fmt: skip
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg, ckpt = folder / "config.yaml", folder / "model.ckpt"
+    header = (
+        "# Written by `python -m rfvideo.demo`: the trained stage-2 demo model (world reward, last frame)\n"
+    )
+    cfg.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    tmp = ckpt.with_suffix(".tmp")
+    torch.save({"state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()}}, tmp)
+    tmp.replace(ckpt)  # never a half-written checkpoint under the name serve looks for
+    return cfg, ckpt

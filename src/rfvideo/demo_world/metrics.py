@@ -4,7 +4,8 @@ The foreground is every pixel far from the background grey (the same distance th
 `shape_score` is the IoU of that foreground with the best-fitting axis-aligned square (searched over every
 side length and position with a summed-area table), so 1 means "exactly one square, nothing else" and a
 blob, a smear or scattered pixels score low. `centroid` is the foreground's centre of mass, `motion` the
-mean distance it travels between consecutive frames (pixels/frame: the world's clips move at their speed).
+mean distance it travels between consecutive frames (pixels/frame: the world's clips move at their speed),
+`direction_match` whether its net displacement points the way the prompt says.
 
 Legend: `b` videos, `F` frames, `n` images, `H W` pixel size, `s` square sides tried.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["centroid", "foreground", "motion", "shape_score"]
+__all__ = ["centroid", "direction_match", "foreground", "motion", "shape_score"]
 
 BACKGROUND = (0.5, 0.5, 0.5)
 # A pixel is foreground when it is this far (RGB distance) from the background: world colours are >= 0.5
@@ -70,3 +71,31 @@ def motion(video: torch.Tensor) -> torch.Tensor:
     step = (c[:, 1:] - c[:, :-1]).norm(dim=-1)  # (b F-1), NaN where a frame is empty
     ok = ~step.isnan()
     return torch.where(ok, step, torch.zeros_like(step)).sum(1) / ok.sum(1).clamp(min=1)
+
+
+def direction_match(
+    video: torch.Tensor, directions: list[tuple[int, int]], *, min_shift: float = 1.0
+) -> torch.Tensor:
+    """`(b,)` 1.0 where the foreground's net displacement (first to last frame with a foreground) points the
+    prompt's way, else 0.0.
+
+    "Points the prompt's way" means: the displacement along the prompt's unit direction `(dy, dx)` is at
+    least `min_shift` pixels and larger than the displacement across it (so a still square, or one drifting
+    sideways, does not count).
+    """
+    if video.ndim != 5 or video.shape[1] < 2:
+        raise ValueError(f"video must be (b F 3 H W) with F >= 2, got shape {tuple(video.shape)}")
+    if len(directions) != video.shape[0]:
+        raise ValueError(f"got {len(directions)} directions for {video.shape[0]} videos")
+    b, F = video.shape[:2]
+    c = centroid(video.flatten(0, 1)).view(b, F, 2).double()
+    out = torch.zeros(b)
+    for i, (dy, dx) in enumerate(directions):
+        seen = c[i][~c[i].isnan().any(-1)]  # (k 2) centroids of the frames with a foreground
+        if len(seen) < 2:
+            continue
+        shift = seen[-1] - seen[0]
+        along = float(shift[0] * dy + shift[1] * dx)
+        across = float((shift[0] * dx - shift[1] * dy).abs())
+        out[i] = float(along >= min_shift and along > across)
+    return out
