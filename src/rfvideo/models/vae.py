@@ -11,13 +11,21 @@ convolution, the last two input frames of that convolution in a feature cache. L
 to pixel frame 0; latent frame j > 0 decodes to pixel frames 4j-3 .. 4j. So the last pixel frames need
 only the cache state left by the earlier latent frames, which we build under `no_grad`; and a video can be
 decoded chunk by chunk while it is generated (`WanVAE.stream_decoder`), carrying that cache between calls.
+
+Through that cache the last pixel frame depends on many earlier latent frames: Wan2.1's decoder chains 32
+causal convolutions of temporal kernel 3 (12 at latent rate, 7 at 2x, 13 at 4x after the time upsamplers),
+so pixel frame 4(L-1) is computed from latent frames L-38 .. L-1, 37 frames back, more than a whole
+21-latent-frame video (bench/vae_decode.py measures it). The exact `decode_last` therefore decodes the
+whole prefix under `no_grad`; `context=K` (or `WanVAE(decode_context=K)`) trades that for an approximation
+that restarts the decoder with a fresh cache K latent frames before the first needed one (bench/RESULTS.md
+reports its error per K: large with random weights).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import einops
 import torch
@@ -38,6 +46,17 @@ __all__ = [
 # diffusers' `scale_factor_*` keys.
 _DEFAULT_TEMPORAL = 4
 _DEFAULT_SPATIAL = 8
+
+# `decode_last(context=...)` left out: use the VAE's `decode_context`. A string, not None, because an
+# explicit `context=None` must mean the exact decode whatever the VAE's default is.
+_VAE_DEFAULT: Literal["vae_default"] = "vae_default"
+
+
+def _check_context(context: object, what: str) -> int | None:
+    """`context` if it is None or a non-negative int (latent frames), else a one-line ValueError."""
+    if context is None or (isinstance(context, int) and not isinstance(context, bool) and context >= 0):
+        return context
+    raise ValueError(f"{what} must be None (exact) or an int >= 0 (latent frames), got {context!r}")
 
 
 def num_latent_frames(num_pixel_frames: int, temporal_factor: int = _DEFAULT_TEMPORAL) -> int:
@@ -134,12 +153,16 @@ class WanVAE(nn.Module):
 
     Args:
         vae: A built `AutoencoderKLWan` (its config supplies `latents_mean` / `latents_std`).
+        decode_context: Default `context` of `decode_last` (None: exact). K restarts the decoder with a
+            fresh feature cache K latent frames before the first frame it must return: faster, not
+            exact (see `decode_last`). `decode` and `stream_decoder` are always exact.
     """
 
-    def __init__(self, vae: AutoencoderKLWan) -> None:
+    def __init__(self, vae: AutoencoderKLWan, *, decode_context: int | None = None) -> None:
         super().__init__()
         if not isinstance(vae, AutoencoderKLWan):
             raise ValueError(f"expected a diffusers AutoencoderKLWan, got {type(vae).__name__}")
+        self.decode_context = _check_context(decode_context, "decode_context")
         self.vae = vae
         cfg = vae.config
         z_dim = int(cfg.z_dim)
@@ -170,19 +193,22 @@ class WanVAE(nn.Module):
         *,
         subfolder: str | None = "vae",
         torch_dtype: torch.dtype | None = None,
+        decode_context: int | None = None,
         **kwargs: Any,
     ) -> WanVAE:
         """Load from a diffusers folder or hub id, e.g. `Wan-AI/Wan2.1-T2V-1.3B-Diffusers` (subfolder `vae`).
 
         Wan's VAE is usually kept in float32: its decoder is small and bf16 costs visible quality.
+        `decode_context` is the `WanVAE` argument (None: exact `decode_last`).
         """
+        _check_context(decode_context, "decode_context")  # before the (slow) load
         from rfvideo.models.hub import resolve_pretrained
 
         path_or_hub_id = resolve_pretrained(path_or_hub_id, what="Wan VAE")
         vae = AutoencoderKLWan.from_pretrained(
             path_or_hub_id, subfolder=subfolder, torch_dtype=torch_dtype, **kwargs
         )
-        return cls(vae)
+        return cls(vae, decode_context=decode_context)
 
     def train(self, mode: bool = True) -> WanVAE:
         """No-op: the VAE is frozen and must stay in eval mode whatever Lightning asks."""
@@ -320,15 +346,27 @@ class WanVAE(nn.Module):
         return self._to_video(out)
 
     def decode_last(
-        self, latents: torch.Tensor, num_frames: int = 1, *, checkpoint: bool = False
+        self,
+        latents: torch.Tensor,
+        num_frames: int = 1,
+        *,
+        checkpoint: bool = False,
+        context: int | None | Literal["vae_default"] = _VAE_DEFAULT,
     ) -> torch.Tensor:
-        """Decode only the last `num_frames` pixel frames, exactly as a full decode would.
+        """Decode only the last `num_frames` pixel frames: exactly as a full decode would, or truncated.
 
-        The decoder's feature cache for the earlier latent frames is built under `no_grad`; then the
-        minimal trailing latent frames are decoded with grad. The result equals
+        Exact (`context=None`): the decoder's feature cache for the earlier latent frames is built under
+        `no_grad`; then the minimal trailing latent frames are decoded with grad. The result equals
         `decode(latents)[:, -num_frames:]`; its gradient reaches only the trailing latent frames that
         were decoded (the cache is a constant), i.e. it equals the gradient of a full decode of
         `cat(latents[:, :j].detach(), latents[:, j:])`, j the first decoded latent frame.
+
+        Truncated (`context=K`): the decoder starts with a fresh cache at latent frame `s = max(0, j - K)`,
+        decodes frames `s .. j - 1` under `no_grad` and the rest with grad. The result equals
+        `decode(latents[:, s:])[:, -num_frames:]` (frame s decoded as a first frame) and its gradient
+        that of `decode(cat(latents[:, s:j].detach(), latents[:, j:]))[:, -num_frames:]`. Not exact: the
+        decoder's cache reaches further back than any practical K, so the error depends on K and on the
+        weights (bench/vae_decode.py). `K >= j` is the exact decode, bit for bit.
 
         Args:
             latents: Normalised latents (b f c h w).
@@ -336,6 +374,10 @@ class WanVAE(nn.Module):
             checkpoint: Activation-checkpoint the trailing decode block by block: backward recomputes
                 each decoder block, so only block inputs are kept and the backward peak is one block's
                 activations. No effect when grad is disabled.
+            context: None for the exact decode, or K >= 0 latent frames of context before frame j. Left
+                out: the VAE's `decode_context`. K = 0 gives latent frame j one pixel frame (a fresh cache
+                decodes its first frame as frame 0), so it serves only `num_frames` that need at most
+                the last pixel frame of frame j.
 
         Returns:
             Video (b num_frames 3 H W) in [0, 1].
@@ -344,17 +386,27 @@ class WanVAE(nn.Module):
         total = num_pixel_frames(latents.shape[1], self.temporal_factor)
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= total:
             raise ValueError(f"num_frames must be an int in [1, {total}], got {num_frames!r}")
+        k = self.decode_context if isinstance(context, str) and context == _VAE_DEFAULT else context
+        k = _check_context(k, "context")
         start = latent_frames_for_pixel_frames([total - num_frames], total, self.temporal_factor)[0]
+        begin = 0 if k is None else max(0, start - k)
+        available = num_pixel_frames(latents.shape[1] - begin, self.temporal_factor)
+        if num_frames > available:
+            raise ValueError(
+                f"context={k} restarts the decoder at latent frame {begin}, which then yields "
+                f"{available} pixel frames; num_frames={num_frames} needs context >= 1"
+            )
+        # Frame indices below are relative to `begin`: a fresh cache treats latent `begin` as frame 0.
         cache: list[Any] = [None] * self._num_decoder_convs
-        if start > 0:
+        if start > begin:
             with torch.no_grad():
-                _, cache = self._decode_steps(self._post_quant(latents[:, :start]), cache, 0)
+                _, cache = self._decode_steps(self._post_quant(latents[:, begin:start]), cache, 0)
 
         video = self._to_video(
             self._decode_steps(
                 self._post_quant(latents[:, start:]),
                 cache,
-                start,
+                start - begin,
                 checkpoint=checkpoint and torch.is_grad_enabled(),
             )[0]
         )
