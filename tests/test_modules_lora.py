@@ -182,17 +182,28 @@ def test_bad_lora_target_fails_at_construction():
 
 @pytest.mark.slow
 def test_stage2_lora_fit_raises_the_reward(tmp_path):
-    """Seeded: the mean last-frame reward of 4 fixed prompts/seeds rises after 12 LoRA steps (rank 8)."""
+    """Seeded: the mean last-frame reward of 2 fixed prompts/seeds rises after 8 LoRA steps (rank 8).
+
+    The demo's pooling codec decodes to pixels that mean something (a tiny random Wan VAE decodes to
+    near-constant grey, on which the reward cannot move); the colour-only reward (no target area) gives the
+    untrained generator a gradient to follow. Measured: 0.089 -> 0.198 (the margin asked is 0.05)."""
+    from rfvideo.demo_world.codec import PoolingVideoCodec
+
     module = _module(
-        optimizer=lambda p: _adam(p, lr=3e-2), ema_decay=None, generator_lora=LoraOptions(rank=8, seed=0)
+        vae=PoolingVideoCodec(latent_channels=4),
+        rewards=RewardEnsemble({"c": PromptColorReward()}, {"c": 1.0}, FrameSelector(policy="last")),
+        optimizer=lambda p: _adam(p, lr=3e-2),
+        ema_decay=None,
+        generator_lora=LoraOptions(rank=8, seed=0),
     )
-    prompts = ["a red square moving left", "a blue square moving up", "a green square", "a yellow square"]
+    prompts = ["a red square moving left", "a blue square moving up"]
     term = module.rewards.terms["c"]
 
     def score() -> float:
-        return float(term(module.generate(prompts, seeds=[0, 1, 2, 3])[:, -1:], prompts).mean())
+        return float(term(module.generate(prompts, seeds=[0, 1])[:, -1:], prompts).mean())
 
     before = score()
-    _trainer(tmp_path, max_steps=12).fit(module, DemoPromptDataModule(batch_size=4, epoch_length=16, seed=0))
+    _trainer(tmp_path, max_steps=8).fit(module, DemoPromptDataModule(batch_size=2, epoch_length=8, seed=0))
     after = score()
+    print(f"reward before {before:.4f} after {after:.4f}")
     assert after > before + 0.05, (before, after)
