@@ -83,6 +83,11 @@ def main() -> None:
         f"Largest error: {worst:.1%} (target: within 15%). The estimate's totals are "
         "weights + AdamW state + max(activations and gradients during backward, all gradients); "
         "`estimate s` is the estimate's wall time (both checkpointing modes).",
+        "",
+        "What this validates: the fake step counts the bytes of the real step, and the extension from 2 and "
+        "3 blocks to the full depth is exact (the differences are a few hundred bytes: AdamW's step counters). "
+        "What MemTracker cannot see is outside it: the allocator's caching and fragmentation, and on a GPU "
+        "the CUDA context.",
         "<!-- bench/memory.py:end -->",
     ]
     section = "\n".join(lines)
