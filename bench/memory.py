@@ -85,7 +85,8 @@ def main() -> None:
         "`estimate s` is the estimate's wall time (both checkpointing modes).",
         "",
         "What this validates: the fake step counts the bytes of the real step, and the extension from 2 and "
-        "3 blocks to the full depth is exact (the differences are a few hundred bytes: AdamW's step counters). "
+        "3 blocks to the full depth is exact (the differences are a few hundred bytes: AdamW's step "
+        "counters). "
         "What MemTracker cannot see is outside it: the allocator's caching and fragmentation, and on a GPU "
         "the CUDA context.",
         "<!-- bench/memory.py:end -->",
