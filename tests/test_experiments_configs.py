@@ -42,7 +42,7 @@ def _documented_command(path: Path) -> list[str]:
 
 
 def test_every_yaml_is_covered():
-    assert len(DEMO) >= 1 and len(REAL) == 2 and len(STRATEGIES) == 2
+    assert len(DEMO) >= 1 and len(REAL) == 3 and len(STRATEGIES) == 2
     assert sorted(ROOT.rglob("*.yaml")) == sorted(DEMO + REAL + STRATEGIES)
 
 
@@ -83,7 +83,7 @@ def test_demo_config_skips_a_nan_reward_step(path, tmp_path):
 def test_real_configs_parse_with_each_strategy(path, strategy):
     cli = _parse(["--config", str(path), "--config", str(strategy)])
     init = cli.config["model"]["init_args"]
-    assert init["optimizer"]["init_args"]["lr"] == 2.0e-6
+    assert init["optimizer"]["init_args"]["lr"] == (1.0e-4 if "lora" in path.name else 2.0e-6)
     assert tuple(init["optimizer"]["init_args"]["betas"]) == (0.0, 0.999)
     assert init["ema_decay"] == 0.99
     rewards = init.get("rewards")
