@@ -135,6 +135,11 @@ def test_decode_context_is_the_default_and_none_stays_exact(tmp_path) -> None:
     loaded = WanVAE.from_pretrained(tmp_path, decode_context=2)
     assert loaded.decode_context == 2
     torch.testing.assert_close(loaded.decode_last(lat), plain.decode_last(lat, context=2), rtol=0, atol=0)
+    # the YAML loader passes it through (experiments set it under the vae's init_args)
+    from rfvideo.modules.components import load_wan_vae
+
+    assert load_wan_vae(str(tmp_path), decode_context=3).decode_context == 3
+    assert load_wan_vae(str(tmp_path)).decode_context is None
 
 
 @pytest.mark.slow  # four decodes of 32 latent frames: ~3 min on the loaded 2-core machine

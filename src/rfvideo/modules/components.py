@@ -74,9 +74,17 @@ def load_causal_wan(
     return model
 
 
-def load_wan_vae(path: str, *, subfolder: str | None = "vae", dtype: str = "float32") -> WanVAE:
-    """Wan's VAE from a diffusers folder or hub id (frozen)."""
-    return WanVAE.from_pretrained(path, subfolder=subfolder, torch_dtype=_dtype(dtype))
+def load_wan_vae(
+    path: str, *, subfolder: str | None = "vae", dtype: str = "float32", decode_context: int | None = None
+) -> WanVAE:
+    """Wan's VAE from a diffusers folder or hub id (frozen).
+
+    `decode_context`: latent frames the reward's `decode_last` re-decodes before the scored ones (None:
+    exact, the whole prefix; see `WanVAE`).
+    """
+    return WanVAE.from_pretrained(
+        path, subfolder=subfolder, torch_dtype=_dtype(dtype), decode_context=decode_context
+    )
 
 
 def load_text_encoder(
