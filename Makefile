@@ -5,7 +5,7 @@ PIP ?= $(PYTHON) -m pip
 # the pinned CPU-or-default wheel so a bare machine does not resolve the newest CUDA stack by accident.
 TORCH_FALLBACK ?= torch==2.13.0
 
-.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench reward-env test-rewards-ref serve-demo vbench-check bench-vae-decode
+.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench reward-env test-rewards-ref serve-demo vbench-check bench-vae-decode bench-memory
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench:  ## benchmarks (a few minutes on 2 cores); writes bench/RESULTS.md
 
 bench-vae-decode:  ## receptive field and truncated-decode error of the real-width Wan VAE (random weights; ~20 min on 2 cores)
 	$(PYTHON) bench/vae_decode.py
+
+bench-memory:  ## estimate-memory against MemTracker counts of real CPU steps at three sizes
+	$(PYTHON) bench/memory.py
 
 bench-gpu:  ## the GPU-only checks at real Wan2.1-1.3B size (bf16 parity, flex, FPS, cache, train-step memory)
 	$(PYTHON) bench/device.py --size wan1.3b
