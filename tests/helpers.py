@@ -44,3 +44,48 @@ def randomize_(module: torch.nn.Module, generator: torch.Generator, scale: float
                 noise = noise + 1.0
             p.copy_(noise.to(p.dtype))
     return module
+
+
+def tiny_fit_yaml(
+    root: str, *, checkpoint: str = "save_last: true", model_extra: str = "", epochs: int = 8
+) -> str:
+    """A one-step `rfvideo fit` config of `RewardForcingModule` on the tiny demo components (CPU, no logger),
+    checkpoints under `<root>/ckpt` (`checkpoint`: the ModelCheckpoint init_args), `model_extra` extra
+    `init_args` lines (indented 4 spaces), `epochs` prompts per epoch of the world's prompt file."""
+    return f"""
+seed_everything: 0
+trainer:
+  accelerator: cpu
+  devices: 1
+  max_steps: 1
+  logger: false
+  enable_progress_bar: false
+  enable_model_summary: false
+  default_root_dir: {root}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{dirpath: {root}/ckpt, {checkpoint}}}
+model:
+  class_path: rfvideo.modules.RewardForcingModule
+  init_args:
+    generator:
+      class_path: rfvideo.demo_world.components.tiny_causal_wan
+      init_args: {{num_frames_per_chunk: 1, seed: 1, init_scale: 0.1}}
+    vae:
+      class_path: rfvideo.demo_world.components.tiny_wan_vae
+      init_args: {{seed: 2}}
+    text_encoder:
+      class_path: rfvideo.demo_world.components.tiny_text_encoder
+      init_args: {{seed: 3}}
+    rewards:
+      class_path: rfvideo.rewards.RewardEnsemble
+      init_args:
+        terms:
+          c: {{class_path: rfvideo.rewards.prompt_color.PromptColorReward}}
+        weights: {{c: 1.0}}
+    num_latent_frames: 2
+    latent_size: [4, 4]
+{model_extra}data:
+  class_path: rfvideo.demo_world.data.DemoPromptDataModule
+  init_args: {{batch_size: 2, epoch_length: {epochs}}}
+"""

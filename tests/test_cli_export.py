@@ -10,51 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import tiny_fit_yaml
 from rfvideo.cli.app import main
 from rfvideo.cli.lightning import RFVideoCLI, build_module, load_module_checkpoint
 from rfvideo.models import CausalWanTransformer
 from rfvideo.models.lora import load_adapters
 
-CONFIG = """
-seed_everything: 0
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: 1
-  logger: false
-  enable_progress_bar: false
-  enable_model_summary: false
-  default_root_dir: {root}
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{dirpath: {root}/ckpt, save_last: true}}
-model:
-  class_path: rfvideo.modules.RewardForcingModule
-  init_args:
-    generator:
-      class_path: rfvideo.demo_world.components.tiny_causal_wan
-      init_args: {{num_frames_per_chunk: 1, seed: 1, init_scale: 0.1}}
-    vae:
-      class_path: rfvideo.demo_world.components.tiny_wan_vae
-      init_args: {{seed: 2}}
-    text_encoder:
-      class_path: rfvideo.demo_world.components.tiny_text_encoder
-      init_args: {{seed: 3}}
-    rewards:
-      class_path: rfvideo.rewards.RewardEnsemble
-      init_args:
-        terms:
-          c: {{class_path: rfvideo.rewards.prompt_color.PromptColorReward}}
-        weights: {{c: 1.0}}
-    optimizer:
+OPTIONS = """    optimizer:
       class_path: torch.optim.AdamW
-      init_args: {{lr: 0.05, betas: [0.0, 0.999]}}
-    num_latent_frames: 2
-    latent_size: [4, 4]
+      init_args: {lr: 0.05, betas: [0.0, 0.999]}
     ema_decay: 0.5
-{lora}data:
-  class_path: rfvideo.demo_world.data.DemoPromptDataModule
-  init_args: {{batch_size: 2, epoch_length: 2}}
 """
 LORA = "    generator_lora: {rank: 4, alpha: 8.0}\n"
 
@@ -62,7 +27,7 @@ LORA = "    generator_lora: {rank: 4, alpha: 8.0}\n"
 def _fit(root: Path, lora: str) -> tuple[Path, Path]:
     root.mkdir(parents=True)
     config = root / "run.yaml"
-    config.write_text(CONFIG.format(root=root, lora=lora))
+    config.write_text(tiny_fit_yaml(str(root), model_extra=OPTIONS + lora, epochs=2))
     RFVideoCLI(["fit", "--config", str(config)])
     return config, root / "ckpt" / "last.ckpt"
 

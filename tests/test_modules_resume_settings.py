@@ -8,52 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import tiny_fit_yaml
 from rfvideo.cli.lightning import RFVideoCLI
 from rfvideo.modules.base import HPARAMS_KEY, changed_hparams
 
-CONFIG = """
-seed_everything: 0
-trainer:
-  accelerator: cpu
-  devices: 1
-  max_steps: 1
-  logger: false
-  enable_progress_bar: false
-  enable_model_summary: false
-  default_root_dir: {root}
-  callbacks:
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args: {{dirpath: {root}/ckpt, every_n_train_steps: 1, save_last: true}}
-model:
-  class_path: rfvideo.modules.RewardForcingModule
-  init_args:
-    generator:
-      class_path: rfvideo.demo_world.components.tiny_causal_wan
-      init_args: {{num_frames_per_chunk: 1, seed: 1, init_scale: 0.1}}
-    vae:
-      class_path: rfvideo.demo_world.components.tiny_wan_vae
-      init_args: {{seed: 2}}
-    text_encoder:
-      class_path: rfvideo.demo_world.components.tiny_text_encoder
-      init_args: {{seed: 3}}
-    rewards:
-      class_path: rfvideo.rewards.RewardEnsemble
-      init_args:
-        terms:
-          c: {{class_path: rfvideo.rewards.prompt_color.PromptColorReward}}
-        weights: {{c: 1.0}}
-    num_latent_frames: 2
-    latent_size: [4, 4]
-    grad_clip: 1.0
-data:
-  class_path: rfvideo.demo_world.data.DemoPromptDataModule
-  init_args: {{batch_size: 2, epoch_length: 8}}
-"""
+CHECKPOINT = "every_n_train_steps: 1, save_last: true"
 
 
 def test_resume_applies_changed_settings_and_lists_them(tmp_path: Path):
     config = tmp_path / "run.yaml"
-    config.write_text(CONFIG.format(root=tmp_path))
+    config.write_text(tiny_fit_yaml(str(tmp_path), checkpoint=CHECKPOINT, model_extra="    grad_clip: 1.0\n"))
     RFVideoCLI(["fit", "--config", str(config)])
     last = tmp_path / "ckpt" / "last.ckpt"
     ckpt = torch.load(last, weights_only=True)
