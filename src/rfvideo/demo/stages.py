@@ -82,13 +82,17 @@ class World:
         """The unconditional embedding `(1 n d)` of classifier-free guidance: zeros (no prompt)."""
         return torch.zeros(1, self.settings.text_max_length, self.settings.text_width)
 
-    def new_generator(self, seed: int) -> CausalWanTransformer:
+    def generator_kwargs(self, seed: int) -> dict[str, int]:
+        """The `tiny_causal_wan` arguments of this world's generator (also what `export_for_serve` writes)."""
         s = self.settings
-        return tiny_causal_wan(
-            num_layers=s.num_layers, num_attention_heads=s.num_heads, attention_head_dim=s.head_dim,
-            in_channels=self.vae.latent_channels, text_dim=s.text_width, ffn_dim=s.ffn_dim, freq_dim=32,
-            num_frames_per_chunk=1, seed=seed,
-        )  # fmt: skip
+        return {
+            "num_layers": s.num_layers, "num_attention_heads": s.num_heads, "attention_head_dim": s.head_dim,
+            "in_channels": self.vae.latent_channels, "text_dim": s.text_width, "ffn_dim": s.ffn_dim,
+            "freq_dim": 32, "num_frames_per_chunk": 1, "seed": seed,
+        }  # fmt: skip
+
+    def new_generator(self, seed: int) -> CausalWanTransformer:
+        return tiny_causal_wan(**self.generator_kwargs(seed))
 
 
 def build_world(settings: DemoSettings, out: Path) -> World:
@@ -295,12 +299,7 @@ def export_for_serve(world: World, module: RewardForcingModule, folder: Path) ->
             "init_args": {
                 "generator": {
                     "class_path": "rfvideo.demo_world.components.tiny_causal_wan",
-                    "init_args": {
-                        "num_layers": s.num_layers, "num_attention_heads": s.num_heads,
-                        "attention_head_dim": s.head_dim, "in_channels": world.vae.latent_channels,
-                        "text_dim": s.text_width, "ffn_dim": s.ffn_dim, "freq_dim": 32,
-                        "num_frames_per_chunk": 1, "seed": s.world_seed,
-                    },
+                    "init_args": world.generator_kwargs(s.world_seed),
                 },
                 "vae": {"class_path": "rfvideo.demo_world.keyframe_codec.KeyframeCodec",
                         "init_args": {"spatial_factor": s.spatial_factor}},
