@@ -38,6 +38,17 @@ def test_keyframe_codec_encode_matches_naive_loops_and_decode_inverts_it():
         torch.testing.assert_close(rec[:, t], video[:, key])
 
 
+def test_keyframe_codec_latents_std_divides_the_latents_and_decode_undoes_it():
+    g = torch.Generator().manual_seed(1)
+    video = torch.rand(2, 5, 3, 8, 8, generator=g, dtype=torch.float64)
+    plain, scaled = KeyframeCodec(spatial_factor=2), KeyframeCodec(spatial_factor=2, latents_std=0.25)
+    z = scaled.encode(video)
+    torch.testing.assert_close(z, _naive_encode(video, 2) / 0.25)
+    torch.testing.assert_close(scaled.decode(z), plain.decode(plain.encode(video)))
+    with pytest.raises(ValueError, match="latents_std must be > 0, got 0.0"):
+        KeyframeCodec(latents_std=0.0)
+
+
 @pytest.mark.parametrize("num_frames", [1, 3, 4, 5, 9])
 def test_keyframe_codec_decode_last_equals_tail_of_decode_in_value_and_gradient(num_frames):
     g = torch.Generator().manual_seed(num_frames)

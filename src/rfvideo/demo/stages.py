@@ -35,7 +35,12 @@ from tqdm import tqdm
 
 from rfvideo.data import RFVideoDataModule, ShardedTensorDataset, ShardWriter
 from rfvideo.demo.settings import DemoSettings
-from rfvideo.demo_world.components import minilm_text_encoder, tiny_causal_wan, tiny_text_encoder
+from rfvideo.demo_world.components import (
+    minilm_text_encoder,
+    tiny_causal_wan,
+    tiny_text_encoder,
+    word_text_encoder,
+)
 from rfvideo.demo_world.keyframe_codec import KeyframeCodec
 from rfvideo.demo_world.reward import SquareWorldReward
 from rfvideo.demo_world.world import ClipSpec, render_clip, split_specs
@@ -82,17 +87,27 @@ class World:
         """The unconditional embedding `(1 n d)` of classifier-free guidance: zeros (no prompt)."""
         return torch.zeros(1, self.settings.text_max_length, self.settings.text_width)
 
-    def generator_kwargs(self, seed: int) -> dict[str, int]:
+    def generator_kwargs(self, seed: int) -> dict[str, Any]:
         """The `tiny_causal_wan` arguments of this world's generator (also what `export_for_serve` writes)."""
         s = self.settings
         return {
             "num_layers": s.num_layers, "num_attention_heads": s.num_heads, "attention_head_dim": s.head_dim,
             "in_channels": self.vae.latent_channels, "text_dim": s.text_width, "ffn_dim": s.ffn_dim,
             "freq_dim": 32, "num_frames_per_chunk": 1, "seed": seed,
+            "absolute_positions": s.absolute_positions, "patch_size": (1, s.patch_size, s.patch_size),
         }  # fmt: skip
 
     def new_generator(self, seed: int) -> CausalWanTransformer:
         return tiny_causal_wan(**self.generator_kwargs(seed))
+
+
+def build_text_encoder(s: DemoSettings) -> TextEncoder:
+    """The text encoder `s.text_encoder` names (see `settings.TEXT_ENCODERS`)."""
+    if s.text_encoder == "minilm":
+        return minilm_text_encoder(max_length=s.text_max_length)
+    if s.text_encoder == "words":
+        return word_text_encoder(d_model=s.text_dim, max_length=s.text_max_length, seed=s.world_seed)
+    return tiny_text_encoder(d_model=s.text_dim, max_length=s.text_max_length, seed=s.world_seed)
 
 
 def build_world(settings: DemoSettings, out: Path) -> World:
@@ -102,12 +117,8 @@ def build_world(settings: DemoSettings, out: Path) -> World:
     cache = out / "cache" / f"world-{s.world_key()}"
     world = World(
         settings=s, train_specs=train_specs, held_specs=held_specs,
-        vae=KeyframeCodec(spatial_factor=s.spatial_factor),
-        text=(
-            minilm_text_encoder(max_length=s.text_max_length)
-            if s.text_encoder == "minilm"
-            else tiny_text_encoder(d_model=s.text_dim, max_length=s.text_max_length, seed=s.world_seed)
-        ),
+        vae=KeyframeCodec(spatial_factor=s.spatial_factor, latents_std=s.latents_std),
+        text=build_text_encoder(s),
         schedule=FlowMatchSchedule(), cache=cache,
     )  # fmt: skip
     with ShardWriter(cache / "latents", shard_size=64, meta={"kind": "latents", "key": s.world_key()}) as w:
@@ -302,7 +313,7 @@ def export_for_serve(world: World, module: RewardForcingModule, folder: Path) ->
                     "init_args": world.generator_kwargs(s.world_seed),
                 },
                 "vae": {"class_path": "rfvideo.demo_world.keyframe_codec.KeyframeCodec",
-                        "init_args": {"spatial_factor": s.spatial_factor}},
+                        "init_args": {"spatial_factor": s.spatial_factor, "latents_std": s.latents_std}},
                 "text_encoder": text,
                 "rewards": {
                     "class_path": "rfvideo.rewards.RewardEnsemble",

@@ -9,13 +9,13 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKLWan
 from torch import nn
-from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
+from transformers import ByT5Tokenizer, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
 from rfvideo.models.causal_wan import CausalWanTransformer
 from rfvideo.models.text_encoder import TextEncoder
 from rfvideo.models.vae import WanVAE
 
-__all__ = ["minilm_text_encoder", "tiny_causal_wan", "tiny_text_encoder", "tiny_wan_vae"]
+__all__ = ["minilm_text_encoder", "tiny_causal_wan", "tiny_text_encoder", "tiny_wan_vae", "word_text_encoder"]
 
 
 def _randomize(module: nn.Module, seed: int, scale: float) -> None:
@@ -43,10 +43,17 @@ def tiny_causal_wan(
     seed: int = 0,
     init_scale: float | None = None,
     patch_size: tuple[int, int, int] = (1, 2, 2),
+    absolute_positions: bool = False,
 ) -> CausalWanTransformer:
-    """A tiny `CausalWanTransformer` (diffusers' default init, or seeded noise when `init_scale` is set)."""
+    """A tiny `CausalWanTransformer` (diffusers' default init, or seeded noise when `init_scale` is set).
+
+    `absolute_positions`: a `PositionedCausalWan` (learned row / column embeddings of the patch tokens,
+    zero at init), the demo's generator; see `demo_world.positioned_wan` for why.
+    """
+    from rfvideo.demo_world.positioned_wan import PositionedCausalWan
+
     torch.manual_seed(seed)  # diffusers' default init draws from the global generator
-    model = CausalWanTransformer(
+    model = (PositionedCausalWan if absolute_positions else CausalWanTransformer)(
         patch_size=tuple(patch_size),
         num_attention_heads=num_attention_heads,
         attention_head_dim=attention_head_dim,
@@ -110,6 +117,42 @@ def tiny_text_encoder(*, d_model: int = 24, max_length: int = 32, seed: int = 0)
     model = UMT5EncoderModel(cfg)
     _randomize(model, seed, 0.5)
     return TextEncoder(model, ByT5Tokenizer(), max_length=max_length, cache_size=256)
+
+
+def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over `words` (lower-cased, split on whitespace and punctuation), built in
+    memory: `[PAD]` is id 0, `[UNK]` id 1 (every word outside the list), then `words` in order."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1}
+    for w in words:
+        vocab.setdefault(w.lower(), len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+
+
+def word_text_encoder(*, d_model: int = 32, max_length: int = 16, seed: int = 0) -> TextEncoder:
+    """A tiny random umT5 over a word-level vocabulary of the demo world's prompts (`word_tokenizer`).
+
+    One token per word, so "red" and "left" are one embedding each wherever they stand; the byte-level
+    `tiny_text_encoder` spreads a colour over 3-7 byte tokens and shifts every later word by its length,
+    which a tiny generator's cross-attention has to undo before it can read the prompt.
+    """
+    from rfvideo.demo_world.world import DIRECTIONS, WORLD_COLORS
+    from rfvideo.rewards.prompt_color import COLORS
+
+    words = ["a", "an", "the", "square", "moving", *WORLD_COLORS, *COLORS, *DIRECTIONS]
+    tokenizer = word_tokenizer(words)
+    torch.manual_seed(seed)
+    cfg = UMT5Config(
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=0,
+    )  # fmt: skip
+    model = UMT5EncoderModel(cfg)
+    _randomize(model, seed, 0.5)
+    return TextEncoder(model, tokenizer, max_length=max_length, cache_size=256)
 
 
 def minilm_text_encoder(*, max_length: int = 16, path: str | None = None) -> TextEncoder:

@@ -29,14 +29,23 @@ class KeyframeCodec(nn.Module):
     Args:
         spatial_factor: pixel cell side `p` folded into channels (`c = 3 p^2`).
         temporal_factor: pixel frames per latent frame after the first (Wan: 4).
+        latents_std: the latents are the pixels in [-1, 1] divided by this, as Wan's VAE divides by its
+            `latents_std`: the generator's flow-matching loss weighs content against noise by the latents'
+            variance, and a grey frame with one square has a pixel std of about 1/4 (the demo's value), so
+            unscaled latents would leave the content a 1/16 share of the loss.
     """
 
-    def __init__(self, *, spatial_factor: int = 4, temporal_factor: int = 4) -> None:
+    def __init__(
+        self, *, spatial_factor: int = 4, temporal_factor: int = 4, latents_std: float = 1.0
+    ) -> None:
         super().__init__()
         if spatial_factor < 1 or temporal_factor < 1:
             raise ValueError(
                 f"factors must be >= 1, got spatial {spatial_factor}, temporal {temporal_factor}"
             )
+        if not latents_std > 0:
+            raise ValueError(f"latents_std must be > 0, got {latents_std}")
+        self.latents_std = float(latents_std)
         self.spatial_factor, self.temporal_factor = spatial_factor, temporal_factor
         self.latent_channels = 3 * spatial_factor**2
         # No weights, but callers read a VAE's dtype from its first parameter: an empty, frozen one.
@@ -47,14 +56,15 @@ class KeyframeCodec(nn.Module):
         return super().train(False)
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """`(b F 3 H W)` in [0, 1] -> latents `(b f c h w)` in [-1, 1]: frames 0, 4, 8, ... folded."""
+        """`(b F 3 H W)` in [0, 1] -> latents `(b f c h w)` in [-1, 1] / `latents_std`: frames 0, 4, 8, ...
+        folded."""
         if video.ndim != 5 or video.shape[2] != 3:
             raise ValueError(f"video must be (b F 3 H W), got shape {tuple(video.shape)}")
         num_latent_frames(video.shape[1], self.temporal_factor)  # validates F = 1 + 4k
         p = self.spatial_factor
         if video.shape[-2] % p or video.shape[-1] % p:
             raise ValueError(f"video height/width must be divisible by {p}, got {tuple(video.shape[-2:])}")
-        keys = video[:, :: self.temporal_factor] * 2 - 1  # (b f 3 H W)
+        keys = (video[:, :: self.temporal_factor] * 2 - 1) / self.latents_std  # (b f 3 H W)
         return einops.rearrange(keys, "b f c (h p) (w q) -> b f (c p q) h w", p=p, q=p)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -64,7 +74,9 @@ class KeyframeCodec(nn.Module):
                 f"latents must be (b f c h w) with c={self.latent_channels}, got {tuple(latents.shape)}"
             )
         p = self.spatial_factor
-        frames = einops.rearrange(latents, "b f (c p q) h w -> b f c (h p) (w q)", p=p, q=p)
+        frames = einops.rearrange(
+            latents * self.latents_std, "b f (c p q) h w -> b f c (h p) (w q)", p=p, q=p
+        )
         # latent 0 -> pixel frame 0; latent j > 0 -> its four pixel frames 4j-3 .. 4j
         reps = torch.full((frames.shape[1],), self.temporal_factor, device=frames.device)
         reps[0] = 1
