@@ -4,6 +4,7 @@ world reward's composition term makes a still centred square the per-frame optim
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -95,6 +96,46 @@ def test_world_reward_prefers_a_centred_square_of_the_prompt_colour():
     img = _canvas(1, size)
     img[0, :, 0:8, 0:8] = torch.tensor(WORLD_COLORS["red"]).view(3, 1, 1)
     assert float(flat(img[:, None], prompt)[0]) > 0.95
+
+
+def _naive_shape_term(mask: torch.Tensor, tau: float) -> float:
+    """Loops over pixels: the soft mask's variance along each axis against a solid square of its mass."""
+    H, W = mask.shape
+    m = sum(float(mask[y, x]) for y in range(H) for x in range(W))
+    cy = sum(y * float(mask[y, x]) for y in range(H) for x in range(W)) / m
+    cx = sum(x * float(mask[y, x]) for y in range(H) for x in range(W)) / m
+    vy = sum((y - cy) ** 2 * float(mask[y, x]) for y in range(H) for x in range(W)) / m
+    vx = sum((x - cx) ** 2 * float(mask[y, x]) for y in range(H) for x in range(W)) / m
+    sq = (m - 1) / 12
+    return math.exp(-((vy / sq - 1) ** 2 + (vx / sq - 1) ** 2) / (2 * tau**2))
+
+
+def test_world_reward_shape_term_is_one_for_a_square_and_punishes_split_or_stretched_shapes():
+    size = 24
+    reward = SquareWorldReward(target_area=1 / 9, shape_tau=0.5)
+    red = torch.tensor(WORLD_COLORS["red"]).view(3, 1, 1)
+    shapes = {name: _canvas(1, size) for name in ("square", "two_strips", "bar", "noisy")}
+    shapes["square"][0, :, 8:16, 8:16] = red
+    shapes["two_strips"][0, :, 7:11, 8:16] = red  # the same mass and centre, split by a 2-px gap
+    shapes["two_strips"][0, :, 13:17, 8:16] = red
+    shapes["bar"][0, :, 10:14, 4:20] = red
+    g = torch.Generator().manual_seed(0)
+    shapes["noisy"] = (shapes["square"] + 0.3 * torch.randn(shapes["square"].shape, generator=g)).clamp(0, 1)
+    terms = {k: float(reward.shape_term(v)) for k, v in shapes.items()}
+    assert terms["square"] == pytest.approx(1.0, abs=1e-4)
+    assert terms["square"] > 0.5 > terms["two_strips"] and terms["bar"] < 0.01
+    for name, img in shapes.items():  # against the loop reference on the same soft mask
+        assert terms[name] == pytest.approx(_naive_shape_term(reward._mask(img)[0], 0.5), rel=1e-3, abs=1e-6)
+    prompt = ["a red square moving left"]
+    assert float(reward(shapes["two_strips"][:, None], prompt)) < 0.5 * float(
+        reward(shapes["square"][:, None], prompt)
+    )
+    off = SquareWorldReward(target_area=1 / 9, shape_tau=None)  # colour x size x composition only
+    assert float(off(shapes["two_strips"][:, None], prompt)) == pytest.approx(
+        float(off(shapes["square"][:, None], prompt)), abs=0.02
+    )
+    with pytest.raises(ValueError, match="shape_tau must be > 0 or None, got 0"):
+        SquareWorldReward(shape_tau=0)
 
 
 def test_world_reward_all_frames_prefers_a_still_clip_last_frame_does_not():
