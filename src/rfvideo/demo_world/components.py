@@ -140,7 +140,8 @@ def word_text_encoder(
 
     One token per word, so "red" and "left" are one embedding each wherever they stand; the byte-level
     `tiny_text_encoder` spreads a colour over 3-7 byte tokens and shifts every later word by its length,
-    which a tiny generator's cross-attention has to undo before it can read the prompt.
+    which a tiny generator's cross-attention has to undo before it can read the prompt. `num_layers=0`
+    leaves each word its own (normalised) embedding, no context at all.
     """
     from rfvideo.demo_world.world import DIRECTIONS, WORLD_COLORS
     from rfvideo.rewards.prompt_color import COLORS
@@ -149,8 +150,8 @@ def word_text_encoder(
     tokenizer = word_tokenizer(words)
     torch.manual_seed(seed)
     cfg = UMT5Config(
-        vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=num_layers, num_heads=2,
-        relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=0,
+        vocab_size=len(tokenizer), d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=num_layers,
+        num_heads=2, relative_attention_num_buckets=8, dropout_rate=0.0, pad_token_id=0,
     )  # fmt: skip
     model = UMT5EncoderModel(cfg)
     _randomize(model, seed, 0.5)
