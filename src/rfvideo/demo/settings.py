@@ -62,7 +62,7 @@ class DemoSettings:
     ode_lr: float = 5e-4
     reward_steps: int = 100
     reward_batch: int = 4
-    reward_lr: float = 1e-3
+    reward_lr: float = 3e-4
     reward_ema: float = 0.8
     eval_seeds: int = 2
     world_seed: int = 0
