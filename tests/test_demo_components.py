@@ -101,10 +101,15 @@ def test_word_tokenizer_gives_one_id_per_word_and_unk_outside_the_list():
     assert enc["attention_mask"][0] == [1, 1, 1, 1, 1, 0, 0]
 
 
-def test_word_text_encoder_states_differ_only_where_words_do_and_are_zero_padded():
+def test_word_text_encoder_is_zero_padded_and_without_context_layers_differs_only_at_the_changed_word():
     enc = word_text_encoder(d_model=16, max_length=8, seed=0)
     emb, mask = enc.encode(["a red square moving left", "a blue square moving left"])
     assert emb.shape == (2, 8, 16) and mask.sum(1).tolist() == [5, 5]
     assert (emb[~mask] == 0).all() and not torch.allclose(emb[0], emb[1])
+    flat, _ = word_text_encoder(d_model=16, max_length=8, seed=0, num_layers=0).encode(
+        ["a red square moving left", "a blue square moving left"]
+    )
+    changed = (flat[0] - flat[1]).abs().amax(-1) > 0  # (n,) tokens whose state differs
+    assert changed.tolist() == [False, True, False, False, False, False, False, False]
     again, _ = word_text_encoder(d_model=16, max_length=8, seed=0).encode(["a red square moving left"])
     assert torch.equal(again[0], emb[0])  # seeded: the same encoder every build

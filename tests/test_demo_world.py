@@ -134,6 +134,8 @@ def test_world_reward_shape_term_is_one_for_a_square_and_punishes_split_or_stret
     assert float(off(shapes["two_strips"][:, None], prompt)) == pytest.approx(
         float(off(shapes["square"][:, None], prompt)), abs=0.02
     )
+    with pytest.raises(ValueError, match="shape_term needs shape_tau"):
+        off.shape_term(shapes["square"])
     with pytest.raises(ValueError, match="shape_tau must be > 0 or None, got 0"):
         SquareWorldReward(shape_tau=0)
 

@@ -20,6 +20,7 @@ Legend: `N` clips, `F` pixel frames, `f` latent frames, `c` channels, `h w` late
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 import math
 import warnings
@@ -36,12 +37,7 @@ from tqdm import tqdm
 
 from rfvideo.data import RFVideoDataModule, ShardedTensorDataset, ShardWriter
 from rfvideo.demo.settings import DemoSettings
-from rfvideo.demo_world.components import (
-    minilm_text_encoder,
-    tiny_causal_wan,
-    tiny_text_encoder,
-    word_text_encoder,
-)
+from rfvideo.demo_world.components import tiny_causal_wan
 from rfvideo.demo_world.keyframe_codec import KeyframeCodec
 from rfvideo.demo_world.reward import SquareWorldReward
 from rfvideo.demo_world.world import ClipSpec, render_clip, split_specs
@@ -117,9 +113,8 @@ def text_encoder_spec(s: DemoSettings) -> dict[str, Any]:
 def build_text_encoder(s: DemoSettings) -> TextEncoder:
     """The text encoder `s.text_encoder` names (see `settings.TEXT_ENCODERS`)."""
     spec = text_encoder_spec(s)
-    builder = {"minilm_text_encoder": minilm_text_encoder, "word_text_encoder": word_text_encoder,
-               "tiny_text_encoder": tiny_text_encoder}[spec["class_path"].rsplit(".", 1)[1]]  # fmt: skip
-    return builder(**spec["init_args"])
+    module, name = spec["class_path"].rsplit(".", 1)  # the class_path `export_for_serve` writes
+    return getattr(importlib.import_module(module), name)(**spec["init_args"])
 
 
 def build_world(settings: DemoSettings, out: Path) -> World:

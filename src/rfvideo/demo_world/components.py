@@ -47,7 +47,7 @@ def tiny_causal_wan(
 ) -> CausalWanTransformer:
     """A tiny `CausalWanTransformer` (diffusers' default init, or seeded noise when `init_scale` is set).
 
-    `absolute_positions`: a `PositionedCausalWan` (learned row / column embeddings of the patch tokens,
+    `absolute_positions`: a `PositionedCausalWan` (learned frame / row / column embeddings of the tokens,
     zero at init), the demo's generator; see `demo_world.positioned_wan` for why.
     """
     from rfvideo.demo_world.positioned_wan import PositionedCausalWan

@@ -49,7 +49,7 @@ class PositionedCausalWan(CausalWanTransformer):
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         start = kwargs.get("frame_offset") if kwargs.get("attention_mode") == "cached" else None
         f = hidden_states.shape[2] // self.config.patch_size[0] if hidden_states.ndim == 5 else 0
-        self._frame_index = torch.arange(f) + (start or 0)
+        self._frame_index = torch.arange(f, device=self.pos_frame.device) + (start or 0)
         try:
             return super().forward(hidden_states, *args, **kwargs)
         finally:
@@ -58,7 +58,7 @@ class PositionedCausalWan(CausalWanTransformer):
     def recache(
         self, clean_latents: torch.Tensor, encoder_hidden_states: torch.Tensor, kv_cache: Any
     ) -> None:
-        self._frame_index = torch.tensor(kv_cache.held_frames(), dtype=torch.long)
+        self._frame_index = torch.tensor(kv_cache.held_frames(), device=self.pos_frame.device)
         try:
             super().recache(clean_latents, encoder_hidden_states, kv_cache)
         finally:
@@ -73,10 +73,10 @@ class PositionedCausalWan(CausalWanTransformer):
         if hh > MAX_GRID or ww > MAX_GRID:
             raise ValueError(f"token grid {hh}x{ww} exceeds the position tables ({MAX_GRID}x{MAX_GRID})")
         f = x.shape[1] // (hh * ww)
-        index = self._frame_index if self._frame_index is not None else torch.arange(f)
+        index = self._frame_index if self._frame_index is not None else torch.arange(f, device=x.device)
         if len(index) != f:
             raise ValueError(f"{len(index)} frame indices for {f} latent frames")
-        frames = self.pos_frame[index.clamp(max=MAX_FRAMES - 1).to(self.pos_frame.device)]  # (f D)
+        frames = self.pos_frame[index.clamp(max=MAX_FRAMES - 1)]  # (f D)
         grid = self.pos_row[:hh, None] + self.pos_col[None, :ww]  # (hh ww D)
         pos = frames[:, None] + rearrange(grid, "hh ww d -> (hh ww) d")  # (f t D)
         x = rearrange(x, "b (f t) d -> b f t d", t=hh * ww) + pos.to(x.dtype)  # tokens: (frame, row, col)

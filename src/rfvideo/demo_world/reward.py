@@ -12,12 +12,14 @@ image reward. Scored on the last frame only, a moving clip can still end well co
 colour match and size term are `PromptColorReward(target_area=...)`; the composition term is
 `exp(-|c - c0|^2 / (2 sigma^2))` of the soft foreground's centre of mass `c` (pixels, relative to the frame
 size) against the frame centre `c0`. The shape term prefers one solid square: a solid axis-aligned square
-of area `M` has the spatial variance `M / 12` along each axis, so with the soft foreground's mass `M` and
-variances `var_y, var_x`, `shape = exp(-((var_y / (M/12) - 1)^2 + (var_x / (M/12) - 1)^2) / (2 tau^2))`.
+of `M` pixels has the spatial variance `(M - 1) / 12` along each axis, so with the soft foreground's mass
+`M`, `q = (M - 1) / 12` and variances `var_y, var_x`,
+`shape = exp(-((var_y / q - 1)^2 + (var_x / q - 1)^2) / (2 tau^2))`.
 Two strips with a gap, a bar or scattered blocks spread further than a square of their mass and score
-lower. The shape term is off by default (`shape_tau=None`): without it, stage 2 tends to split the square
-in two strips along a token edge; with it (tau 0.5, one training seed) the messy stage-1 samples score near
-0, the product gives little gradient, and stage 2 painted large areas instead (last-frame area 0.66).
+lower. The shape term is off by default (`shape_tau=None`): without it, stage 2 at lr 1e-3 split the
+square in two strips along a token edge; with it (tau 0.5, lr 1e-3, one training seed) the messy stage-1
+samples score near 0, the product gives little gradient, and stage 2 painted large areas instead
+(last-frame area 0.66).
 
 Legend: `n` images, `H W` pixel size.
 """
@@ -82,7 +84,8 @@ class SquareWorldReward(FrameReward):
 
     def shape_term(self, images: torch.Tensor) -> torch.Tensor:
         """`(n 3 H W)` -> `(n,)`: how close the soft foreground's spread is to a solid square of its mass."""
-        assert self.shape_tau is not None
+        if self.shape_tau is None:
+            raise ValueError("shape_term needs shape_tau (this reward was built with shape_tau=None)")
         mask = self._mask(images)  # (n H W)
         H, W = mask.shape[-2:]
         ys = torch.arange(H, device=mask.device, dtype=mask.dtype).view(1, H, 1)  # pixels
