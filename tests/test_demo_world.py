@@ -11,7 +11,14 @@ import torch
 
 from rfvideo.demo_world.metrics import centroid, foreground, motion, shape_score
 from rfvideo.demo_world.reward import SquareWorldReward
-from rfvideo.demo_world.world import BACKGROUND, WORLD_COLORS, ClipSpec, render_clip, split_specs
+from rfvideo.demo_world.world import (
+    BACKGROUND,
+    DIRECTIONS,
+    WORLD_COLORS,
+    ClipSpec,
+    render_clip,
+    split_specs,
+)
 
 
 def _naive_shape_score(image: torch.Tensor) -> float:
@@ -205,3 +212,12 @@ def test_minilm_text_encoder_gives_bert_token_states_with_wan_zero_padding():
     torch.testing.assert_close(emb, ref, rtol=1e-5, atol=1e-5)
     # the two prompts differ in two words: their states differ, and only on real tokens
     assert not torch.allclose(emb[0], emb[1]) and (emb[~mask] == 0).all()
+
+
+def test_split_holds_out_only_combinations():
+    """Every colour and every direction of the held-out prompts is heard in training; the pairs are new."""
+    train, held = split_specs()
+    assert len(train) + len(held) == len(WORLD_COLORS) * len(DIRECTIONS)
+    assert not set(train) & set(held)
+    assert {s.color for s in train} == {s.color for s in held} == set(WORLD_COLORS)
+    assert {s.direction for s in train} == {s.direction for s in held} == set(DIRECTIONS)

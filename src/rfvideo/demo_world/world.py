@@ -41,11 +41,13 @@ def all_specs() -> list[ClipSpec]:
 
 
 def split_specs() -> tuple[list[ClipSpec], list[ClipSpec]]:
-    """(train, held-out): every 4th (colour, direction) pair is held out; every colour and direction
-    still appears in training, only the combination is new."""
-    specs = all_specs()
-    held = [s for i, s in enumerate(specs) if i % 4 == 1]
-    train = [s for s in specs if s not in held]
+    """(train, held-out): colour `k` (in `WORLD_COLORS` order) holds out direction `k mod 4`, a Latin-square
+    split, so every colour and every direction still appears in training and only the combination is new.
+    (Holding out every 4th pair of the colour-major list would hold out one direction for every colour,
+    a direction the model then never hears.)"""
+    dirs = list(DIRECTIONS)
+    held = [ClipSpec(color=c, direction=dirs[k % len(dirs)]) for k, c in enumerate(WORLD_COLORS)]
+    train = [s for s in all_specs() if s not in held]
     return train, held
 
 
