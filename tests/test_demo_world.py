@@ -221,3 +221,19 @@ def test_split_holds_out_only_combinations():
     assert not set(train) & set(held)
     assert {s.color for s in train} == {s.color for s in held} == set(WORLD_COLORS)
     assert {s.direction for s in train} == {s.direction for s in held} == set(DIRECTIONS)
+
+
+def test_cross_frame_moves_the_centre_crossing_to_that_frame():
+    """Speed 1, no jitter: the keyframes sit on the 4-px lattice, and the crossing is where `cross_frame` says."""
+    size, F = 32, 9
+    centre = (size - 1) / 2
+    for spec in (ClipSpec(color="red", direction="right"), ClipSpec(color="cyan", direction="up")):
+        axis, sign = (1, 1) if spec.direction == "right" else (0, -1)
+        for cross in (None, 8.0, 2.0):
+            clip = render_clip(spec, num_frames=F, size=size, speed=1.0, phase_jitter=0.0, offset_jitter=0.0,
+                               cross_frame=cross)  # fmt: skip
+            c = centroid(clip)
+            t = (F - 1) / 2 if cross is None else cross
+            expected = centre + sign * (torch.arange(F, dtype=torch.float32) - t)
+            torch.testing.assert_close(c[:, axis], expected)
+            torch.testing.assert_close(c[:, 1 - axis], torch.full((F,), centre))

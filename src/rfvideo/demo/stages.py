@@ -124,7 +124,7 @@ def build_world(settings: DemoSettings, out: Path) -> World:
     cache = out / "cache" / f"world-{s.world_key()}"
     world = World(
         settings=s, train_specs=train_specs, held_specs=held_specs,
-        vae=KeyframeCodec(spatial_factor=s.spatial_factor, latents_std=s.latents_std),
+        vae=KeyframeCodec(spatial_factor=s.spatial_factor, cells=s.codec_cells, latents_std=s.latents_std),
         text=build_text_encoder(s),
         schedule=FlowMatchSchedule(), cache=cache,
     )  # fmt: skip
@@ -322,7 +322,8 @@ def export_for_serve(world: World, module: RewardForcingModule, folder: Path) ->
                     "init_args": world.generator_kwargs(s.world_seed),
                 },
                 "vae": {"class_path": "rfvideo.demo_world.keyframe_codec.KeyframeCodec",
-                        "init_args": {"spatial_factor": s.spatial_factor, "latents_std": s.latents_std}},
+                        "init_args": {"spatial_factor": s.spatial_factor, "cells": s.codec_cells,
+                                      "latents_std": s.latents_std}},
                 "text_encoder": text,
                 "rewards": {
                     "class_path": "rfvideo.rewards.RewardEnsemble",

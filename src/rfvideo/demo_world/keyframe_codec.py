@@ -1,14 +1,19 @@
-"""The demo's default VAE slot: a lossless-in-space, keyframe-in-time codec with Wan's latent layout.
+"""The demo's default VAE slot: a keyframe-in-time codec with Wan's latent layout.
 
 Wan's VAE maps pixel frame 0 to latent frame 0 and pixel frames 4j-3 .. 4j to latent frame j, 8x smaller in
 space. This codec keeps that layout with no learning: latent frame j holds pixel frame 4j (the last frame
-of its group), each `p x p` pixel cell folded into channels (space-to-depth, so nothing is lost in space);
-decoding unfolds the cells and shows latent frame j for all four frames of its group. So a reconstruction
-has every frame sharp (squares stay square) and moves in steps of four frames, and pixel rewards measure
-the generator, not a codec. (A tiny `AutoencoderKLWan` trained on the clips is the alternative,
-`demo_world.codec_training`; on 2 shared CPU cores its training is too slow for the demo's minutes.)
+of its group); each `p x p` pixel cell is either folded into channels ("fold": space-to-depth, nothing lost
+in space, `3 p^2` channels) or kept as its mean colour ("mean": 3 channels, lossless for pictures drawn on
+the `p`-pixel lattice, which the demo world's default clips are). Decoding unfolds (or repeats) the cells
+and shows latent frame j for all four frames of its group. So a reconstruction has every frame sharp
+(squares stay square) and moves in steps of four frames, and pixel rewards measure the generator, not a
+codec. "mean" exists for the generator's sake: a token of 2 x 2 latent pixels carries 12 values instead of
+192, so a 128-wide model has room for the prompt as well as the noise it must pass through; at the same
+step count its base learned the world far better (scratch runs). (A tiny `AutoencoderKLWan` trained on the
+clips is the alternative, `demo_world.codec_training`; on 2 shared CPU cores its training is too slow for
+the demo's minutes.)
 
-Legend: `b` clips, `F` pixel frames (1 + 4k), `f` latent frames, `c` latent channels (3 p^2), `H W` pixel
+Legend: `b` clips, `F` pixel frames (1 + 4k), `f` latent frames, `c` latent channels (3 p^2 or 3), `H W` pixel
 size, `h w` latent size (H / p, W / p), `p` the spatial factor.
 """
 
@@ -29,6 +34,9 @@ class KeyframeCodec(nn.Module):
     Args:
         spatial_factor: pixel cell side `p` folded into channels (`c = 3 p^2`).
         temporal_factor: pixel frames per latent frame after the first (Wan: 4).
+        cells: what a latent pixel holds of its `p x p` pixel cell: "fold" (every pixel, `c = 3 p^2`,
+            lossless in space) or "mean" (the cell's mean colour, `c = 3`: lossless only for pictures drawn
+            on the `p`-pixel lattice, as the demo world is, and a 16x narrower token for the generator).
         latents_std: the latents are the pixels in [-1, 1] divided by this, as Wan's VAE divides by its
             `latents_std`: the generator's flow-matching loss weighs content against noise by the latents'
             variance, and a grey frame with one square has a pixel std of about 1/4 (the demo's value), so
@@ -36,7 +44,12 @@ class KeyframeCodec(nn.Module):
     """
 
     def __init__(
-        self, *, spatial_factor: int = 4, temporal_factor: int = 4, latents_std: float = 1.0
+        self,
+        *,
+        spatial_factor: int = 4,
+        temporal_factor: int = 4,
+        cells: str = "fold",
+        latents_std: float = 1.0,
     ) -> None:
         super().__init__()
         if spatial_factor < 1 or temporal_factor < 1:
@@ -45,9 +58,11 @@ class KeyframeCodec(nn.Module):
             )
         if not latents_std > 0:
             raise ValueError(f"latents_std must be > 0, got {latents_std}")
+        if cells not in ("fold", "mean"):
+            raise ValueError(f"cells must be 'fold' or 'mean', got {cells!r}")
         self.latents_std = float(latents_std)
-        self.spatial_factor, self.temporal_factor = spatial_factor, temporal_factor
-        self.latent_channels = 3 * spatial_factor**2
+        self.spatial_factor, self.temporal_factor, self.cells = spatial_factor, temporal_factor, cells
+        self.latent_channels = 3 * spatial_factor**2 if cells == "fold" else 3
         # No weights, but callers read a VAE's dtype from its first parameter: an empty, frozen one.
         self.dtype_anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
 
@@ -65,6 +80,8 @@ class KeyframeCodec(nn.Module):
         if video.shape[-2] % p or video.shape[-1] % p:
             raise ValueError(f"video height/width must be divisible by {p}, got {tuple(video.shape[-2:])}")
         keys = (video[:, :: self.temporal_factor] * 2 - 1) / self.latents_std  # (b f 3 H W)
+        if self.cells == "mean":
+            return einops.reduce(keys, "b f c (h p) (w q) -> b f c h w", "mean", p=p, q=p)
         return einops.rearrange(keys, "b f c (h p) (w q) -> b f (c p q) h w", p=p, q=p)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -74,9 +91,11 @@ class KeyframeCodec(nn.Module):
                 f"latents must be (b f c h w) with c={self.latent_channels}, got {tuple(latents.shape)}"
             )
         p = self.spatial_factor
-        frames = einops.rearrange(
-            latents * self.latents_std, "b f (c p q) h w -> b f c (h p) (w q)", p=p, q=p
-        )
+        x = latents * self.latents_std
+        if self.cells == "mean":  # nearest upsampling: the cell's mean colour on all its pixels
+            frames = einops.repeat(x, "b f c h w -> b f c (h p) (w q)", p=p, q=p)
+        else:
+            frames = einops.rearrange(x, "b f (c p q) h w -> b f c (h p) (w q)", p=p, q=p)
         # latent 0 -> pixel frame 0; latent j > 0 -> its four pixel frames 4j-3 .. 4j
         reps = torch.full((frames.shape[1],), self.temporal_factor, device=frames.device)
         reps[0] = 1

@@ -61,11 +61,14 @@ def render_clip(
     speed: float = 1.5,
     phase_jitter: float | None = None,
     offset_jitter: float | None = None,
+    cross_frame: float | None = None,
 ) -> torch.Tensor:
     """Draw a clip `(F 3 H W)` in [0, 1]: the square crosses the frame centre and moves `speed` px/frame.
 
-    The clip enters, crosses and leaves the centre (the world reward's composition optimum is a place
-    motion passes through). It passes the centre at the middle frame plus a uniform draw in
+    By default the clip enters, crosses and leaves the centre (the world reward's composition optimum is a
+    place motion passes through); `cross_frame` moves the crossing to that frame (the last frame: the
+    square arrives at the centre as the clip ends). It passes the centre at `cross_frame` (default the
+    middle frame) plus a uniform draw in
     `+-phase_jitter` frames, and sits a uniform draw in `+-offset_jitter` pixels off the centre line across
     its motion. `None` (the default) means the widest draws: any moment of the clip, one side length off.
     Small jitters make the prompt nearly determine the clip, which a 2-layer generator learns in minutes.
@@ -80,7 +83,7 @@ def render_clip(
     centre = (size - s) / 2  # top-left corner of a centred square
     mid = (num_frames - 1) / 2
     phase = mid if phase_jitter is None else phase_jitter
-    t_cross = mid + (float(torch.rand((), generator=g)) * 2 - 1) * phase
+    t_cross = (mid if cross_frame is None else cross_frame) + (float(torch.rand((), generator=g)) * 2 - 1) * phase
     off = (float(torch.rand((), generator=g)) * 2 - 1) * (s if offset_jitter is None else offset_jitter)
     video = torch.tensor(BACKGROUND).view(1, 3, 1, 1).repeat(num_frames, 1, size, size)
     color = torch.tensor(WORLD_COLORS[spec.color]).view(3, 1, 1)
