@@ -224,7 +224,7 @@ def test_split_holds_out_only_combinations():
 
 
 def test_cross_frame_moves_the_centre_crossing_to_that_frame():
-    """Speed 1, no jitter: the keyframes sit on the 4-px lattice, and the crossing is where `cross_frame` says."""
+    """Speed 1, no jitter: the square passes the centre at `cross_frame` (default: the middle frame)."""
     size, F = 32, 9
     centre = (size - 1) / 2
     for spec in (ClipSpec(color="red", direction="right"), ClipSpec(color="cyan", direction="up")):

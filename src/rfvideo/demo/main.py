@@ -5,7 +5,7 @@ World: coloured squares crossing a grey frame in named directions ("a red square
 scores one frame: the prompt's colour, the world's square size, and a composition term preferring the
 square at the frame centre, a place the clips' motion passes through and leaves.
 
-  world     codec (`KeyframeCodec`), tiny random umT5, training clips as latent shards;
+  world     codec (`KeyframeCodec`), text encoder (word-level tiny umT5), training clips as latent shards;
   stage 0   tiny bidirectional Wan base by flow matching (the "pretrained" model);
   stage 1   ODE trajectories of the base -> ODE init of the causal student (`ODEInitModule`);
   stage 2   reward forcing (`RewardForcingModule`), world reward on the last frame; the paper's ablation

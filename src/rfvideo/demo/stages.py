@@ -1,7 +1,7 @@
 """The demo's stages, one function each, on the package's own pieces.
 
-  world      `build_world`: codec (`KeyframeCodec`), tiny random umT5, the clips of the training prompts
-             written as latent shards (`data.ShardWriter`);
+  world      `build_world`: codec (`KeyframeCodec`), text encoder (`DemoSettings.text_encoder`), the
+             clips of the training prompts written as latent shards (`data.ShardWriter`);
   stage 0    `train_base`: the bidirectional base by flow matching (`sampling.flow`, `sampling.shift_sigma`)
              on those shards (the stand-in for the pretrained Wan);
   stage 1    `make_trajectories` (`modules.trajectories`, written as shards) and `ode_init`

@@ -83,7 +83,8 @@ def render_clip(
     centre = (size - s) / 2  # top-left corner of a centred square
     mid = (num_frames - 1) / 2
     phase = mid if phase_jitter is None else phase_jitter
-    t_cross = (mid if cross_frame is None else cross_frame) + (float(torch.rand((), generator=g)) * 2 - 1) * phase
+    t0 = mid if cross_frame is None else cross_frame
+    t_cross = t0 + (float(torch.rand((), generator=g)) * 2 - 1) * phase
     off = (float(torch.rand((), generator=g)) * 2 - 1) * (s if offset_jitter is None else offset_jitter)
     video = torch.tensor(BACKGROUND).view(1, 3, 1, 1).repeat(num_frames, 1, size, size)
     color = torch.tensor(WORLD_COLORS[spec.color]).view(3, 1, 1)
