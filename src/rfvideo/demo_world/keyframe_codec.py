@@ -32,7 +32,7 @@ class KeyframeCodec(nn.Module):
     """`encode(video (b F 3 H W) in [0,1]) -> (b f c h w)`, `decode`, `decode_last`: the `WanVAE` contract.
 
     Args:
-        spatial_factor: pixel cell side `p` folded into channels (`c = 3 p^2`).
+        spatial_factor: side `p` of the pixel cell one latent pixel stands for.
         temporal_factor: pixel frames per latent frame after the first (Wan: 4).
         cells: what a latent pixel holds of its `p x p` pixel cell: "fold" (every pixel, `c = 3 p^2`,
             lossless in space) or "mean" (the cell's mean colour, `c = 3`: lossless only for pictures drawn
