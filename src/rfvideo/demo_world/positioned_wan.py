@@ -4,9 +4,10 @@ Why the tiny stand-in needs it: Wan's only position signal is 3D RoPE, which is 
 embedding is a stride-`p` convolution without padding, so from i.i.d. noise every token of a frame starts out
 alike and a two-layer model cannot tell the frame centre from its edge. Real Wan learns placement from
 millions of clips (attention can read where the frame ends from which relative offsets exist); the demo's
-base sees 144 clips for minutes and instead draws several token-sized squares at once. A learned embedding
-per row, per column and per latent frame, added to the patch tokens, gives it the position the world's
-composition depends on and the moment its motion depends on (RoPE's frame axis is relative too).
+base sees 18 training clips for minutes and, without this, drew several token-sized squares at once. A
+learned embedding per row, per column and per latent frame, added to the patch tokens, gives it the
+position the world's composition depends on and the moment its motion depends on (RoPE's frame axis is
+relative too).
 
 It starts at zero, so a freshly built model computes exactly what `CausalWanTransformer` computes, and it
 touches only the token embedding: masks, the KV cache, windows, sinks and RoPE are the parent's unchanged.
