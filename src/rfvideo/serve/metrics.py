@@ -27,6 +27,10 @@ class ServeMetrics:
         self.busy_rejections = 0
         self.errors = 0
         self.connections = 0
+        self.slow_client_closes = 0  # connections closed for not reading their messages
+        self.timeouts = 0  # streams stopped for want of an ack + connections closed for idling
+        self.host_rejections = 0  # requests refused for their Host header
+        self.throttled_reads = 0  # times a connection was read slower for its message rate
 
     def add(self, name: str, amount: int = 1) -> None:
         """Increment (or with a negative amount, decrement) one integer counter."""
@@ -52,6 +56,10 @@ class ServeMetrics:
                 "busy_rejections": self.busy_rejections,
                 "errors": self.errors,
                 "connections": self.connections,
+                "slow_client_closes": self.slow_client_closes,
+                "timeouts": self.timeouts,
+                "host_rejections": self.host_rejections,
+                "throttled_reads": self.throttled_reads,
                 "mean_fps": round(fps, 3),
                 "uptime_s": round(time.monotonic() - self._start, 3),
             }

@@ -13,6 +13,9 @@ announces the `frames` binary messages that follow it, all of that chunk.
 
 Nothing a client sends becomes a path, a shell string or an attribute name: every field is checked
 against a fixed schema here and reaches the generator only as a `str` prompt or an `int` seed.
+Error texts never repeat what the client sent (no echo: a reply cannot be made bigger than its fixed
+text, and a page cannot reflect content through the server); nesting deeper than `MAX_DEPTH` is refused
+before parsing (a recursive parse of `[[[[...` would raise RecursionError).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ClientMessage", "ProtocolError", "parse_client_message"]
+__all__ = ["MAX_DEPTH", "ClientMessage", "ProtocolError", "parse_client_message"]
 
 # Fields each message type accepts, and which of them are required.
 _SCHEMA: dict[str, tuple[frozenset[str], frozenset[str]]] = {
@@ -31,6 +34,7 @@ _SCHEMA: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "stop": (frozenset({"type"}), frozenset({"type"})),
 }
 _MAX_SEED = 2**31
+MAX_DEPTH = 4  # every valid message is one flat object (depth 1)
 
 
 class ProtocolError(ValueError):
@@ -56,7 +60,7 @@ class ClientMessage:
 
 def _check_prompt(value: Any, max_prompt_chars: int) -> str:
     if not isinstance(value, str):
-        raise ProtocolError(f"prompt must be a string, got {type(value).__name__}")
+        raise ProtocolError(f"prompt must be a string, got a JSON {_json_type(value)}")
     prompt = value.strip()
     if not prompt:
         raise ProtocolError("prompt is empty")
@@ -67,9 +71,44 @@ def _check_prompt(value: Any, max_prompt_chars: int) -> str:
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:
     # bool is an int subclass: `true` must not pass as 1
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < high:
-        raise ProtocolError(f"{name} must be an integer in [{low}, {high}), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(f"{name} must be an integer in [{low}, {high}), got a JSON {_json_type(value)}")
+    if not low <= value < high:
+        raise ProtocolError(f"{name} must be an integer in [{low}, {high}), got one out of range")
     return value
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type name of a parsed value (never the value itself)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "value")
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    """Whether `text` nests arrays / objects deeper than `limit` (brackets inside strings ignored)."""
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
 
 
 def parse_client_message(text: str, *, max_prompt_chars: int, max_message_chars: int) -> ClientMessage:
@@ -84,24 +123,29 @@ def parse_client_message(text: str, *, max_prompt_chars: int, max_message_chars:
         The checked message.
 
     Raises:
-        ProtocolError: malformed JSON, not an object, unknown type, unknown or missing field, bad value.
-            The message names the offending value and is fit to show to the user.
+        ProtocolError: too long, nested too deep, malformed JSON, not an object, unknown type, unknown
+            or missing field, bad value. The message says which rule was broken, in fixed words and
+            server-side numbers only, and is fit to show to the user.
     """
     if len(text) > max_message_chars:
         raise ProtocolError(f"message is {len(text)} characters; the limit is {max_message_chars}")
+    if _too_deep(text, MAX_DEPTH):
+        raise ProtocolError(f"JSON nested deeper than {MAX_DEPTH} levels; a message is one flat object")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise ProtocolError(f"malformed JSON: {e.msg} at position {e.pos}") from None
+    except (ValueError, RecursionError):  # e.g. an integer of more digits than Python converts
+        raise ProtocolError("malformed JSON: a value could not be read") from None
     if not isinstance(obj, dict):
-        raise ProtocolError(f"a message must be a JSON object, got {type(obj).__name__}")
+        raise ProtocolError(f"a message must be a JSON object, got a JSON {_json_type(obj)}")
     kind = obj.get("type")
     if not isinstance(kind, str) or kind not in _SCHEMA:
-        raise ProtocolError(f"unknown message type {kind!r}; expected one of {sorted(_SCHEMA)}")
+        raise ProtocolError(f"unknown message type; expected one of {sorted(_SCHEMA)}")
     allowed, required = _SCHEMA[kind]
     unknown = sorted(set(obj) - allowed)
     if unknown:
-        raise ProtocolError(f"unknown field {unknown[0]!r} in a {kind!r} message")
+        raise ProtocolError(f"unknown field in a {kind!r} message; its fields are {sorted(allowed)}")
     missing = sorted(required - set(obj))
     if missing:
         raise ProtocolError(f"missing field {missing[0]!r} in a {kind!r} message")

@@ -18,10 +18,21 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "background_server", "run_server"]
 
 DEFAULT_HOST = "127.0.0.1"  # loopback unless the user asks for more
 DEFAULT_PORT = 7860
-# Client text messages are small JSON objects; anything bigger is refused by the server itself.
+# Client text messages are small JSON objects: a frame over 4 bytes (UTF-8) per allowed character is
+# refused by uvicorn (1009) before the app reads it; an app's own settings set that limit.
 _WS_MAX_BYTES = 64 * 1024
+_BYTES_PER_CHAR = 4
+# Client messages uvicorn buffers for a connection before it stops reading its socket.
+_WS_MAX_QUEUE = 4
 _GRACEFUL_S = 10
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _ws_max_bytes(app: Any) -> int:
+    """The WebSocket frame limit: from the app's `ServeSettings.max_message_chars` when it has them."""
+    settings = getattr(getattr(getattr(app, "state", None), "server", None), "settings", None)
+    chars = getattr(settings, "max_message_chars", None)
+    return _WS_MAX_BYTES if chars is None else max(1024, _BYTES_PER_CHAR * int(chars))
 
 
 def _config(app: Any, host: str, port: int, log_level: str) -> Any:
@@ -33,7 +44,8 @@ def _config(app: Any, host: str, port: int, log_level: str) -> Any:
         port=port,
         log_level=log_level,
         lifespan="on",
-        ws_max_size=_WS_MAX_BYTES,
+        ws_max_size=_ws_max_bytes(app),
+        ws_max_queue=_WS_MAX_QUEUE,
         timeout_graceful_shutdown=_GRACEFUL_S,
     )
 

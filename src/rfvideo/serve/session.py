@@ -3,7 +3,9 @@
 The event loop never runs the model: `StreamSession` runs `next_chunk()` in its own thread and hands each
 chunk (a status dict plus its JPEG frames) to an `emit` callback, which the app forwards to the socket.
 Flow control: the worker may run at most `max_ahead` chunks past the last chunk the client acknowledged,
-so a slow client slows its own generation and the frames waiting for it stay bounded.
+so a slow client slows its own generation and the frames waiting for it stay bounded. A stream that waits
+longer than `ack_timeout_s` for an ack ends (`stopped` with a `reason`), which frees its generation slot:
+a client that starts and goes silent cannot hold a slot.
 
 A prompt switch is stored and applied by the worker between two `next_chunk()` calls, i.e. at the next
 chunk boundary; the generator is only ever touched from the worker thread.
@@ -13,10 +15,11 @@ Legend: `b` batch (1 here), `F` pixel frames of a chunk, `H W` pixel height/widt
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -65,6 +68,7 @@ class StreamSession:
         max_chunks: stop after this many chunks with a `done` message; None: until stopped.
         jpeg_quality: JPEG quality of the frames.
         on_exit: called once from the worker thread when it ends (releases the server slot).
+        ack_timeout_s: longest wait for an ack once all credit is used; then the stream ends.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class StreamSession:
         max_chunks: int | None = None,
         jpeg_quality: int = 85,
         on_exit: Callable[[], None] | None = None,
+        ack_timeout_s: float = 60.0,
     ) -> None:
         self._gen = generator
         self._prompt = prompt
@@ -94,6 +99,9 @@ class StreamSession:
         self._acked = 0  # chunks acknowledged by the client (highest acked index + 1)
         self._produced = 0
         self._stop = False
+        self._ack_timeout_s = ack_timeout_s
+        self._last_ack = time.monotonic()
+        self._timed_out = False
         self._thread = threading.Thread(target=self._run, name="rfvideo-serve-stream", daemon=True)
 
     # ------------------------------------------------------------------ called from the event loop
@@ -111,6 +119,7 @@ class StreamSession:
         """The client has begun showing chunk `chunk`: the worker may run `max_ahead` chunks past it."""
         with self._cond:
             self._acked = max(self._acked, min(chunk, self._produced - 1) + 1)
+            self._last_ack = time.monotonic()
             self._cond.notify_all()
 
     def stop(self) -> None:
@@ -138,10 +147,16 @@ class StreamSession:
 
     # ------------------------------------------------------------------ worker thread
     def _wait_for_credit(self) -> bool:
-        """Block until the client is at most `max_ahead - 1` chunks behind; False when stopped."""
+        """Block until the client is at most `max_ahead - 1` chunks behind; False when stopped or when
+        no ack came for `ack_timeout_s` (counted from when the wait began or the last ack, the later)."""
         with self._cond:
+            began = time.monotonic()
             while not self._stop and self._produced - self._acked >= self._max_ahead:
-                self._cond.wait(timeout=0.5)
+                left = max(began, self._last_ack) + self._ack_timeout_s - time.monotonic()
+                if left <= 0:
+                    self._timed_out = True
+                    return False
+                self._cond.wait(timeout=min(0.5, left))
             return not self._stop
 
     def _run(self) -> None:
@@ -166,7 +181,7 @@ class StreamSession:
                 seconds = time.perf_counter() - t0
                 frames = encode_jpegs(video[0], quality=self._quality)
                 self._metrics.record_chunk(len(frames), seconds)
-                timings = {k: round(float(v), 4) for k, v in dict(getattr(gen, "timings", {}) or {}).items()}
+                timings = _timings(getattr(gen, "timings", None))
                 status = {
                     "type": "chunk",
                     "index": index,
@@ -195,7 +210,13 @@ class StreamSession:
             )
         finally:
             if reason != "error":
-                self._safe_emit(Outgoing({"type": reason, "chunks": self._produced}))
+                final: dict[str, Any] = {"type": reason, "chunks": self._produced}
+                if self._timed_out:
+                    self._metrics.add("timeouts")
+                    final["reason"] = (
+                        f"no ack for {self._ack_timeout_s:g} s: the stream was stopped to free its slot"
+                    )
+                self._safe_emit(Outgoing(final))
             if self._on_exit is not None:
                 self._on_exit()
 
@@ -204,6 +225,19 @@ class StreamSession:
             self._emit(item)
         except Exception:  # the connection may be gone; nothing left to tell
             log.debug("could not emit %s", item.status.get("type"))
+
+
+def _timings(value: Any) -> dict[str, float]:
+    """A generator's timings as `{name: seconds}`: a mapping or a dataclass of numbers (others dropped)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if not isinstance(value, Mapping):
+        return {}
+    return {
+        str(k): round(float(v), 4)
+        for k, v in value.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def _one_line(e: BaseException) -> str:
