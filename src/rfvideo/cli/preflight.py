@@ -44,7 +44,8 @@ CKPT_KEYWORDS = frozenset({"last", "best", "hpc", "registry"})
 
 
 def preflight_checkpoint(path: str | os.PathLike[str], *, option: str = "--ckpt") -> None:
-    """A checkpoint file exists, is not empty, and (for torch's zip format) is not cut short.
+    """A checkpoint file exists, is not empty, is a torch checkpoint (zip or pickle) and, for torch's
+    zip format, is not cut short and declares no more contents than it can hold uncompressed.
 
     Reads the zip directory only, never the tensors.
     """
@@ -62,6 +63,12 @@ def preflight_checkpoint(path: str | os.PathLike[str], *, option: str = "--ckpt"
         raise UsageError(
             f"{option}: checkpoint {str(p)!r} is truncated ({size} bytes; its zip directory is missing)"
         )
+    from rfvideo.utils.checkpoint import check_archive
+
+    try:  # the directory only: a text file, a compressed archive (CRCs are checked when it loads)
+        check_archive(p, verify_crc=False)
+    except ValueError as e:
+        raise UsageError(f"{option}: {e}") from None
 
 
 def _as_dict(config: Any) -> dict[str, Any]:
