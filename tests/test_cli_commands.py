@@ -72,7 +72,7 @@ def test_precompute_latents_equals_direct_encode_and_reports_corrupt(tiny_wan, t
     vae = WanVAE.from_pretrained(tiny_wan, subfolder="vae")
     decoded = read_video(videos / "good.mp4", num_frames=9, height=32, width=32)
     with torch.no_grad():
-        want = vae.encode(decoded[None])[0]
+        want = vae.encode(decoded[None])[0].transpose(0, 1)  # (c f h w) -> the shards' (f c h w)
     torch.testing.assert_close(ds[0]["latents"], want, atol=1e-5, rtol=1e-5)
 
 

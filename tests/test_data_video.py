@@ -154,7 +154,7 @@ def test_precompute_skips_bad_videos_and_reports(tmp_path):
         sample = ds[i]
         assert sample["prompt"] == f"caption {i}" and sample["path"].endswith(f"good{i}.mp4")
         clip = read_video(d / f"good{i}.mp4", num_frames=9, height=16, width=24)  # (F 3 H W)
-        ref = PoolEncoder().encode(clip[None])[0]  # (f c h w)
+        ref = PoolEncoder().encode(clip[None])[0].transpose(0, 1)  # (c f h w) -> the shards' (f c h w)
         assert sample["latents"].shape == (3, 4, 2, 3)
         torch.testing.assert_close(sample["latents"], ref, rtol=0, atol=0)
         # and the decoded clip is the written one (uniform: frames 0, 1.5, 3, ... -> 0, 2, 3, 5, ...)
@@ -213,6 +213,6 @@ def test_precompute_with_real_tiny_wan_vae(tmp_path):
     sample = ShardedTensorDataset(tmp_path / "lat")[0]
     clip = read_video(d / "a.mp4", num_frames=5, height=16, width=16)
     with torch.no_grad():
-        ref = wan.encode(clip[None])[0]  # (f c h w) = (2 4 2 2)
+        ref = wan.encode(clip[None])[0].transpose(0, 1)  # (c f h w) -> (f c h w) = (2 4 2 2)
     assert sample["prompt"] == "a tiny clip" and sample["latents"].shape == (2, 4, 2, 2)
     torch.testing.assert_close(sample["latents"], ref)

@@ -21,7 +21,7 @@ def _naive_encode(video: torch.Tensor, p: int) -> torch.Tensor:
             for dy in range(p):
                 for dx in range(p):
                     z[:, j, c * p * p + dy * p + dx] = video[:, 4 * j, c, dy::p, dx::p] * 2 - 1
-    return z
+    return z.transpose(1, 2)  # (b c f h w), the VAE layout
 
 
 def test_keyframe_codec_encode_matches_naive_loops_and_decode_inverts_it():
@@ -53,7 +53,7 @@ def test_keyframe_codec_latents_std_divides_the_latents_and_decode_undoes_it():
 def test_keyframe_codec_decode_last_equals_tail_of_decode_in_value_and_gradient(num_frames):
     g = torch.Generator().manual_seed(num_frames)
     codec = KeyframeCodec(spatial_factor=2)
-    lat = torch.randn(2, 3, 12, 2, 2, generator=g, dtype=torch.float64) * 0.5
+    lat = torch.randn(2, 12, 3, 2, 2, generator=g, dtype=torch.float64) * 0.5
     w = torch.randn(2, num_frames, 3, 4, 4, generator=g, dtype=torch.float64)
     a, b = lat.clone().requires_grad_(True), lat.clone().requires_grad_(True)
     (codec.decode_last(a, num_frames) * w).sum().backward()
@@ -69,9 +69,9 @@ def test_keyframe_codec_rejects_bad_input_and_stays_frozen():
     with pytest.raises(ValueError, match="divisible"):
         codec.encode(torch.rand(1, 5, 3, 10, 16))
     with pytest.raises(ValueError, match="num_frames"):
-        codec.decode_last(torch.randn(1, 2, 48, 2, 2), 6)
+        codec.decode_last(torch.randn(1, 48, 2, 2, 2), 6)
     with pytest.raises(ValueError, match="c=48"):
-        codec.decode(torch.randn(1, 2, 12, 2, 2))
+        codec.decode(torch.randn(1, 12, 2, 2, 2))
     codec.train()
     assert not codec.training and not any(p.requires_grad for p in codec.parameters())
 
@@ -92,10 +92,10 @@ def test_keyframe_codec_mean_cells_match_a_cell_loop_and_are_lossless_on_the_lat
     codec = KeyframeCodec(spatial_factor=4, cells="mean", latents_std=0.25)
     video = torch.rand(2, 5, 3, 8, 12, generator=g, dtype=torch.float64)
     z = codec.encode(video)
-    assert z.shape == (2, 2, 3, 2, 3) and codec.latent_channels == 3
+    assert z.shape == (2, 3, 2, 2, 3) and codec.latent_channels == 3
     for j, y, x in [(0, 0, 0), (1, 1, 2), (1, 0, 1)]:
         cell = video[:, 4 * j, :, 4 * y : 4 * y + 4, 4 * x : 4 * x + 4]  # (b 3 4 4)
-        torch.testing.assert_close(z[:, j, :, y, x], (cell * 2 - 1).mean((-1, -2)) / 0.25)
+        torch.testing.assert_close(z[:, :, j, y, x], (cell * 2 - 1).mean((-1, -2)) / 0.25)
     rec = codec.decode(z)
     torch.testing.assert_close(rec[:, 4, :, 5, 9], video[:, 4, :, 4:8, 8:12].mean((-1, -2)))
     # a picture drawn on the 4-pixel lattice (the demo world's clips at speed 1, no jitter) comes back exactly

@@ -34,6 +34,11 @@ def rand(*shape: int, seed: int = 1) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
+def rand_latents(b: int, f: int, c: int, h: int, w: int, seed: int = 1) -> torch.Tensor:
+    """Random latents in the VAE's (b c f h w) layout."""
+    return einops.rearrange(rand(b, f, c, h, w, seed=seed), "b f c h w -> b c f h w")
+
+
 def stats() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(MEAN).view(1, -1, 1, 1, 1), torch.tensor(STD).view(1, -1, 1, 1, 1)
 
@@ -63,10 +68,10 @@ def test_frozen_and_eval(wrapped: WanVAE) -> None:
 def test_encode_matches_diffusers(wrapped: WanVAE) -> None:
     video = torch.rand(2, 5, 3, 32, 24, generator=torch.Generator().manual_seed(2))
     lat = wrapped.encode(video)
-    assert lat.shape == (2, 2, 4, 4, 3)
+    assert lat.shape == (2, 4, 2, 4, 3)
     mean, std = stats()
     ref = wrapped.vae.encode(einops.rearrange(video, "b F C H W -> b C F H W") * 2 - 1).latent_dist.mode()
-    ref = einops.rearrange((ref - mean) / std, "b c f h w -> b f c h w")
+    ref = (ref - mean) / std
     torch.testing.assert_close(lat, ref, rtol=0, atol=0)
     # sampling is seeded and differs from the mean
     s1 = wrapped.encode(video, sample=True, generator=torch.Generator().manual_seed(3))
@@ -76,11 +81,11 @@ def test_encode_matches_diffusers(wrapped: WanVAE) -> None:
 
 
 def test_decode_matches_diffusers(wrapped: WanVAE) -> None:
-    lat = rand(2, 3, 4, 4, 4)
+    lat = rand_latents(2, 3, 4, 4, 4)
     video = wrapped.decode(lat)
     assert video.shape == (2, 9, 3, 32, 32)
     mean, std = stats()
-    ref = wrapped.vae.decode(einops.rearrange(lat, "b f c h w -> b c f h w") * std + mean).sample
+    ref = wrapped.vae.decode(lat * std + mean).sample
     ref = einops.rearrange((ref + 1) / 2, "b C F H W -> b F C H W")
     torch.testing.assert_close(video, ref, rtol=0, atol=1e-6)
     assert video.min() >= 0 and video.max() <= 1 and video.std() > 1e-3
@@ -88,7 +93,7 @@ def test_decode_matches_diffusers(wrapped: WanVAE) -> None:
 
 @pytest.mark.parametrize("num_frames", [1, 3, 4, 5, 8, 9])
 def test_decode_last_equals_full_decode(wrapped: WanVAE, num_frames: int) -> None:
-    lat = rand(2, 3, 4, 4, 4)
+    lat = rand_latents(2, 3, 4, 4, 4)
     full = wrapped.decode(lat)
     last = wrapped.decode_last(lat, num_frames)
     assert last.shape == (2, num_frames, 3, 32, 32)
@@ -97,7 +102,7 @@ def test_decode_last_equals_full_decode(wrapped: WanVAE, num_frames: int) -> Non
 
 @pytest.mark.parametrize("num_frames", [1, 5, 9])
 def test_checkpointed_decode_equals_plain(wrapped: WanVAE, num_frames: int) -> None:
-    lat = rand(2, 3, 4, 4, 4).requires_grad_(True)  # grad on: the checkpointed path is taken
+    lat = rand_latents(2, 3, 4, 4, 4).requires_grad_(True)  # grad on: the checkpointed path is taken
     plain = wrapped.decode_last(lat, num_frames)
     ckpt = wrapped.decode_last(lat, num_frames, checkpoint=True)
     torch.testing.assert_close(ckpt, plain, rtol=0, atol=1e-6)
@@ -106,7 +111,7 @@ def test_checkpointed_decode_equals_plain(wrapped: WanVAE, num_frames: int) -> N
 def naive_grads(vae: WanVAE, lat: torch.Tensor, num_frames: int, weight: torch.Tensor, first: int):
     """Autograd through a full decode, then slice; frames before `first` detached (cache = constant)."""
     x = lat.clone().requires_grad_(True)
-    inp = torch.cat([x[:, :first].detach(), x[:, first:]], dim=1)
+    inp = torch.cat([x[:, :, :first].detach(), x[:, :, first:]], dim=2)
     (vae.decode(inp)[:, -num_frames:] * weight).sum().backward()
     y = lat.clone().requires_grad_(True)
     (vae.decode(y)[:, -num_frames:] * weight).sum().backward()
@@ -115,7 +120,7 @@ def naive_grads(vae: WanVAE, lat: torch.Tensor, num_frames: int, weight: torch.T
 
 @pytest.mark.parametrize("num_frames,first", [(1, 2), (4, 2), (5, 1), (9, 0)])
 def test_decode_last_gradient(wrapped: WanVAE, num_frames: int, first: int) -> None:
-    lat = rand(1, 3, 4, 4, 4, seed=5)
+    lat = rand_latents(1, 3, 4, 4, 4, seed=5)
     weight = rand(1, num_frames, 3, 32, 32, seed=6)
     ref_detached, ref_full = naive_grads(wrapped, lat, num_frames, weight, first)
     grads = []
@@ -126,11 +131,11 @@ def test_decode_last_gradient(wrapped: WanVAE, num_frames: int, first: int) -> N
     for g in grads:
         torch.testing.assert_close(g, ref_detached, rtol=1e-4, atol=1e-6)
         # the decoded latent frames get exactly the full-decode gradient's direct part; earlier ones none
-        assert g[:, first:].abs().max() > 0
-        assert first == 0 or g[:, :first].abs().max() == 0
+        assert g[:, :, first:].abs().max() > 0
+        assert first == 0 or g[:, :, :first].abs().max() == 0
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
     # the full decode also sends gradient into earlier frames through the cache: decode_last drops it
-    assert first == 0 or ref_full[:, :first].abs().max() > 0
+    assert first == 0 or ref_full[:, :, :first].abs().max() > 0
     assert not any(p.grad is not None for p in wrapped.parameters())
 
 
@@ -145,7 +150,7 @@ def test_from_pretrained_round_trip(tmp_path) -> None:
     vae = tiny_vae(seed=3)
     vae.save_pretrained(tmp_path / "vae")
     loaded = WanVAE.from_pretrained(tmp_path, subfolder="vae", torch_dtype=torch.float32)
-    lat = rand(1, 2, 4, 2, 2)
+    lat = rand_latents(1, 2, 4, 2, 2)
     torch.testing.assert_close(loaded.decode(lat), WanVAE(vae).decode(lat), rtol=0, atol=0)
     torch.testing.assert_close(loaded.latents_std, torch.tensor(STD))
 
@@ -158,11 +163,11 @@ def test_bad_inputs(wrapped: WanVAE) -> None:
     with pytest.raises(ValueError, match="shape"):
         wrapped.encode(torch.rand(1, 5, 4, 16, 16))
     with pytest.raises(ValueError, match="c=4"):
-        wrapped.decode(torch.rand(1, 2, 3, 2, 2))
+        wrapped.decode(torch.rand(1, 3, 2, 2, 2))
     with pytest.raises(ValueError, match="10"):
-        wrapped.decode_last(torch.rand(1, 3, 4, 2, 2), 10)
+        wrapped.decode_last(torch.rand(1, 4, 3, 2, 2), 10)
     with pytest.raises(ValueError, match="0"):
-        wrapped.decode_last(torch.rand(1, 3, 4, 2, 2), 0)
+        wrapped.decode_last(torch.rand(1, 4, 3, 2, 2), 0)
     with pytest.raises(ValueError, match="AutoencoderKLWan"):
         WanVAE(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
 
@@ -184,10 +189,10 @@ def test_wan22_residual_variant() -> None:
     )
     w = WanVAE(randomize_(vae, torch.Generator().manual_seed(4), scale=0.2))
     assert w.spatial_factor == 16
-    lat = rand(1, 3, 4, 2, 2, seed=8)
+    lat = rand_latents(1, 3, 4, 2, 2, seed=8)
     full = w.decode(lat)
     mean, std = stats()
-    ref = vae.decode(einops.rearrange(lat, "b f c h w -> b c f h w") * std + mean).sample
+    ref = vae.decode(lat * std + mean).sample
     torch.testing.assert_close(
         full, einops.rearrange((ref + 1) / 2, "b C F H W -> b F C H W"), rtol=0, atol=1e-6
     )
@@ -199,7 +204,7 @@ def test_wan22_residual_variant() -> None:
         out.sum().backward()
         grads.append(x.grad)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
-    assert w.encode(torch.rand(1, 5, 3, 32, 32)).shape == (1, 2, 4, 2, 2)
+    assert w.encode(torch.rand(1, 5, 3, 32, 32)).shape == (1, 4, 2, 2, 2)
     with pytest.raises(ValueError, match="16"):
         w.encode(torch.rand(1, 5, 3, 24, 32))
 
@@ -207,7 +212,7 @@ def test_wan22_residual_variant() -> None:
 @pytest.fixture(scope="module")
 def streamed_video(wrapped: WanVAE) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents of a 4-latent-frame video and their full decode (the reference), computed once."""
-    lat = rand(2, 4, 4, 2, 3, seed=11)
+    lat = rand_latents(2, 4, 4, 2, 3, seed=11)
     return lat, wrapped.decode(lat)
 
 
@@ -220,7 +225,7 @@ def test_stream_decoder_equals_full_decode(
     decoder = wrapped.stream_decoder()
     outs, start = [], 0
     for i, f in enumerate(chunks):
-        out = decoder(lat[:, start : start + f], frame_offset=start)
+        out = decoder(lat[:, :, start : start + f], frame_offset=start)
         # latent frame 0 -> 1 pixel frame, every later latent frame -> 4
         assert out.shape == (2, 1 + 4 * (f - 1) if i == 0 else 4 * f, 3, 16, 24)
         outs.append(out)
@@ -234,7 +239,7 @@ def test_stream_decoder_equals_full_decode(
 
 def test_stream_decoder_reset_and_wan22(wrapped: WanVAE) -> None:
     decoder = wrapped.stream_decoder()
-    a, b = rand(1, 2, 4, 2, 2, seed=12), rand(1, 2, 4, 2, 2, seed=13)
+    a, b = rand_latents(1, 2, 4, 2, 2, seed=12), rand_latents(1, 2, 4, 2, 2, seed=13)
     decoder(a)
     decoder.reset()
     # after reset the next chunk is latent frame 0 of a new video: no state of `a` leaks in
@@ -245,29 +250,29 @@ def test_stream_decoder_reset_and_wan22(wrapped: WanVAE) -> None:
         in_channels=12, out_channels=12, scale_factor_spatial=16, latents_mean=MEAN, latents_std=STD,
     )  # fmt: skip
     w = WanVAE(randomize_(vae, torch.Generator().manual_seed(4), scale=0.2))
-    lat = rand(1, 3, 4, 1, 1, seed=14)
+    lat = rand_latents(1, 3, 4, 1, 1, seed=14)
     dec = w.stream_decoder()
-    streamed = torch.cat([dec(lat[:, :1]), dec(lat[:, 1:2]), dec(lat[:, 2:])], dim=1)
+    streamed = torch.cat([dec(lat[:, :, :1]), dec(lat[:, :, 1:2]), dec(lat[:, :, 2:])], dim=1)
     assert (streamed - w.decode(lat)).abs().max() <= 1e-5
 
 
 def test_stream_decoder_bad_input(wrapped: WanVAE) -> None:
     decoder = wrapped.stream_decoder()
-    lat = rand(2, 3, 4, 2, 2, seed=15)
-    decoder(lat[:, :2], frame_offset=0)
+    lat = rand_latents(2, 3, 4, 2, 2, seed=15)
+    decoder(lat[:, :, :2], frame_offset=0)
     with pytest.raises(ValueError, match="frame_offset=0"):
-        decoder(lat[:, 2:], frame_offset=0)  # repeated chunk
+        decoder(lat[:, :, 2:], frame_offset=0)  # repeated chunk
     with pytest.raises(ValueError, match="frame_offset=5"):
-        decoder(lat[:, 2:], frame_offset=5)  # skipped frames
-    with pytest.raises(ValueError, match=r"\(1, 1, 4, 2, 2\)"):
-        decoder(lat[:1, 2:])  # batch changed mid-stream
-    with pytest.raises(ValueError, match=r"\(2, 1, 4, 1, 2\)"):
-        decoder(lat[:, 2:, :, :1])  # latent size changed mid-stream
+        decoder(lat[:, :, 2:], frame_offset=5)  # skipped frames
+    with pytest.raises(ValueError, match=r"\(1, 4, 1, 2, 2\)"):
+        decoder(lat[:1, :, 2:])  # batch changed mid-stream
+    with pytest.raises(ValueError, match=r"\(2, 4, 1, 1, 2\)"):
+        decoder(lat[:, :, 2:, :1])  # latent size changed mid-stream
     with pytest.raises(ValueError, match="c=4"):
-        decoder(rand(2, 1, 3, 2, 2))
+        decoder(rand(2, 3, 1, 2, 2))
     with pytest.raises(ValueError, match="at least one"):
-        decoder(lat[:, :0])
+        decoder(lat[:, :, :0])
     # a refused chunk leaves the stream where it was: the right next chunk still decodes exactly
     torch.testing.assert_close(
-        decoder(lat[:, 2:], frame_offset=2), wrapped.decode(lat)[:, 5:], rtol=0, atol=1e-5
+        decoder(lat[:, :, 2:], frame_offset=2), wrapped.decode(lat)[:, 5:], rtol=0, atol=1e-5
     )

@@ -44,6 +44,11 @@ def rand(*shape: int, seed: int = 1, dtype: torch.dtype = torch.float32) -> torc
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
+def cf(lat: torch.Tensor) -> torch.Tensor:
+    """This file's latents (b f c h w) in the VAE's layout (b c f h w): a view, so gradients flow back."""
+    return einops.rearrange(lat, "b f c h w -> b c f h w")
+
+
 def diffusers_decode(vae: AutoencoderKLWan, lat: torch.Tensor) -> torch.Tensor:
     """diffusers' own decode of normalised latents (b f c h w) -> video (b F 3 H W) in [0, 1]."""
     mean = torch.tensor(MEAN, dtype=lat.dtype).view(1, -1, 1, 1, 1)
@@ -61,12 +66,12 @@ def first_needed(f: int, num_frames: int) -> int:
 @pytest.mark.parametrize("num_frames", [1, 5, 13])
 def test_context_covering_all_frames_is_the_exact_decode_bit_for_bit(wrapped: WanVAE, num_frames: int):
     lat = rand(2, 4, 4, 3, 2)
-    exact = wrapped.decode_last(lat, num_frames, context=None)
+    exact = wrapped.decode_last(cf(lat), num_frames, context=None)
     j = first_needed(4, num_frames)
     for k in (j, j + 1, 100):
-        torch.testing.assert_close(wrapped.decode_last(lat, num_frames, context=k), exact, rtol=0, atol=0)
+        torch.testing.assert_close(wrapped.decode_last(cf(lat), num_frames, context=k), exact, rtol=0, atol=0)
     # the default (decode_context=None) is exact too
-    torch.testing.assert_close(wrapped.decode_last(lat, num_frames), exact, rtol=0, atol=0)
+    torch.testing.assert_close(wrapped.decode_last(cf(lat), num_frames), exact, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize(
@@ -79,11 +84,11 @@ def test_truncated_equals_diffusers_decode_of_the_slice(wrapped: WanVAE, num_fra
     s = max(0, first_needed(f, num_frames) - context)
     ref = diffusers_decode(wrapped.vae, lat[:, s:])[:, -num_frames:]
     for ckpt in (False, True):
-        out = wrapped.decode_last(lat, num_frames, context=context, checkpoint=ckpt)
+        out = wrapped.decode_last(cf(lat), num_frames, context=context, checkpoint=ckpt)
         assert out.shape == (2, num_frames, 3, 24, 16)
         torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)
     # an approximation, not a copy of the exact decode: the restart changes the scored frames
-    assert (out - wrapped.decode_last(lat, num_frames)).abs().max() > 1e-4
+    assert (out - wrapped.decode_last(cf(lat), num_frames)).abs().max() > 1e-4
 
 
 def test_wan22_first_chunk_path_restarts_too() -> None:
@@ -93,7 +98,7 @@ def test_wan22_first_chunk_path_restarts_too() -> None:
     for num_frames, context in ((1, 0), (1, 1), (5, 1), (4, 2)):
         s = max(0, first_needed(4, num_frames) - context)
         ref = diffusers_decode(vae, lat[:, s:])[:, -num_frames:]
-        torch.testing.assert_close(w.decode_last(lat, num_frames, context=context), ref, rtol=0, atol=1e-6)
+        torch.testing.assert_close(w.decode_last(cf(lat), num_frames, context=context), ref, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("num_frames,context", [(1, 1), (4, 1), (5, 0), (1, 0)])
@@ -110,7 +115,7 @@ def test_gradient_reaches_only_the_returned_frames_latents(wrapped: WanVAE, num_
     grads = []
     for ckpt in (False, True):
         y = lat.clone().requires_grad_(True)
-        (wrapped.decode_last(y, num_frames, checkpoint=ckpt, context=context) * weight).sum().backward()
+        (wrapped.decode_last(cf(y), num_frames, checkpoint=ckpt, context=context) * weight).sum().backward()
         grads.append(y.grad)
         torch.testing.assert_close(y.grad, x.grad, rtol=1e-4, atol=1e-6)
         assert y.grad[:, j:].abs().amax(dim=(0, 2, 3, 4)).min() > 0 and (
@@ -125,16 +130,16 @@ def test_decode_context_is_the_default_and_none_stays_exact(tmp_path) -> None:
     lat = rand(1, 4, 4, 2, 2, seed=8)
     plain, truncated = WanVAE(vae), WanVAE(vae, decode_context=1)
     assert plain.decode_context is None and truncated.decode_context == 1
-    torch.testing.assert_close(truncated.decode_last(lat), plain.decode_last(lat, context=1), rtol=0, atol=0)
+    torch.testing.assert_close(truncated.decode_last(cf(lat)), plain.decode_last(cf(lat), context=1), rtol=0, atol=0)
     # an explicit context=None asks for the exact decode whatever the VAE's default
     torch.testing.assert_close(
-        truncated.decode_last(lat, context=None), plain.decode_last(lat), rtol=0, atol=0
+        truncated.decode_last(cf(lat), context=None), plain.decode_last(cf(lat)), rtol=0, atol=0
     )
-    assert (truncated.decode_last(lat) - plain.decode_last(lat)).abs().max() > 1e-4
+    assert (truncated.decode_last(cf(lat)) - plain.decode_last(cf(lat))).abs().max() > 1e-4
     vae.save_pretrained(tmp_path / "vae")
     loaded = WanVAE.from_pretrained(tmp_path, decode_context=2)
     assert loaded.decode_context == 2
-    torch.testing.assert_close(loaded.decode_last(lat), plain.decode_last(lat, context=2), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.decode_last(cf(lat)), plain.decode_last(cf(lat), context=2), rtol=0, atol=0)
     # the YAML loader passes it through (experiments set it under the vae's init_args)
     from rfvideo.modules.components import load_wan_vae
 
@@ -158,19 +163,19 @@ def test_context_beyond_the_receptive_field_is_exact() -> None:
     f, reach = 32, 29
     lat = rand(1, f, 4, 1, 1, seed=10)
     with torch.no_grad():
-        exact = w.decode_last(lat, 1)
-        torch.testing.assert_close(w.decode_last(lat, 1, context=reach + 1), exact, rtol=0, atol=0)
+        exact = w.decode_last(cf(lat), 1)
+        torch.testing.assert_close(w.decode_last(cf(lat), 1, context=reach + 1), exact, rtol=0, atol=0)
         for j, reaches in ((f - 1 - reach, True), (f - 2 - reach, False)):
             marked = lat.clone()
             marked[:, j] = float("nan")
-            assert bool(w.decode_last(marked, 1).isnan().any()) is reaches, j
+            assert bool(w.decode_last(cf(marked), 1).isnan().any()) is reaches, j
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "2", 2.0])
 def test_bad_context_is_a_one_line_value_error(wrapped: WanVAE, bad) -> None:
     lat = rand(1, 3, 4, 2, 2)
     with pytest.raises(ValueError, match=r"^context must be None \(exact\) or an int >= 0") as e:
-        wrapped.decode_last(lat, 1, context=bad)
+        wrapped.decode_last(cf(lat), 1, context=bad)
     assert repr(bad) in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(ValueError, match=r"^decode_context must be .*" + re.escape(repr(bad))):
         WanVAE(tiny_vae(), decode_context=bad)
@@ -182,7 +187,7 @@ def test_bad_context_is_a_one_line_value_error(wrapped: WanVAE, bad) -> None:
 def test_context_zero_cannot_supply_a_partial_latent_frame(wrapped: WanVAE) -> None:
     """K = 0 decodes latent frame j alone from a fresh cache: one pixel frame, not its four."""
     lat = rand(1, 3, 4, 2, 2)
-    assert wrapped.decode_last(lat, 1, context=0).shape[1] == 1
+    assert wrapped.decode_last(cf(lat), 1, context=0).shape[1] == 1
     with pytest.raises(ValueError, match=r"context=0 .* latent frame 2.* num_frames=4 needs context >= 1"):
-        wrapped.decode_last(lat, 4, context=0)
-    assert wrapped.decode_last(lat, 4, context=1).shape[1] == 4
+        wrapped.decode_last(cf(lat), 4, context=0)
+    assert wrapped.decode_last(cf(lat), 4, context=1).shape[1] == 4

@@ -7,7 +7,6 @@ Legend: `b` batch, `c` latent channels, `k` frames per chunk, `h w` latent heigh
 
 from __future__ import annotations
 
-import einops
 import pytest
 import torch
 
@@ -33,19 +32,28 @@ def _stream(model, vae, *, batch_size=1, seed=7, **kw) -> StreamingGenerator:
     )
 
 
-def reference_chunks(model, prompts_per_chunk, *, batch_size=1, seed=7):
-    """The sampler written out: per chunk, noise then the schedule's steps from one CPU generator, a t = 0
-    context pass of every earlier clean chunk under the CURRENT chunk's prompt into a fresh cache (what a
-    re-cache must reproduce), then the denoising steps. Returns the clean chunks `(b c k h w)`."""
+def reference_chunks(model, prompts_per_chunk, *, batch_size=1, seed=7, drawn_chunks=8):
+    """The sampler written out: the initial noise of `drawn_chunks` chunks drawn first (a stream of known
+    length; None: each chunk's noise just before it, an endless stream), then per chunk a t = 0 context pass
+    of every earlier clean chunk under the CURRENT chunk's prompt into a fresh cache (what a re-cache must
+    reproduce) and the denoising steps, re-noising from the same CPU generator. Returns the clean chunks
+    `(b c k h w)`."""
     g = torch.Generator().manual_seed(seed)
     sigmas = SCHED.sigmas.tolist()
+    drawn = (
+        None if drawn_chunks is None else torch.randn(batch_size, 4, K * drawn_chunks, *LATENT, generator=g)
+    )
     clean: list[torch.Tensor] = []
     for i, prompt in enumerate(prompts_per_chunk):
         emb = encode_prompt([prompt] * batch_size)
         cache = model.new_kv_cache(batch_size)
         for j, x0 in enumerate(clean):
             context_pass(model, x0, emb, kv_cache=cache, frame_offset=j * K)
-        x = torch.randn(batch_size, 4, K, *LATENT, generator=g)
+        x = (
+            torch.randn(batch_size, 4, K, *LATENT, generator=g)
+            if drawn is None
+            else drawn[:, :, i * K : (i + 1) * K]
+        )
         for s, sigma in enumerate(sigmas):
             x0 = denoise_step(
                 model, x, sigma, emb, kv_cache=cache, frame_offset=i * K, num_train_timesteps=1000
@@ -57,7 +65,7 @@ def reference_chunks(model, prompts_per_chunk, *, batch_size=1, seed=7):
 
 
 def _decode(vae, chunks):
-    return vae.decode(einops.rearrange(torch.cat(chunks, 2), "b c f h w -> b f c h w"))
+    return vae.decode(torch.cat(chunks, 2))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +80,12 @@ def test_stream_equals_reference_loop(model, vae) -> None:
     assert [f.shape for f in frames] == [(2, 1 + 4 * (K - 1), 3, 16, 16)] + [(2, 4 * K, 3, 16, 16)] * 2
     assert all(f.dtype == torch.float32 and f.device.type == "cpu" for f in frames)
     assert stream.chunk_index == 3 and stream.prompt == ["a red fox"] * 2
-    assert set(stream.timings) >= {"model", "decode"} and all(v >= 0 for v in stream.timings.values())
+    assert set(stream.chunk_seconds) == {"model", "decode"} and all(
+        v >= 0 for v in stream.chunk_seconds.values()
+    )
+    t = stream.timings  # summed since the reset: 3 chunks, the prompt's encoding, the first frame's time
+    assert t.pixel_frames == 1 + 4 * (3 * K - 1) and t.text_s > 0 and t.denoise_s > 0 and t.decode_s > 0
+    assert 0 < t.first_frame_s <= t.text_s + t.denoise_s + t.decode_s + 1.0
     clean, _, _ = reference_chunks(model, ["a red fox"] * 3, batch_size=2)
     ref = _decode(vae, clean)
     assert (torch.cat(frames, 1) - ref).abs().max() <= 1e-5
@@ -232,7 +245,7 @@ def test_from_module_streams_the_ema_generator_with_the_module_settings(vae) -> 
         for p in module.generator_ema.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
     stream = StreamingGenerator.from_module(module, seed=3)
-    assert stream.model is module.generator_ema and stream.schedule is sched and stream.latent_size == (2, 4)
+    assert stream.model is module.generator_ema and stream.schedule == sched and stream.latent_size == (2, 4)
     stream.set_prompt("a red fox")
     got = [stream.next_chunk(), stream.next_chunk()]
     assert got[0].shape == (1, 1 + 4 * (K - 1), 3, 16, 32)

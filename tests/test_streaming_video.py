@@ -6,7 +6,6 @@ Legend: `b` batch, `c` latent channels, `f` latent frames, `h w` latent height/w
 
 from __future__ import annotations
 
-import einops
 import pytest
 import torch
 
@@ -31,7 +30,7 @@ def test_frames_equal_decode_of_sample_chunkwise(vae, causal) -> None:
     model = tiny_model(**causal)
     noise, emb = _noise(4), encode_prompt(["a red fox", "rain on a lake"])
     ref = sample_chunkwise(model, noise, emb, schedule=SCHED, generator=torch.Generator().manual_seed(9))
-    ref_video = vae.decode(einops.rearrange(ref, "b c f h w -> b f c h w"))
+    ref_video = vae.decode(ref)
     chunks = list(
         stream_video(model, vae, noise, emb, schedule=SCHED, generator=torch.Generator().manual_seed(9))
     )
@@ -68,10 +67,14 @@ def test_history_decoder_fallback_equals_decode(vae) -> None:
     from rfvideo.streaming import HistoryStreamDecoder, stream_decoder_for
 
     assert not isinstance(stream_decoder_for(vae), HistoryStreamDecoder)
-    lat = torch.randn(1, 5, 4, *LATENT, generator=torch.Generator().manual_seed(4))
+    lat = torch.randn(1, 4, 5, *LATENT, generator=torch.Generator().manual_seed(4))  # (b c f h w)
     decoder = HistoryStreamDecoder(vae)
-    parts = [decoder(lat[:, :2], frame_offset=0), decoder(lat[:, 2:3]), decoder(lat[:, 3:], frame_offset=3)]
+    parts = [
+        decoder(lat[:, :, :2], frame_offset=0),
+        decoder(lat[:, :, 2:3]),
+        decoder(lat[:, :, 3:], frame_offset=3),
+    ]
     assert [p.shape[1] for p in parts] == [5, 4, 8]
     assert (torch.cat(parts, 1) - vae.decode(lat)).abs().max() <= 1e-5
     with pytest.raises(ValueError, match="frame_offset=2"):
-        decoder(lat[:, :1], frame_offset=2)
+        decoder(lat[:, :, :1], frame_offset=2)

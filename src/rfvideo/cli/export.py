@@ -1,11 +1,16 @@
-"""`rfvideo export`: a training checkpoint -> a diffusers-format generator folder (`save_pretrained`,
-safetensors) that `CausalWanTransformer.from_pretrained(DIR)` loads.
+"""`rfvideo export`: a training checkpoint -> a pipeline folder that `RFVideoPipeline.from_pretrained(DIR)`,
+`rfvideo generate --model DIR` and `rfvideo serve --model DIR` load (`model_index.json`, `transformer/`,
+`vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`; safetensors with SHA-256 digests in the index).
 
-The config rebuilds the module (the base weights come from the paths it names, exactly as in training),
-the checkpoint's state loads strictly on top, and the EMA weights are exported unless `--no-ema`. A LoRA
-run's adapters are merged into the base (`W + (alpha / r) B A`), or with `--keep-adapters` written beside
-the unmerged base as peft's `adapter_model.safetensors` + `adapter_config.json`
-(`rfvideo.models.lora.load_adapters` puts them back).
+The config builds the generator, VAE and text encoder only (`rfvideo.modules.pipeline_config`; no reward
+models, no data), the checkpoint's generator loads strictly on top, and the EMA weights are exported
+unless `--no-ema`. A LoRA run's adapters are merged into the base (`W + (alpha / r) B A`). Components the
+config loads from a Wan diffusers folder or hub id (VAE, umT5 and its tokenizer) are written as references
+to it, not copied (`--copy-all` copies them); `transformer/` is diffusers' own layout, so
+`WanTransformer3DModel.from_pretrained(DIR, subfolder="transformer")` reads its weights too.
+
+`--keep-adapters` (LoRA runs) writes the transformer alone instead, the unmerged base plus peft's
+`adapter_model.safetensors` + `adapter_config.json` (`rfvideo.models.lora.load_adapters` puts them back).
 """
 
 from __future__ import annotations
@@ -29,6 +34,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="LoRA runs: write the base and a separate adapter file instead of merging",
     )  # fmt: skip
     parser.add_argument("--no-ema", action="store_true", help="export the raw weights, not the EMA")
+    parser.add_argument(
+        "--copy-all", action="store_true", help="copy the VAE and text encoder instead of referencing them"
+    )
+    parser.add_argument(
+        "--allow-class",
+        action="append",
+        default=[],
+        metavar="MODULE.CLASS",
+        help="also allow this class_path",
+    )
 
 
 def _mismatch(module: Any, state: dict[str, Any]) -> str | None:
@@ -55,7 +70,7 @@ def _mismatch(module: Any, state: dict[str, Any]) -> str | None:
 
 
 def _size(folder: Path) -> str:
-    total = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    total = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     return f"{total / 2**20:.1f} MiB"
 
 
@@ -68,12 +83,33 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"--out: {str(out)!r} exists and is not an empty folder")
 
-    from rfvideo.cli.lightning import build_module
     from rfvideo.cli.preflight import preflight_checkpoint
+
+    preflight_checkpoint(args.ckpt, option="--ckpt")
+    if not args.keep_adapters:
+        from rfvideo.modules.pipeline_config import (
+            component_references,
+            inference_config,
+            pipeline_from_config,
+        )
+
+        print("loading the model ...", flush=True)
+        try:
+            pipe = pipeline_from_config(
+                args.config, args.ckpt, use_ema=not args.no_ema, allow_classes=args.allow_class
+            )
+            refs = {} if args.copy_all else component_references(inference_config(args.config))
+            print(f"writing {out} ...", flush=True)
+            pipe.save_pretrained(out, references=refs)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        how = f"references {sorted(refs)}" if refs else "every component copied"
+        print(f"wrote pipeline folder {out} ({'raw' if args.no_ema else 'EMA'} weights; {how}; {_size(out)})")
+        return 0
+    from rfvideo.cli.lightning import build_module
     from rfvideo.models.lora import lora_options_of, merge_lora, remove_lora, save_adapters
     from rfvideo.utils.checkpoint import load_checkpoint
 
-    preflight_checkpoint(args.ckpt, option="--ckpt")
     module = build_module(args.config)
     try:
         ckpt = load_checkpoint(args.ckpt)

@@ -1,13 +1,13 @@
-"""Sample VBench's standard prompt suite with a trained module: `{prompt}-{i}.mp4` + protocol.json.
+"""Sample VBench's standard prompt suite with a trained model: `{prompt}-{i}.mp4` + protocol.json.
 
 Run it once per rank under torchrun (`torchrun --nproc-per-node 8 -m rfvideo.cli sample ...`): each rank
 takes every WORLD_SIZE-th video from RANK. A rerun skips valid videos, so an interrupted run resumes.
 
-Decoding is streamed (`rfvideo.streaming`): each chunk's latents are decoded by the VAE's streaming
-decoder as the sampler yields them and go straight into the mp4 encoder, so a video never sits whole in
-memory; the file is renamed into place when complete. The frames are `module.generate`'s for the same
-seed (same noise and sampler; the streaming decoder equals the full decode). A module with only a
-`generate` method (no generator / VAE / schedule) is sampled through it, `--batch-size` videos per call.
+The model comes from `--model DIR|HUB_ID` or `--config [--ckpt]` (`rfvideo.cli.model_source`; no reward
+model or data is built). Decoding is streamed (`RFVideoPipeline.stream`): each chunk is decoded as it is
+made and goes straight into the mp4 encoder, so a video never sits whole in memory; the file is renamed
+into place when complete. The frames are the pipeline's `__call__`'s for the same seed (the streaming
+decoder equals the full decode).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rfvideo.cli.argtypes import nonnegative_int, positive_float, positive_int
 from rfvideo.cli.errors import UsageError
+from rfvideo.cli.model_source import add_model_arguments, check_model_arguments, load_pipeline
 
 __all__ = ["add_arguments", "first_prompts", "run", "sample_device"]
 
@@ -27,8 +28,6 @@ SUITES = ("vbench",)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `rfvideo sample`."""
     parser.add_argument("--suite", choices=SUITES, default="vbench", help="prompt suite (VBench's standard)")
-    parser.add_argument("--config", action="append", required=True, help="the experiment YAML (repeatable)")
-    parser.add_argument("--ckpt", default=None, help="Lightning checkpoint; default: the config's weights")
     parser.add_argument("--out", required=True, help="video folder (protocol.json is written there)")
     parser.add_argument(
         "--dimensions",
@@ -48,41 +47,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--extended", action="store_true", help="generate from the Wan2.1-extended prompts (names: original)"
     )
-    parser.add_argument("--latent-frames", type=positive_int, default=None, help="latent frames per video")
+    parser.add_argument(
+        "--num-frames", type=positive_int, default=None, help="pixel frames per video (default: the model's)"
+    )
     parser.add_argument(
         "--fps", type=positive_float, default=None, help="mp4 frame rate (default: the model's)"
     )
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=1,
-        help="videos per generate call of a module without a streaming path (streamed: one at a time)",
-    )
-    parser.add_argument("--no-ema", action="store_true", help="sample the raw weights, not the EMA")
-    parser.add_argument(
-        "--device",
-        default="auto",
-        help="auto: cuda:LOCAL_RANK under torchrun (one GPU per rank), cuda alone, else cpu; or cpu, cuda:N",
-    )
+    add_model_arguments(parser)
     parser.add_argument(
         "--suite-dir", default=None, help="folder of VBench_full_info.json (default: shipped)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _model_fps(module: object, given: float | None) -> float:
-    if given is not None:
-        return given
-    fps = getattr(module, "fps", None)
-    return float(fps) if isinstance(fps, int | float) and fps > 0 else 16.0  # Wan2.1 renders 16 fps
-
-
-def _decode_dtype(module: object) -> str:
-    vae = getattr(module, "vae", None)
-    try:
-        return str(next(vae.parameters()).dtype) if vae is not None else "none"  # type: ignore[union-attr]
-    except (AttributeError, StopIteration):
-        return "unknown"
 
 
 def sample_device(name: str, *, cuda_count: int, environ: Mapping[str, str]) -> str:
@@ -136,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
     suite_dir = Path(args.suite_dir) if args.suite_dir else packaged_suite_dir()
     if not (suite_dir / FULL_INFO).is_file():
         raise UsageError(f"--suite-dir: no {FULL_INFO} in {suite_dir}")
-    for c in args.config:
-        if not Path(c).is_file():
-            raise UsageError(f"--config: no such file: {c}")
+    problems = check_model_arguments(args)
+    if problems:
+        raise UsageError("\n".join(problems))
     dims = None
     if args.dimensions:
         try:
@@ -160,24 +135,16 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from rfvideo.cli.lightning import build_module, load_module_checkpoint
-    from rfvideo.cli.preflight import preflight_checkpoint
-    from rfvideo.eval.sampling import has_streaming_path, module_video_stream, sample_jobs, stream_jobs
+    from rfvideo.eval.sampling import pipeline_video_stream, stream_jobs
 
-    device = sample_device(args.device, cuda_count=torch.cuda.device_count(), environ=os.environ)
+    args.device = sample_device(args.device, cuda_count=torch.cuda.device_count(), environ=os.environ)
+    pipe = load_pipeline(args)
+    fps = args.fps or float(pipe.config.fps)
+    num_frames = args.num_frames or pipe.config.num_frames
     try:
-        kind = torch.device(device).type
-    except RuntimeError as e:
-        raise UsageError(f"--device: {device!r} is not a torch device") from e
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device={device}: no CUDA device here (use --device cpu)")
-    if args.ckpt:
-        preflight_checkpoint(args.ckpt, option="--ckpt")
-    module = build_module(args.config)
-    if args.ckpt:
-        load_module_checkpoint(module, args.ckpt)
-    module = module.to(device).eval()
-    fps = _model_fps(module, args.fps)
+        stream = pipeline_video_stream(pipe, num_frames=num_frames)
+    except ValueError as e:
+        raise UsageError(f"--num-frames: {e}") from e
 
     def named_hash(path: str | Path) -> dict[str, str]:
         return {"name": Path(path).name, "sha256": file_sha256(path)}
@@ -190,41 +157,25 @@ def run(args: argparse.Namespace) -> int:
         "seed_rule": "seed = base_seed + suite_index * num_seeds + i",
         "base_seed": args.seed,
         "checkpoint": named_hash(args.ckpt) if args.ckpt else None,
-        "config": [named_hash(c) for c in args.config],
-        "latent_frames": args.latent_frames,
+        "config": [named_hash(c) for c in args.config or []],
+        "model": args.model,
+        "preset": args.preset,
+        "num_frames": num_frames,
         "use_ema": not args.no_ema,
         "fps": fps,
-        "decode_dtype": _decode_dtype(module),
+        "decode_dtype": str(next(pipe.vae.parameters()).dtype),
         "versions": package_versions(),
     }
-    use_ema = not args.no_ema
-    common = {
-        "protocol": protocol,
-        "dimensions": dims or list(ALL_DIMENSIONS),
-        "fps": fps,
-        "progress": not args.no_progress,
-    }
     try:
-        if has_streaming_path(module):
-            if args.batch_size != 1:
-                raise UsageError(
-                    f"--batch-size={args.batch_size}: {type(module).__name__} streams one video at a time "
-                    "(each video has its own seed); drop --batch-size"
-                )
-            try:
-                stream = module_video_stream(module, num_latent_frames=args.latent_frames, use_ema=use_ema)
-            except ValueError as e:
-                raise UsageError(f"--latent-frames: {e}") from e
-            report = stream_jobs(stream, mine, args.out, **common)
-        else:
-
-            def generate(prompts: list[str], seeds: list[int]) -> torch.Tensor:  # -> (b F 3 H W) in [0, 1]
-                with torch.no_grad():
-                    return module.generate(
-                        prompts, seeds=seeds, num_latent_frames=args.latent_frames, use_ema=use_ema
-                    )
-
-            report = sample_jobs(generate, mine, args.out, batch_size=args.batch_size, **common)
+        report = stream_jobs(
+            stream,
+            mine,
+            args.out,
+            protocol=protocol,
+            dimensions=dims or list(ALL_DIMENSIONS),
+            fps=fps,
+            progress=not args.no_progress,
+        )
     except ProtocolMismatchError as e:
         raise UsageError(str(e)) from e
     print(

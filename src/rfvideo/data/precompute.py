@@ -4,7 +4,8 @@ Shapes (einops): `b` videos per encoder call, `F` pixel frames (1 + 4k), `H W` p
 latent frames/channels/height/width.
 
 Per video: decode (decord, PyAV fallback) -> `num_frames` frames (uniformly spaced or the first) ->
-resize (cover) + center-crop to `height x width` -> [0, 1] -> `vae.encode((b F 3 H W)) -> (b f c h w)`
+resize (cover) + center-crop to `height x width` -> [0, 1] -> `vae.encode((b F 3 H W)) -> (b c f h w)`,
+stored per clip as `(f c h w)` (the shards' layout)
 -> a `ShardWriter` sample `{"prompt", "latents" (f c h w), "path"}` keyed by the video's absolute path.
 A video that cannot be read, is too short, has no prompt (or a caption file that is not UTF-8), or
 fails to encode is skipped and listed in `precompute_report.json`; the run goes on, and the videos
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from einops import rearrange
 from tqdm.auto import tqdm
 
 from rfvideo.data.shards import ShardWriter, _atomic_write_json
@@ -242,9 +244,10 @@ def precompute_latents(
         batch = torch.stack([v for _, _, v in pending]).to(device=device, dtype=dtype)  # (b F 3 H W)
         try:
             with torch.no_grad():
-                latents = vae.encode(batch)  # (b f c h w)
+                latents = vae.encode(batch)  # (b c f h w)
             if latents.ndim != 5 or latents.shape[0] != len(pending):
-                raise ValueError(f"encoder returned shape {tuple(latents.shape)}, expected (b f c h w)")
+                raise ValueError(f"encoder returned shape {tuple(latents.shape)}, expected (b c f h w)")
+            latents = rearrange(latents, "b c f h w -> b f c h w")  # the shards' layout
         except Exception as e:  # a bad clip must not end a long run; the report lists it
             for key, _, _ in pending:
                 fail(Path(key), "encode_error", e)

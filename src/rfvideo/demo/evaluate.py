@@ -22,6 +22,7 @@ import torch
 from rfvideo.demo.stages import World, world_reward
 from rfvideo.demo_world.metrics import direction_match, foreground, motion, shape_score
 from rfvideo.demo_world.world import DIRECTIONS, render_clip
+from rfvideo.pipeline import RFVideoPipeline
 from rfvideo.rewards.prompt_color import PromptColorReward
 
 __all__ = ["METRICS", "clip_videos", "evaluate_videos", "save_grid"]
@@ -48,9 +49,11 @@ def evaluate_videos(world: World, videos: torch.Tensor, prompts: list[str]) -> d
 def evaluate_model(world: World, module: Any) -> tuple[dict[str, float], torch.Tensor]:
     """Mean metrics over `eval_seeds` seeds of every held-out prompt, and the first seed's videos."""
     prompts = [s.prompt for s in world.held_specs]
+    pipe = RFVideoPipeline.from_module(module)  # the EMA generator, at the training length and size
     per_seed, first = [], None
     for k in range(world.settings.eval_seeds):
-        video = module.generate(prompts, seeds=[1000 + k] * len(prompts))  # (b F 3 H W)
+        gens = [torch.Generator().manual_seed(1000 + k) for _ in prompts]
+        video = pipe(prompts, generator=gens, output_type="pt", progress=False).frames  # (b F 3 H W)
         per_seed.append(evaluate_videos(world, video, prompts))
         first = video if first is None else first
     assert first is not None

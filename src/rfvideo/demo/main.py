@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             rows[run], videos[run] = ev.evaluate_model(world, module)
             if run == "stage2_last_frame" and seed == a.seeds[0]:
-                cfg, _ = stages.export_for_serve(world, module, out / "serve")
-                log(f"seed {seed} {run}: exported for `rfvideo serve --demo` ({cfg.parent})")
+                folder = stages.export_pipeline(module, out / "pipeline")
+                log(
+                    f"seed {seed} {run}: exported the pipeline for `rfvideo generate|serve --demo` ({folder})"
+                )
             trained = (
                 f"training reward {info['reward_first']:.3f} -> {info['reward_last']:.3f}; " if info else ""
             )

@@ -49,7 +49,7 @@ from rfvideo.rewards import FrameSelector, RewardEnsemble
 from rfvideo.rewards.prompt_color import PromptColorReward
 from rfvideo.sampling import FlowMatchSchedule, add_noise, shift_sigma
 
-__all__ = ["World", "build_world", "export_for_serve", "make_trajectories", "ode_init", "quiet_lightning",
+__all__ = ["World", "build_world", "export_pipeline", "make_trajectories", "ode_init", "quiet_lightning",
            "reward_forcing", "train_base"]  # fmt: skip
 
 
@@ -85,7 +85,7 @@ class World:
         return torch.zeros(1, self.settings.text_max_length, self.settings.text_width)
 
     def generator_kwargs(self, seed: int) -> dict[str, Any]:
-        """The `tiny_causal_wan` arguments of this world's generator (also what `export_for_serve` writes)."""
+        """The `tiny_causal_wan` arguments of this world's generator."""
         s = self.settings
         return {
             "num_layers": s.num_layers, "num_attention_heads": s.num_heads, "attention_head_dim": s.head_dim,
@@ -100,7 +100,7 @@ class World:
 
 def text_encoder_spec(s: DemoSettings) -> dict[str, Any]:
     """The text encoder `s.text_encoder` names as a LightningCLI `class_path` + `init_args` (one place for
-    its arguments: `build_text_encoder` builds it, `export_for_serve` writes it)."""
+    its arguments, which `build_text_encoder` builds)."""
     root = "rfvideo.demo_world.components."
     if s.text_encoder == "minilm":
         return {"class_path": root + "minilm_text_encoder", "init_args": {"max_length": s.text_max_length}}
@@ -113,7 +113,7 @@ def text_encoder_spec(s: DemoSettings) -> dict[str, Any]:
 def build_text_encoder(s: DemoSettings) -> TextEncoder:
     """The text encoder `s.text_encoder` names (see `settings.TEXT_ENCODERS`)."""
     spec = text_encoder_spec(s)
-    module, name = spec["class_path"].rsplit(".", 1)  # the class_path `export_for_serve` writes
+    module, name = spec["class_path"].rsplit(".", 1)
     return getattr(importlib.import_module(module), name)(**spec["init_args"])
 
 
@@ -135,7 +135,8 @@ def build_world(settings: DemoSettings, out: Path) -> World:
                 if key in w.done_keys:
                     continue
                 clip = render_clip(spec, seed=1000 * i + j, **s.clip_kwargs())
-                w.add({"prompt": spec.prompt, "latents": world.vae.encode(clip[None])[0]}, key=key)
+                z = world.vae.encode(clip[None])[0]  # (c f h w)
+                w.add({"prompt": spec.prompt, "latents": rearrange(z, "c f h w -> f c h w")}, key=key)
     (cache / "train_prompts.txt").write_text("\n".join(sp.prompt for sp in train_specs) + "\n")
     return world
 
@@ -305,49 +306,18 @@ def reward_forcing(
     return module, stats
 
 
-def export_for_serve(world: World, module: RewardForcingModule, folder: Path) -> tuple[Path, Path]:
-    """Write `config.yaml` (the module's components as LightningCLI `class_path`s) and `model.ckpt` (its
-    `state_dict`, Lightning's layout) so `rfvideo serve --config ... --ckpt ...` (and `rfvideo serve
-    --demo`, which looks here first) streams the trained demo model instead of an untrained recipe."""
-    import yaml
+def export_pipeline(module: RewardForcingModule, folder: Path) -> Path:
+    """Write the trained stage-2 model as a pipeline folder (`RFVideoPipeline.save_pretrained`, every
+    component copied: the positioned generator's EMA, the keyframe codec, the word-level text encoder), which
+    `rfvideo generate --demo`, `rfvideo serve --demo` and `RFVideoPipeline.from_pretrained(folder)` load.
+    An earlier export is replaced only once the new one is complete."""
+    import shutil
 
-    s = world.settings
-    text = text_encoder_spec(s)
-    name = next(iter(module.rewards.terms))
-    config = {
-        "model": {
-            "class_path": "rfvideo.modules.RewardForcingModule",
-            "init_args": {
-                "generator": {
-                    "class_path": "rfvideo.demo_world.components.tiny_causal_wan",
-                    "init_args": world.generator_kwargs(s.world_seed),
-                },
-                "vae": {"class_path": "rfvideo.demo_world.keyframe_codec.KeyframeCodec",
-                        "init_args": {"spatial_factor": s.spatial_factor, "cells": s.codec_cells,
-                                      "latents_std": s.latents_std}},
-                "text_encoder": text,
-                "rewards": {
-                    "class_path": "rfvideo.rewards.RewardEnsemble",
-                    "init_args": {
-                        "terms": {name: {"class_path": "rfvideo.demo_world.reward.SquareWorldReward",
-                                         "init_args": {"target_area": 1 / 16}}},
-                        "weights": {name: 1.0},
-                        "frames": {"policy": "last"},
-                    },
-                },
-                "num_latent_frames": s.num_latent_frames,
-                "latent_size": list(s.latent_size),
-                "ema_decay": module.hparams.ema_decay,
-            },
-        },
-    }  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg, ckpt = folder / "config.yaml", folder / "model.ckpt"
-    header = (
-        "# Written by `python -m rfvideo.demo`: the trained stage-2 demo model (world reward, last frame)\n"
-    )
-    cfg.write_text(header + yaml.safe_dump(config, sort_keys=False))
-    tmp = ckpt.with_suffix(".tmp")
-    torch.save({"state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()}}, tmp)
-    tmp.replace(ckpt)  # never a half-written checkpoint under the name serve looks for
-    return cfg, ckpt
+    from rfvideo.pipeline import RFVideoPipeline
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    RFVideoPipeline.from_module(module).save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.replace(folder)
+    return folder

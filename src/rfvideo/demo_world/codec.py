@@ -27,11 +27,12 @@ from einops import rearrange
 from torch import nn
 
 from rfvideo.models.vae import latent_frames_for_pixel_frames, num_latent_frames, num_pixel_frames
+from rfvideo.utils.saving import ConfigSaved
 
 __all__ = ["PoolingVideoCodec"]
 
 
-class PoolingVideoCodec(nn.Module):
+class PoolingVideoCodec(ConfigSaved, nn.Module):
     """Fixed (frozen, data-independent) linear codec with `WanVAE`'s interface: `(b F 3 H W) <-> (b f c h w)`.
 
     Args:
@@ -58,6 +59,9 @@ class PoolingVideoCodec(nn.Module):
             raise ValueError(
                 f"factors must be >= 1, got spatial {spatial_factor}, temporal {temporal_factor}"
             )
+        self.register_config(
+            latent_channels=latent_channels, spatial_factor=spatial_factor, temporal_factor=temporal_factor
+        )  # mean / std are buffers (set_statistics changes them): model.safetensors carries them
         self.latent_channels = int(latent_channels)
         self.spatial_factor = int(spatial_factor)
         self.temporal_factor = int(temporal_factor)
@@ -90,7 +94,7 @@ class PoolingVideoCodec(nn.Module):
         )
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """Video `(b F 3 H W)` in [0, 1] (F = 1 + 4k, H W divisible by the factor) -> `(b f c h w)`."""
+        """Video `(b F 3 H W)` in [0, 1] (F = 1 + 4k, H W divisible by the factor) -> `(b c f h w)`."""
         if video.ndim != 5 or video.shape[2] != 3:
             raise ValueError(f"video must be (b F 3 H W), got shape {tuple(video.shape)}")
         num_latent_frames(video.shape[1], self.temporal_factor)  # validates F
@@ -106,12 +110,12 @@ class PoolingVideoCodec(nn.Module):
         grouped = torch.cat([pooled[:, :1], rest], dim=1)  # (b f 3 h w)
         z = torch.einsum("bfrhw,cr->bfchw", grouped, self.proj)
         mean, std = self._stats(z)
-        return (z - mean) / std
+        return rearrange((z - mean) / std, "b f c h w -> b c f h w")
 
     def _check_latents(self, latents: torch.Tensor) -> None:
-        if latents.ndim != 5 or latents.shape[2] != self.latent_channels:
+        if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
             raise ValueError(
-                f"latents must be (b f c h w) with c={self.latent_channels}, got shape {tuple(latents.shape)}"
+                f"latents must be (b c f h w) with c={self.latent_channels}, got shape {tuple(latents.shape)}"
             )
 
     def _decode_frames(self, latents: torch.Tensor, first_is_frame0: bool) -> torch.Tensor:
@@ -127,9 +131,9 @@ class PoolingVideoCodec(nn.Module):
         return ((video.clamp(-1.0, 1.0) + 1.0) / 2.0).to(latents.dtype)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents `(b f c h w)` -> video `(b F 3 H W)` in [0, 1], F = 1 + 4(f - 1)."""
+        """Normalised latents `(b c f h w)` -> video `(b F 3 H W)` in [0, 1], F = 1 + 4(f - 1)."""
         self._check_latents(latents)
-        return self._decode_frames(latents, first_is_frame0=True)
+        return self._decode_frames(rearrange(latents, "b c f h w -> b f c h w"), first_is_frame0=True)
 
     def decode_last(
         self, latents: torch.Tensor, num_frames: int = 1, *, checkpoint: bool = False
@@ -141,9 +145,11 @@ class PoolingVideoCodec(nn.Module):
         compatibility with `WanVAE.decode_last` (nothing worth recomputing here).
         """
         self._check_latents(latents)
-        total = num_pixel_frames(latents.shape[1], self.temporal_factor)
+        total = num_pixel_frames(latents.shape[2], self.temporal_factor)
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= total:
             raise ValueError(f"num_frames must be an int in [1, {total}], got {num_frames!r}")
         start = latent_frames_for_pixel_frames([total - num_frames], total, self.temporal_factor)[0]
-        video = self._decode_frames(latents[:, start:], first_is_frame0=start == 0)
+        video = self._decode_frames(
+            rearrange(latents[:, :, start:], "b c f h w -> b f c h w"), first_is_frame0=start == 0
+        )
         return video[:, -num_frames:]

@@ -13,6 +13,8 @@ step count its base learned the world far better (scratch runs). (A tiny `Autoen
 clips is the alternative, `demo_world.codec_training`; on 2 shared CPU cores its training is too slow for
 the demo's minutes.)
 
+Layout: latents are `(b c f h w)`, the generator's layout (the `WanVAE` contract).
+
 Legend: `b` clips, `F` pixel frames (1 + 4k), `f` latent frames, `c` latent channels (3 p^2 or 3), `H W` pixel
 size, `h w` latent size (H / p, W / p), `p` the spatial factor.
 """
@@ -24,12 +26,13 @@ import torch
 from torch import nn
 
 from rfvideo.models.vae import num_latent_frames, num_pixel_frames
+from rfvideo.utils.saving import ConfigSaved
 
 __all__ = ["KeyframeCodec"]
 
 
-class KeyframeCodec(nn.Module):
-    """`encode(video (b F 3 H W) in [0,1]) -> (b f c h w)`, `decode`, `decode_last`: the `WanVAE` contract.
+class KeyframeCodec(ConfigSaved, nn.Module):
+    """`encode(video (b F 3 H W) in [0,1]) -> (b c f h w)`, `decode`, `decode_last`: the `WanVAE` contract.
 
     Args:
         spatial_factor: side `p` of the pixel cell one latent pixel stands for.
@@ -60,6 +63,12 @@ class KeyframeCodec(nn.Module):
             raise ValueError(f"latents_std must be > 0, got {latents_std}")
         if cells not in ("fold", "mean"):
             raise ValueError(f"cells must be 'fold' or 'mean', got {cells!r}")
+        self.register_config(
+            spatial_factor=spatial_factor,
+            temporal_factor=temporal_factor,
+            cells=cells,
+            latents_std=latents_std,
+        )
         self.latents_std = float(latents_std)
         self.spatial_factor, self.temporal_factor, self.cells = spatial_factor, temporal_factor, cells
         self.latent_channels = 3 * spatial_factor**2 if cells == "fold" else 3
@@ -71,7 +80,7 @@ class KeyframeCodec(nn.Module):
         return super().train(False)
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """`(b F 3 H W)` in [0, 1] -> latents `(b f c h w)` in [-1, 1] / `latents_std`: frames 0, 4, 8, ...
+        """`(b F 3 H W)` in [0, 1] -> latents `(b c f h w)` in [-1, 1] / `latents_std`: frames 0, 4, 8, ...
         folded."""
         if video.ndim != 5 or video.shape[2] != 3:
             raise ValueError(f"video must be (b F 3 H W), got shape {tuple(video.shape)}")
@@ -81,21 +90,21 @@ class KeyframeCodec(nn.Module):
             raise ValueError(f"video height/width must be divisible by {p}, got {tuple(video.shape[-2:])}")
         keys = (video[:, :: self.temporal_factor] * 2 - 1) / self.latents_std  # (b f 3 H W)
         if self.cells == "mean":
-            return einops.reduce(keys, "b f c (h p) (w q) -> b f c h w", "mean", p=p, q=p)
-        return einops.rearrange(keys, "b f c (h p) (w q) -> b f (c p q) h w", p=p, q=p)
+            return einops.reduce(keys, "b f c (h p) (w q) -> b c f h w", "mean", p=p, q=p)
+        return einops.rearrange(keys, "b f c (h p) (w q) -> b (c p q) f h w", p=p, q=p)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents `(b f c h w)` -> video `(b F 3 H W)` in [0, 1], F = 1 + 4(f - 1)."""
-        if latents.ndim != 5 or latents.shape[2] != self.latent_channels:
+        """Latents `(b c f h w)` -> video `(b F 3 H W)` in [0, 1], F = 1 + 4(f - 1)."""
+        if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
             raise ValueError(
-                f"latents must be (b f c h w) with c={self.latent_channels}, got {tuple(latents.shape)}"
+                f"latents must be (b c f h w) with c={self.latent_channels}, got {tuple(latents.shape)}"
             )
         p = self.spatial_factor
         x = latents * self.latents_std
         if self.cells == "mean":  # nearest upsampling: the cell's mean colour on all its pixels
-            frames = einops.repeat(x, "b f c h w -> b f c (h p) (w q)", p=p, q=p)
+            frames = einops.repeat(x, "b c f h w -> b f c (h p) (w q)", p=p, q=p)
         else:
-            frames = einops.rearrange(x, "b f (c p q) h w -> b f c (h p) (w q)", p=p, q=p)
+            frames = einops.rearrange(x, "b (c p q) f h w -> b f c (h p) (w q)", p=p, q=p)
         # latent 0 -> pixel frame 0; latent j > 0 -> its four pixel frames 4j-3 .. 4j
         reps = torch.full((frames.shape[1],), self.temporal_factor, device=frames.device)
         reps[0] = 1
@@ -107,7 +116,7 @@ class KeyframeCodec(nn.Module):
     ) -> torch.Tensor:
         """The last `num_frames` pixel frames of `decode(latents)`, same value and gradient (`checkpoint`
         is accepted for the `WanVAE` signature; decoding here stores nothing worth recomputing)."""
-        total = num_pixel_frames(latents.shape[1], self.temporal_factor)
+        total = num_pixel_frames(latents.shape[2], self.temporal_factor)
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= total:
             raise ValueError(f"num_frames must be an int in [1, {total}], got {num_frames!r}")
         return self.decode(latents)[:, -num_frames:]

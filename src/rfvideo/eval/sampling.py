@@ -3,8 +3,8 @@
 Two ways to produce a video, one folder logic:
 
 - ``stream_jobs(stream, jobs, out_dir, ...)``: ``stream(prompt, seed)`` yields a video's pixel frames
-  chunk by chunk (``module_video_stream``: the chunk-wise sampler and the VAE's streaming decoder of
-  ``rfvideo.streaming``); each chunk goes into the mp4 encoder as it arrives (``Mp4StreamWriter``), so a
+  chunk by chunk (``pipeline_video_stream``: ``RFVideoPipeline.stream``, the chunk-wise sampler and the
+  VAE's streaming decoder); each chunk goes into the mp4 encoder as it arrives (``Mp4StreamWriter``), so a
   video never sits whole in memory. What ``rfvideo sample`` uses.
 - ``sample_jobs(generate, jobs, out_dir, ...)``: ``generate(prompts, seeds)`` returns whole videos
   ``(b F 3 H W)`` (any object with only a ``generate`` method), written with ``write_video``.
@@ -40,15 +40,12 @@ __all__ = [
     "SampleReport",
     "VideoStreamFn",
     "existing_is_valid",
-    "has_streaming_path",
-    "module_video_stream",
+    "pipeline_video_stream",
     "sample_jobs",
     "stream_jobs",
     "video_frame_count",
 ]
 
-# What a module needs for the streamed path (the recipes' `VideoGeneratorModule` API).
-STREAM_ATTRIBUTES = ("generator", "vae", "schedule", "noise", "encode_prompts", "num_latent_frames")
 
 
 @dataclass
@@ -186,7 +183,7 @@ def stream_jobs(
 
     Args:
         stream: ``(prompt, seed) -> iterable of frames (F 3 H W)`` in [0, 1], one item per chunk, in order
-            (``module_video_stream``).
+            (``pipeline_video_stream``).
         jobs: this rank's jobs (see ``rfvideo.eval.suite.shard``).
         out_dir: the video folder (``protocol.json`` is written there).
         protocol: the sampling protocol; refused if the folder holds another.
@@ -240,54 +237,27 @@ def stream_jobs(
     return SampleReport(written, skipped, pid)
 
 
-def has_streaming_path(module: object) -> bool:
-    """Whether ``module_video_stream`` can drive ``module`` (generator, VAE, schedule, noise, prompts)."""
-    return all(getattr(module, a, None) is not None for a in STREAM_ATTRIBUTES)
-
-
-def module_video_stream(
-    module: Any, *, num_latent_frames: int | None = None, use_ema: bool = True
-) -> VideoStreamFn:
-    """``(prompt, seed) -> chunks of pixel frames`` of a trained recipe, as ``module.generate`` makes them.
-
-    The noise and the re-noising generator are ``module.generate``'s for the seed (``module.noise`` on a
-    CPU generator seeded with it), the chunks come from ``rfvideo.streaming.stream_video`` (the same
-    chunk-wise sampler) and are decoded by the VAE's streaming decoder (its own ``stream_decoder()``, else
-    ``HistoryStreamDecoder`` over ``decode_last``), which equals the full decode, so the video is
-    ``module.generate``'s up to float rounding.
+def pipeline_video_stream(pipe: Any, *, num_frames: int | None = None) -> VideoStreamFn:
+    """``(prompt, seed) -> chunks of pixel frames`` of an ``RFVideoPipeline``: its ``stream`` with a CPU
+    generator seeded with ``seed``, so the video is ``pipe(prompt, generator=...)``'s (the streaming decoder
+    equals the full decode) and ``module.generate``'s for a module's pipeline.
 
     Args:
-        module: an ``ODEInitModule`` / ``RewardForcingModule`` (see ``has_streaming_path``).
-        num_latent_frames: latent frames per video (a multiple of the chunk size); default the module's.
-        use_ema: use the EMA weights when the module has them (what the paper evaluates).
+        pipe: the pipeline.
+        num_frames: pixel frames per video (``1 + 4k``, a chunk multiple); default the pipeline's.
 
     Returns:
         The stream function; each chunk is float32 ``(F 3 H W)`` in [0, 1] on the CPU.
 
     Raises:
-        ValueError: the module lacks the streaming attributes, or a bad ``num_latent_frames``.
+        ValueError: a ``num_frames`` the pipeline refuses (checked here, before any video).
     """
-    from rfvideo.streaming import stream_video
-
-    missing = [a for a in STREAM_ATTRIBUTES if getattr(module, a, None) is None]
-    if missing:
-        raise ValueError(f"module {type(module).__name__} has no {missing} for streamed sampling")
-    ema = getattr(module, "generator_ema", None)
-    model = ema if use_ema and ema is not None else module.generator
-    k = int(getattr(model, "num_frames_per_chunk", 1))
-    f = module.num_latent_frames if num_latent_frames is None else num_latent_frames
-    if isinstance(f, bool) or not isinstance(f, int) or f < 1 or f % k:
-        raise ValueError(f"num_latent_frames must be a positive multiple of the chunk size {k}, got {f!r}")
+    frames_per_video = pipe.config.num_frames if num_frames is None else num_frames
+    pipe.check_inputs("check", None, frames_per_video, pipe.config.height, pipe.config.width, "pt")
 
     def stream(prompt: str, seed: int) -> Iterator[torch.Tensor]:
-        model.eval()  # inference: no dropout, whatever mode the module was left in
-        with torch.no_grad():
-            emb = module.encode_prompts([prompt])  # (1 n d)
-            g = torch.Generator().manual_seed(int(seed))
-            noise = module.noise(1, f, g)  # (1 c f h w): the noise module.generate draws for this seed
-            for _, frames in stream_video(
-                model, module.vae, noise, emb, schedule=module.schedule, generator=g
-            ):
-                yield frames[0].float().clamp(0, 1).cpu()  # (F 3 H W)
+        g = torch.Generator().manual_seed(int(seed))
+        for frames in pipe.stream(prompt, generator=g, num_frames=frames_per_video):
+            yield frames[0].clamp(0, 1)  # (F 3 H W)
 
     return stream

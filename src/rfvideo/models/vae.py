@@ -3,8 +3,9 @@
 Shapes (einops): `b` batch, `F` pixel frames (1 + 4k), `H W` pixel height/width, `f` latent frames
 (1 + (F - 1) / 4), `c` latent channels, `h w` latent height/width (H / 8, W / 8).
 
-The wrapper speaks `(b f c h w)` latents and `(b F 3 H W)` video in [0, 1]; diffusers' `AutoencoderKLWan`
-speaks `(b c f h w)` latents and `(b 3 F H W)` video in [-1, 1].
+The wrapper speaks the generator's (diffusers') `(b c f h w)` latents, so no caller rearranges at the
+generator / VAE seam, and `(b F 3 H W)` video in [0, 1]; diffusers' `AutoencoderKLWan` itself speaks
+`(b 3 F H W)` video in [-1, 1].
 
 The Wan decoder is causal in time: it decodes one latent frame per call and carries, per causal
 convolution, the last two input frames of that convolution in a feature cache. Latent frame 0 decodes
@@ -210,6 +211,10 @@ class WanVAE(nn.Module):
         )
         return cls(vae, decode_context=decode_context)
 
+    def save_pretrained(self, directory: str | os.PathLike[str], **kwargs: Any) -> None:
+        """Write the wrapped `AutoencoderKLWan` as a diffusers folder (safetensors) for `from_pretrained`."""
+        self.vae.save_pretrained(directory, safe_serialization=True, **kwargs)
+
     def train(self, mode: bool = True) -> WanVAE:
         """No-op: the VAE is frozen and must stay in eval mode whatever Lightning asks."""
         return super().train(False)
@@ -224,9 +229,9 @@ class WanVAE(nn.Module):
             raise ValueError(f"video height/width must be divisible by {self.spatial_factor}, got {h}x{w}")
 
     def _check_latents(self, latents: torch.Tensor) -> None:
-        if latents.ndim != 5 or latents.shape[2] != self.latent_channels:
+        if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
             raise ValueError(
-                f"latents must be (b f c h w) with c={self.latent_channels}, got shape {tuple(latents.shape)}"
+                f"latents must be (b c f h w) with c={self.latent_channels}, got shape {tuple(latents.shape)}"
             )
 
     def _stats(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,14 +262,14 @@ class WanVAE(nn.Module):
             generator: Randomness for `sample=True`.
 
         Returns:
-            Latents (b f c h w), f = 1 + (F - 1) / 4, normalised per channel.
+            Latents (b c f h w) (the generator's layout), f = 1 + (F - 1) / 4, normalised per channel.
         """
         self._check_video(video)
         x = einops.rearrange(video, "b F C H W -> b C F H W") * 2.0 - 1.0
         x = x.to(self.vae.dtype)
         posterior = self.vae.encode(x).latent_dist
         z = posterior.sample(generator=generator) if sample else posterior.mode()
-        return einops.rearrange(self.normalize(z), "b c f h w -> b f c h w")
+        return self.normalize(z)
 
     # ---------------------------------------------------------------- decode
     def _decode_steps(
@@ -326,21 +331,21 @@ class WanVAE(nn.Module):
         return einops.rearrange((out + 1.0) / 2.0, "b C F H W -> b F C H W")
 
     def _post_quant(self, latents: torch.Tensor) -> torch.Tensor:
-        # (b f c h w) normalised -> (b c f h w) post-quant features; post_quant_conv has a 1x1x1 kernel,
+        # (b c f h w) normalised -> (b c f h w) post-quant features; post_quant_conv has a 1x1x1 kernel,
         # so it acts frame by frame and may run on any slice of frames.
-        z = self.denormalize(einops.rearrange(latents, "b f c h w -> b c f h w").to(self.vae.dtype))
+        z = self.denormalize(latents.to(self.vae.dtype))
         return self.vae.post_quant_conv(z)
 
     def stream_decoder(self) -> WanStreamDecoder:
         """A decoder that takes the video chunk by chunk, in order, and returns each chunk's pixels at once.
 
-        `decoder(chunk (b f c h w))` equals the matching slice of `decode` of the whole video: the causal
+        `decoder(chunk (b c f h w))` equals the matching slice of `decode` of the whole video: the causal
         decoder's feature cache is kept between calls, so a chunk needs only its own latents.
         """
         return WanStreamDecoder(self)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Decode normalised latents (b f c h w) to video (b F 3 H W) in [0, 1], F = 1 + 4(f - 1)."""
+        """Decode normalised latents (b c f h w) to video (b F 3 H W) in [0, 1], F = 1 + 4(f - 1)."""
         self._check_latents(latents)
         out, _ = self._decode_steps(self._post_quant(latents), [None] * self._num_decoder_convs, 0)
         return self._to_video(out)
@@ -369,7 +374,7 @@ class WanVAE(nn.Module):
         weights (bench/vae_decode.py). `K >= j` is the exact decode, bit for bit.
 
         Args:
-            latents: Normalised latents (b f c h w).
+            latents: Normalised latents (b c f h w).
             num_frames: Trailing pixel frames to return, 1 .. 1 + 4(f - 1).
             checkpoint: Activation-checkpoint the trailing decode block by block: backward recomputes
                 each decoder block, so only block inputs are kept and the backward peak is one block's
@@ -383,14 +388,14 @@ class WanVAE(nn.Module):
             Video (b num_frames 3 H W) in [0, 1].
         """
         self._check_latents(latents)
-        total = num_pixel_frames(latents.shape[1], self.temporal_factor)
+        total = num_pixel_frames(latents.shape[2], self.temporal_factor)
         if isinstance(num_frames, bool) or not isinstance(num_frames, int) or not 1 <= num_frames <= total:
             raise ValueError(f"num_frames must be an int in [1, {total}], got {num_frames!r}")
         k = self.decode_context if isinstance(context, str) and context == _VAE_DEFAULT else context
         k = _check_context(k, "context")
         start = latent_frames_for_pixel_frames([total - num_frames], total, self.temporal_factor)[0]
         begin = 0 if k is None else max(0, start - k)
-        available = num_pixel_frames(latents.shape[1] - begin, self.temporal_factor)
+        available = num_pixel_frames(latents.shape[2] - begin, self.temporal_factor)
         if num_frames > available:
             raise ValueError(
                 f"context={k} restarts the decoder at latent frame {begin}, which then yields "
@@ -400,11 +405,11 @@ class WanVAE(nn.Module):
         cache: list[Any] = [None] * self._num_decoder_convs
         if start > begin:
             with torch.no_grad():
-                _, cache = self._decode_steps(self._post_quant(latents[:, begin:start]), cache, 0)
+                _, cache = self._decode_steps(self._post_quant(latents[:, :, begin:start]), cache, 0)
 
         video = self._to_video(
             self._decode_steps(
-                self._post_quant(latents[:, start:]),
+                self._post_quant(latents[:, :, start:]),
                 cache,
                 start - begin,
                 checkpoint=checkpoint and torch.is_grad_enabled(),
@@ -421,7 +426,7 @@ class WanStreamDecoder:
     as they exist and memory stays constant however long the video grows (a few frames per conv).
     Runs under `no_grad`: streaming is inference (use `WanVAE.decode_last` for a differentiable decode).
 
-    Call it with consecutive chunks `(b f c h w)`: the first returns `1 + 4 (f - 1)` pixel frames
+    Call it with consecutive chunks `(b c f h w)`: the first returns `1 + 4 (f - 1)` pixel frames
     (latent frame 0 decodes to one pixel frame), every later one `4 f`. Batch, channels and latent size
     must stay those of the first chunk; `reset()` starts a new video.
 
@@ -448,7 +453,7 @@ class WanStreamDecoder:
         """Decode the next chunk.
 
         Args:
-            chunk_latents: Normalised latents `(b f c h w)` of the latent frames following those already
+            chunk_latents: Normalised latents `(b c f h w)` of the latent frames following those already
                 decoded (f >= 1).
             frame_offset: Optional absolute latent index of the chunk's first frame; when given it must
                 equal the number of frames decoded so far (catches a skipped or repeated chunk).
@@ -462,14 +467,14 @@ class WanStreamDecoder:
         """
         vae = self.vae
         vae._check_latents(chunk_latents)
-        b, f, c, h, w = chunk_latents.shape
+        b, c, f, h, w = chunk_latents.shape
         if f < 1:
             raise ValueError(
-                f"chunk_latents must hold at least one latent frame, got shape {(b, f, c, h, w)}"
+                f"chunk_latents must hold at least one latent frame, got shape {(b, c, f, h, w)}"
             )
         if self._shape is not None and (b, c, h, w) != self._shape:
             raise ValueError(
-                f"chunk (b f c h w) = {(b, f, c, h, w)} does not continue the stream of "
+                f"chunk (b c f h w) = {(b, c, f, h, w)} does not continue the stream of "
                 f"(b, c, h, w) = {self._shape}; reset() to start a new video"
             )
         if frame_offset is not None and frame_offset != self.next_frame:

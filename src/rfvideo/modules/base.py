@@ -19,14 +19,15 @@ from typing import Any
 
 import lightning as L
 import torch
-from einops import rearrange
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from rfvideo.models.lora import LoraOptions, apply_lora, is_adapter_key
+from rfvideo.models.vae import num_pixel_frames
 from rfvideo.modules.log_filters import install_log_filters
-from rfvideo.sampling import FlowMatchSchedule, stream_chunks
+from rfvideo.pipeline import RFVideoPipeline
+from rfvideo.sampling import FlowMatchSchedule
 
 __all__ = ["FROZEN_PREFIXES", "TooManySkippedStepsError", "VideoGeneratorModule", "paper_adamw"]
 
@@ -413,7 +414,8 @@ class VideoGeneratorModule(L.LightningModule):
         num_latent_frames: int | None = None,
         use_ema: bool = True,
     ) -> torch.Tensor:
-        """Generate videos chunk by chunk from the KV cache, exactly as at inference.
+        """Generate videos through the inference pipeline (`RFVideoPipeline.from_module(self)`), exactly as
+        `rfvideo generate` does.
 
         Each sample uses its own seed (noise and re-noising), so a video does not depend on the batch it
         was generated in. Videos longer than the cache window roll the cache (model configuration).
@@ -442,27 +444,15 @@ class VideoGeneratorModule(L.LightningModule):
         k = int(getattr(self.generator, "num_frames_per_chunk", 1))
         if f % k != 0:
             raise ValueError(f"num_latent_frames must be a multiple of the chunk size {k}, got {f}")
-        videos = [self.decode(self.sample_latents(p, s, f, use_ema=use_ema)) for p, s in zip(prompts, seeds)]
-        return torch.cat(videos, dim=0)
-
-    def sample_latents(
-        self, prompt: str, seed: int, num_latent_frames: int, *, use_ema: bool = True
-    ) -> torch.Tensor:
-        """Clean latents `(1 c f h w)` of one prompt, streamed chunk by chunk."""
-        model = self.generator_ema if (use_ema and self.generator_ema is not None) else self.generator
-        was_training = model.training
-        model.eval()
-        emb = self.encode_prompts([prompt])
-        g = torch.Generator().manual_seed(int(seed))
-        noise = self.noise(1, num_latent_frames, g)
-        chunks = [c for _, c in stream_chunks(model, noise, emb, schedule=self.schedule, generator=g)]
-        model.train(was_training)
-        return torch.cat(chunks, dim=2)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Generator layout `(b c f h w)` -> video `(b F 3 H W)` in [0, 1] with the frozen VAE."""
-        vae_dtype = next(self.vae.parameters()).dtype
-        return self.vae.decode(rearrange(latents, "b c f h w -> b f c h w").to(vae_dtype)).float().clamp(0, 1)
+        pipe = RFVideoPipeline.from_module(self, use_ema=use_ema)
+        out = pipe(
+            list(prompts),
+            num_frames=num_pixel_frames(f, int(getattr(self.vae, "temporal_factor", 4))),
+            generator=[torch.Generator().manual_seed(int(s)) for s in seeds],
+            output_type="pt",
+            progress=False,
+        )
+        return out.frames
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
         """`batch = {"prompt": list[str], "seed": list[int] | tensor}` -> prompts, seeds and videos."""

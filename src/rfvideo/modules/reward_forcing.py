@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from einops import rearrange
 from torch import nn
 
 from rfvideo.modules.base import VideoGeneratorModule
@@ -136,10 +135,9 @@ class RewardForcingModule(VideoGeneratorModule):
             exit_per_chunk=self.exit_per_chunk,
             grad_from_chunk=first_latent // k,
         )
-        latents = rearrange(out.latents, "b c f h w -> b f c h w")
         vae_dtype = next(self.vae.parameters()).dtype
         video = self.vae.decode_last(
-            latents.to(vae_dtype), num_frames=num_pixel - first_pixel, checkpoint=self.checkpoint_decoder
+            out.latents.to(vae_dtype), num_frames=num_pixel - first_pixel, checkpoint=self.checkpoint_decoder
         )  # (b n 3 H W), the trailing frames from the first scored one
         result = self.rewards(
             video.float(), prompts, frame_indices=plan.decoded, selected=plan.selected, on_nonfinite="report"

@@ -8,8 +8,11 @@ Per chunk of `model.num_frames_per_chunk` latent frames (design.md §2, Self-For
         x  <- (1 - s_{j+1}) x0 + s_{j+1} eps'    (flow.py eq. 1, fresh eps' from `generator`; j < S-1)
     output x0; then one context pass v(x0, t=0) with write_cache=True stores the clean chunk's K/V.
 
-`chunk_loop` is this loop, shared by inference (`stream_chunks`, `sample_chunkwise`) and the training
-rollout (`rollout.py`, which stops each chunk at its exit step). It yields each clean chunk before its
+`sample_chunk` is the inner loop (one chunk's few steps); `chunk_loop` runs it chunk after chunk and is
+shared by inference (`stream_chunks`, `sample_chunkwise`, `rfvideo.pipeline`) and the training rollout
+(`rollout.py`, which stops each chunk at its exit step). A prompt-switching stream
+(`rfvideo.streaming.StreamingGenerator`) calls `sample_chunk` and `context_pass` itself, because it
+re-caches between chunks. It yields each clean chunk before its
 context pass, which runs when the iterator is resumed: the pass is needed only by the next chunk, so a
 streaming consumer gets the chunk one forward earlier.
 Rolling windows / attention sinks for long videos live in the model's cache; the sampler only passes the
@@ -20,7 +23,8 @@ height/width, `n d` text tokens / width.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -34,6 +38,7 @@ __all__ = [
     "context_pass",
     "denoise_step",
     "fresh_noise",
+    "sample_chunk",
     "sample_chunkwise",
     "stream_chunks",
 ]
@@ -116,6 +121,67 @@ def context_pass(
     )
 
 
+StepCallback = Callable[[int, float, torch.Tensor], torch.Tensor | None]
+"""`(step, timestep, latents (b c k h w)) -> replacement or None`, after each denoising step of a chunk."""
+
+
+def sample_chunk(
+    model: Any,
+    x: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    *,
+    schedule: FlowMatchSchedule,
+    generator: torch.Generator | None,
+    kv_cache: Any,
+    frame_offset: int,
+    exit_step: int | None = None,
+    grad: bool = False,
+    on_step: StepCallback | None = None,
+) -> torch.Tensor:
+    """One chunk's few-step sampler against the cache (the module docstring's inner loop).
+
+    Args:
+        model: a `CausalWanTransformer`.
+        x: the chunk's initial noise `(b c k h w)` (sigma = 1).
+        encoder_hidden_states: text embeddings `(b n d)`.
+        schedule: the few-step schedule.
+        generator: draws the re-noising noise (one `(b c k h w)` draw per step before the exit step).
+        kv_cache: the cache holding the earlier chunks.
+        frame_offset: absolute latent index of the chunk's first frame.
+        exit_step: the step whose x0 prediction is returned (None: the last step).
+        grad: record a graph for the exit-step forward (every other forward runs under no_grad).
+        on_step: called after each step `j` with `(j, t_j, latents)`, where `latents` is the next step's
+            input (or, after the exit step, the chunk's output); a returned tensor replaces it.
+
+    Returns:
+        The chunk's clean latents `(b c k h w)`.
+    """
+    sigmas = schedule.sigmas.tolist()
+    last = len(sigmas) - 1 if exit_step is None else exit_step
+    for j in range(last + 1):
+        with torch.set_grad_enabled(grad and j == last):
+            x0 = denoise_step(
+                model,
+                x,
+                sigmas[j],
+                encoder_hidden_states,
+                kv_cache=kv_cache,
+                frame_offset=frame_offset,
+                num_train_timesteps=schedule.num_train_timesteps,
+            )
+        if j < last:
+            with torch.no_grad():
+                x = add_noise(x0, fresh_noise(x0, generator), sigmas[j + 1])
+        if on_step is not None:
+            replaced = on_step(j, sigmas[j] * schedule.num_train_timesteps, x if j < last else x0)
+            if replaced is not None:
+                if j < last:
+                    x = replaced
+                else:
+                    x0 = replaced
+    return x0
+
+
 def chunk_loop(
     model: Any,
     noise: torch.Tensor,
@@ -126,8 +192,9 @@ def chunk_loop(
     kv_cache: Any | None = None,
     exit_steps: Sequence[int] | None = None,
     grad_from_chunk: int = 0,
+    on_step: Callable[[int, int, float, torch.Tensor], torch.Tensor | None] | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
-    """The chunk loop: per chunk, the few-step sampler up to its exit step, yield, then the context pass.
+    """The chunk loop: per chunk, `sample_chunk` up to its exit step, yield, then the context pass.
 
     Args:
         model: a `CausalWanTransformer` (docs/interfaces.md "Generator").
@@ -139,6 +206,8 @@ def chunk_loop(
         exit_steps: per chunk, the step whose x0 prediction is the chunk's output (None: the last step).
         grad_from_chunk: with autograd enabled (at the first resume), the exit-step forward of chunks
             `>= grad_from_chunk` records a graph; every other forward runs under no_grad.
+        on_step: `(chunk, step, timestep, latents) -> replacement or None` after each denoising step
+            (`sample_chunk`'s `on_step`, with the chunk index in front).
 
     Yields:
         `(chunk_index, x0 (b c k h w))`, before the chunk's context pass (it runs on the next resume).
@@ -152,26 +221,21 @@ def chunk_loop(
     reserve = getattr(kv_cache, "reserve", None)
     if reserve is not None:
         reserve(noise.shape[2])  # a global cache then never grows (one buffer for the whole video)
-    sigmas = schedule.sigmas.tolist()
     grad_enabled = torch.is_grad_enabled()
     for i in range(num_chunks):
         offset = i * k
-        x = noise[:, :, offset : offset + k]
-        last = len(sigmas) - 1 if exit_steps is None else exit_steps[i]
-        for j in range(last + 1):
-            with torch.set_grad_enabled(grad_enabled and j == last and i >= grad_from_chunk):
-                x0 = denoise_step(
-                    model,
-                    x,
-                    sigmas[j],
-                    encoder_hidden_states,
-                    kv_cache=kv_cache,
-                    frame_offset=offset,
-                    num_train_timesteps=schedule.num_train_timesteps,
-                )
-            if j < last:
-                with torch.no_grad():
-                    x = add_noise(x0, fresh_noise(x0, generator), sigmas[j + 1])
+        x0 = sample_chunk(
+            model,
+            noise[:, :, offset : offset + k],
+            encoder_hidden_states,
+            schedule=schedule,
+            generator=generator,
+            kv_cache=kv_cache,
+            frame_offset=offset,
+            exit_step=None if exit_steps is None else exit_steps[i],
+            grad=grad_enabled and i >= grad_from_chunk,
+            on_step=None if on_step is None else functools.partial(on_step, i),
+        )
         yield i, x0
         context_pass(model, x0, encoder_hidden_states, kv_cache=kv_cache, frame_offset=offset)
 

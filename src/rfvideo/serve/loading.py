@@ -1,14 +1,11 @@
-"""From a trained recipe to what the server needs: a factory of fresh streaming generators.
+"""From a pipeline to what the server needs: a factory of fresh streaming generators.
 
 Every stream gets its own `rfvideo.streaming.StreamingGenerator` (its own KV cache and decoder cache) over
-the one shared model and VAE, whose weights are only read.
+the pipeline's one transformer and VAE, whose weights are only read (`RFVideoPipeline.stream_generator`).
 
 A VAE without a streaming decoder (e.g. the demo world's pooling codec) streams through
 `rfvideo.streaming.HistoryStreamDecoder` (exact, but every chunk re-decodes the stream so far), so such
 streams must be finite (`max_chunks`).
-
-Legend: `b` batch, `f` latent frames, `c` latent channels, `h w` latent height/width, `F` pixel frames,
-`H W` pixel height/width.
 """
 
 from __future__ import annotations
@@ -25,15 +22,14 @@ def has_stream_decoder(vae: Any) -> bool:
 
 
 def streaming_factory(
-    module: Any, *, use_ema: bool = True, max_chunks: int | None = None, fps: float | None = None
+    pipe: Any, *, max_chunks: int | None = None, fps: float | None = None
 ) -> Callable[[], Any]:
-    """Fresh `StreamingGenerator`s over a trained recipe (anything `StreamingGenerator.from_module` takes).
+    """Fresh `StreamingGenerator`s over an `RFVideoPipeline`.
 
     Args:
-        module: an `ODEInitModule` / `RewardForcingModule` (built, weights loaded, on its device).
-        use_ema: stream from the EMA weights when the module has them.
+        pipe: the pipeline (built, on its device).
         max_chunks: chunks per stream; None = endless (needs a rolling window and relative RoPE).
-        fps: pixel frames per second of the video; None keeps the generator's default (Wan's 16).
+        fps: pixel frames per second of the video; None keeps the pipeline's.
 
     Returns:
         A callable building one generator per stream (seed set by the stream's `reset`).
@@ -42,17 +38,12 @@ def streaming_factory(
         ValueError: the model cannot stream `max_chunks` chunks (`check_stream_length`), or a VAE without a
             streaming decoder with `max_chunks=None`.
     """
-    from rfvideo.streaming import StreamingGenerator, check_stream_length
+    from rfvideo.streaming import check_stream_length
 
-    ema = getattr(module, "generator_ema", None)
-    model = ema if use_ema and ema is not None else module.generator
-    check_stream_length(model.config, max_chunks)
-    kwargs: dict[str, Any] = {"max_chunks": max_chunks}
-    if fps is not None:
-        kwargs["fps"] = fps
-    if max_chunks is None and not has_stream_decoder(module.vae):
+    check_stream_length(pipe.transformer.config, max_chunks)
+    if max_chunks is None and not has_stream_decoder(pipe.vae):
         raise ValueError(
-            f"the VAE ({type(module.vae).__name__}) has no stream_decoder(), so every chunk re-decodes the "
+            f"the VAE ({type(pipe.vae).__name__}) has no stream_decoder(), so every chunk re-decodes the "
             "stream so far: set max_chunks to bound the stream"
         )
-    return lambda: StreamingGenerator.from_module(module, use_ema=use_ema, **kwargs)
+    return lambda: pipe.stream_generator(max_chunks=max_chunks, fps=fps)

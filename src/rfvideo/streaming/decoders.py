@@ -1,7 +1,7 @@
 """The streaming decoder of any VAE: its own `stream_decoder()` when it has one (`WanVAE`), else an exact
 fallback built on `decode_last` that keeps the latents decoded so far (memory grows with the video).
 
-Legend: `b` batch, `f` latent frames, `c` latent channels, `h w` latent height/width, `F` pixel frames.
+Legend: `b` batch, `c` latent channels, `f` latent frames, `h w` latent height/width, `F` pixel frames.
 """
 
 from __future__ import annotations
@@ -37,20 +37,20 @@ class HistoryStreamDecoder:
 
     @torch.no_grad()
     def __call__(self, chunk_latents: torch.Tensor, *, frame_offset: int | None = None) -> torch.Tensor:
-        """Pixels `(b F 3 H W)` of the chunk `(b f c h w)`; a given `frame_offset` must be the next frame."""
+        """Pixels `(b F 3 H W)` of the chunk `(b c f h w)`; a given `frame_offset` must be the next frame."""
         if frame_offset is not None and frame_offset != self.next_frame:
             raise ValueError(
                 f"chunk out of order: frame_offset={frame_offset!r}, the next latent frame to decode is "
                 f"{self.next_frame}"
             )
-        lat = chunk_latents if self._latents is None else torch.cat([self._latents, chunk_latents], dim=1)
-        total = num_pixel_frames(lat.shape[1], self.temporal_factor)
+        lat = chunk_latents if self._latents is None else torch.cat([self._latents, chunk_latents], dim=2)
+        total = num_pixel_frames(lat.shape[2], self.temporal_factor)
         before = (
-            0 if self._latents is None else num_pixel_frames(self._latents.shape[1], self.temporal_factor)
+            0 if self._latents is None else num_pixel_frames(self._latents.shape[2], self.temporal_factor)
         )
         out = self.vae.decode_last(lat, total - before)
         self._latents = lat
-        self.next_frame = lat.shape[1]
+        self.next_frame = lat.shape[2]
         return out
 
 

@@ -8,12 +8,17 @@ Per `next_chunk()` call, in order:
      the cache holds is re-encoded under the new prompt (`model.recache`: one t = 0 forward over those
      frames' clean latents, with the visibility they had), so the next chunk continues the same scene
      under the new text instead of cutting;
-  3. the chunk is denoised (the schedule's steps, eq. 3 of `sampling/flow.py`, re-noising between steps);
+  3. the chunk is denoised by `rfvideo.sampling.sample_chunk` (the one chunk loop every sampler shares);
   4. its latents are decoded by the VAE's streaming decoder (causal feature cache carried across chunks).
 
 Memory: the KV cache holds at most sinks + window frames (rolling window) and this object keeps only the
 clean latents of the frames the cache holds (needed for a re-cache), plus the decoder's few cached frames.
 With `rope_mode="relative"` and a window, positions stay inside the RoPE table, so the stream is endless.
+
+Noise: a stream of known length (`max_chunks`) draws its whole initial noise `(b c f h w)` first and then the
+re-noising, from one CPU generator seeded with `seed`, exactly as `rfvideo.pipeline.RFVideoPipeline.__call__`
+(and `sample_chunkwise`) do, so a finite stream equals the pipeline's video for the same seed. An endless
+stream cannot draw ahead: it draws each chunk's initial noise just before the chunk.
 
 Legend: `b` batch, `c` latent channels, `k` frames per chunk, `h w` latent height/width, `F` pixel frames,
 `H W` pixel height/width, `n d` text tokens / width.
@@ -25,14 +30,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import einops
 import torch
 
-from rfvideo.models.vae import WanVAE
-from rfvideo.sampling import FlowMatchSchedule, add_noise
-from rfvideo.sampling.chunkwise import context_pass, denoise_step, fresh_noise
+from rfvideo.sampling import FlowMatchSchedule
+from rfvideo.sampling.chunkwise import context_pass, sample_chunk
 from rfvideo.streaming.decoders import stream_decoder_for
-from rfvideo.streaming.video import sync_device, vae_dtype
+from rfvideo.streaming.video import vae_dtype
+from rfvideo.utils.timings import GenerationTimings, sync_device
 
 __all__ = ["StreamingGenerator", "check_stream_length"]
 
@@ -86,16 +90,24 @@ class StreamingGenerator:
 
     Args:
         model: A `CausalWanTransformer` in eval mode (with `new_kv_cache`, `recache`).
-        vae: The frozen `WanVAE`.
+        vae: The decoder slot (`WanVAE` or any decoder with `decode_last` / `stream_decoder`).
         encode_prompt: `prompts (list[str], one per batch element) -> embeddings (b n d)`.
         schedule: The few-step schedule.
         latent_size: Latent `(h, w)`.
         seed: Seed of the stream's noise (initial noise and re-noising of every chunk).
+        generator: A CPU generator to draw the noise from instead of one seeded with `seed` (the first stream
+            only; `reset(seed)` seeds a fresh one).
         batch_size: Videos generated side by side (one prompt each).
         device: Device of the generator's inputs; default the model's.
         dtype: Dtype of the generator's inputs; default the model's parameter dtype.
         max_chunks: Chunks the stream may produce; None = endless (needs a rolling window and relative RoPE).
         fps: Pixel frames per second of the video (16 for Wan2.1).
+        load_seconds: Seconds it took to build the model (reported in `timings.load_s`).
+
+    Iterating the stream yields `next_chunk()` until `max_chunks` (forever when endless). `timings`
+    (`GenerationTimings`) sums the seconds of every chunk since the last `reset` (text encoding of every
+    `set_prompt` included) and holds the time from the start (`start_clock`, or the reset) to the first
+    pixel frame; `chunk_seconds` the last call's `{"model", "decode"}`.
 
     Raises:
         ValueError: a bad `latent_size` / `batch_size` / `max_chunks`, or a stream length the model cannot
@@ -105,17 +117,19 @@ class StreamingGenerator:
     def __init__(
         self,
         model: Any,
-        vae: WanVAE,
+        vae: Any,
         encode_prompt: Callable[[list[str]], torch.Tensor],
         *,
         schedule: FlowMatchSchedule,
         latent_size: tuple[int, int],
         seed: int = 0,
+        generator: torch.Generator | None = None,
         batch_size: int = 1,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         max_chunks: int | None = None,
         fps: float = WAN_FPS,
+        load_seconds: float | None = None,
     ) -> None:
         if len(latent_size) != 2 or any(
             isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in latent_size
@@ -148,36 +162,27 @@ class StreamingGenerator:
         self.prompt: list[str] | None = None
         self._embeds: torch.Tensor | None = None
         self._next: tuple[list[str], torch.Tensor] | None = None
-        self.timings: dict[str, float] = {}
-        self.reset(seed)
+        self.load_seconds = load_seconds
+        self.chunk_seconds: dict[str, float] = {}
+        self.timings = GenerationTimings(load_s=load_seconds)
+        self.reset(seed, generator=generator)
 
     @classmethod
     def from_module(
         cls, lightning_module: Any, *, use_ema: bool = True, seed: int = 0, **kwargs: Any
     ) -> StreamingGenerator:
-        """A stream over a trained recipe (`VideoGeneratorModule`): its generator (EMA by default), VAE,
-        prompt encoding, schedule and latent size, on the module's device and parameter dtype.
+        """A stream over a trained recipe, through the pipeline (`RFVideoPipeline.from_module`).
 
         Args:
-            lightning_module: An `ODEInitModule` / `RewardForcingModule` (anything with `generator`,
-                `generator_ema`, `vae`, `encode_prompts`, `schedule`, `latent_size`).
+            lightning_module: An `ODEInitModule` / `RewardForcingModule`.
             use_ema: Stream from the EMA weights when the module has them (what the paper evaluates).
             seed: Seed of the stream's noise.
             **kwargs: `batch_size`, `max_chunks`, `fps`, `device`, `dtype` for the constructor.
         """
-        m = lightning_module
-        ema = getattr(m, "generator_ema", None)
-        model = ema if use_ema and ema is not None else m.generator
-        model.eval()  # inference: the stream never trains (the module's train() leaves the EMA in eval)
-        kwargs.setdefault("device", next(model.parameters()).device)
-        kwargs.setdefault("dtype", next(model.parameters()).dtype)
+        from rfvideo.pipeline import RFVideoPipeline
 
-        def encode(prompts: list[str]) -> torch.Tensor:
-            return m.encode_prompts(prompts)
-
-        return cls(
-            model, m.vae, encode, schedule=m.schedule, latent_size=tuple(m.latent_size), seed=seed, **kwargs
-        )
+        pipe = RFVideoPipeline.from_module(lightning_module, use_ema=use_ema)
+        return pipe.stream_generator(seed=seed, **kwargs)
 
     # ------------------------------------------------------------------ state
     @property
@@ -185,17 +190,31 @@ class StreamingGenerator:
         """Chunks produced since the last `reset` (the index the next chunk will have)."""
         return self._chunk_index
 
-    def reset(self, seed: int | None = None) -> None:
+    def reset(self, seed: int | None = None, *, generator: torch.Generator | None = None) -> None:
         """Start a new stream at chunk 0 (the current prompt is kept; a pending switch becomes the prompt).
 
         Args:
             seed: Seed of the new stream's noise; None keeps the current seed (the stream replays).
+            generator: Draw the new stream's noise from this CPU generator instead (its current state).
         """
         if seed is not None:
             if isinstance(seed, bool) or not isinstance(seed, int):
                 raise ValueError(f"seed must be an int, got {seed!r}")
             self.seed = seed
-        self._rng = torch.Generator().manual_seed(self.seed)
+        if generator is not None:
+            if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+                raise ValueError(f"generator must be a CPU torch.Generator, got {generator!r}")
+            self._rng = generator
+        else:
+            self._rng = torch.Generator().manual_seed(self.seed)
+        self.timings = GenerationTimings(load_s=self.load_seconds)
+        self._t_start = time.perf_counter()
+        self._noise: torch.Tensor | None = None
+        if self.max_chunks is not None:  # known length: the whole initial noise first (see module doc)
+            h, w = self.latent_size
+            f = self.max_chunks * self.num_frames_per_chunk
+            shape = (self.batch_size, self.latent_channels, f, h, w)
+            self._noise = torch.randn(shape, generator=self._rng).to(self.device, self.dtype)
         self.kv_cache.reset()
         reserve = getattr(self.kv_cache, "reserve", None)
         if reserve is not None and self.max_chunks is not None:
@@ -227,7 +246,8 @@ class StreamingGenerator:
         for p in prompts:
             if not isinstance(p, str) or not p.strip():
                 raise ValueError(f"prompt must be a non-empty string, got {p!r}")
-        embeds = self.encode_prompt(prompts)
+        with self.timings.measure("text", self.device):
+            embeds = self.encode_prompt(prompts)
         if embeds.ndim != 3 or embeds.shape[0] != self.batch_size:
             raise ValueError(
                 f"encode_prompt returned shape {tuple(embeds.shape)}, "
@@ -263,39 +283,54 @@ class StreamingGenerator:
         if self._next is not None:
             self._switch_prompt(*self._next)
             self._next = None
-        x0 = self._denoise_chunk()
+        offset = self._chunk_index * self.num_frames_per_chunk
+        x0 = sample_chunk(
+            self.model,
+            self._chunk_noise(offset),
+            self._embeds,
+            schedule=self.schedule,
+            generator=self._rng,
+            kv_cache=self.kv_cache,
+            frame_offset=offset,
+        )
         sync_device(self.device)
         t1 = time.perf_counter()
-        offset = self._chunk_index * self.num_frames_per_chunk
-        lat = einops.rearrange(x0, "b c k h w -> b k c h w").to(vae_dtype(self.vae))
-        frames = self.decoder(lat, frame_offset=offset).float().cpu()
+        frames = self.decoder(x0.to(vae_dtype(self.vae)), frame_offset=offset).float().cpu()
         t2 = time.perf_counter()
         self._pending_context = (x0, offset)
         self._chunk_index += 1
-        self.timings = {"model": t1 - t0, "decode": t2 - t1}
+        self.chunk_seconds = {"model": t1 - t0, "decode": t2 - t1}
+        self.timings.denoise_s += t1 - t0
+        self.timings.decode_s += t2 - t1
+        self.timings.pixel_frames += int(frames.shape[1])
+        if self.timings.first_frame_s is None:
+            self.timings.first_frame_s = t2 - self._t_start
         return frames
 
-    def _denoise_chunk(self) -> torch.Tensor:
-        """Clean latents `(b c k h w)` of the next chunk against the cache (`chunkwise.py`'s sampler)."""
+    def start_clock(self, t0: float) -> None:
+        """Measure the time to the first pixel frame from `t0` (a `time.perf_counter()` value, e.g. taken when
+        the caller asked for the stream) instead of from the last `reset`."""
+        self._t_start = t0
+
+    def __iter__(self) -> StreamingGenerator:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.max_chunks is not None and self._chunk_index >= self.max_chunks:
+            raise StopIteration
+        return self.next_chunk()
+
+    def _chunk_noise(self, offset: int) -> torch.Tensor:
+        """The next chunk's initial noise `(b c k h w)`: its slice of the drawn noise, or a fresh draw.
+
+        Drawn on the CPU generator, so a seed gives the same stream on every device.
+        """
+        k = self.num_frames_per_chunk
+        if self._noise is not None:
+            return self._noise[:, :, offset : offset + k]
         h, w = self.latent_size
-        shape = (self.batch_size, self.latent_channels, self.num_frames_per_chunk, h, w)
-        # Drawn on the CPU generator, so a seed gives the same stream on every device.
-        x = torch.randn(shape, generator=self._rng).to(self.device, self.dtype)
-        offset = self._chunk_index * self.num_frames_per_chunk
-        sigmas = self.schedule.sigmas.tolist()
-        for j, sigma in enumerate(sigmas):
-            x0 = denoise_step(
-                self.model,
-                x,
-                sigma,
-                self._embeds,
-                kv_cache=self.kv_cache,
-                frame_offset=offset,
-                num_train_timesteps=self.schedule.num_train_timesteps,
-            )
-            if j + 1 < len(sigmas):
-                x = add_noise(x0, fresh_noise(x0, self._rng), sigmas[j + 1])
-        return x0
+        shape = (self.batch_size, self.latent_channels, k, h, w)
+        return torch.randn(shape, generator=self._rng).to(self.device, self.dtype)
 
     def _flush_context(self) -> None:
         """Run the deferred context pass of the last chunk; keep only the latents of frames still held."""

@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import einops
 import torch
 
 from rfvideo.models.vae import WanVAE
 from rfvideo.sampling import FlowMatchSchedule, stream_chunks
 from rfvideo.streaming.decoders import stream_decoder_for
+from rfvideo.utils.timings import sync_device
 
 __all__ = ["stream_video"]
 
@@ -31,12 +31,6 @@ def vae_dtype(vae: Any) -> torch.dtype:
         if t.is_floating_point():
             return t.dtype
     return torch.float32
-
-
-def sync_device(device: torch.device) -> None:
-    # Kernels run asynchronously on accelerators: wait before reading the clock.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -82,7 +76,7 @@ def stream_video(
     for i, latents in chunks:
         sync_device(noise.device)
         t1 = time.perf_counter()
-        lat = einops.rearrange(latents, "b c f h w -> b f c h w").to(dtype)
+        lat = latents.to(dtype)
         # Decoding here, before the loop resumes `chunks`, puts the decode ahead of the context pass.
         frames = decoder(lat, frame_offset=i * k)
         sync_device(frames.device)

@@ -1,0 +1,7 @@
+"""rfvideo.pipeline: a trained causal generator -> video, in diffusers' conventions, and as a live stream."""
+
+from rfvideo.pipeline.output import OUTPUT_TYPES, RFVideoPipelineOutput
+from rfvideo.pipeline.pipeline import RFVideoPipeline
+from rfvideo.pipeline.scheduler import FewStepFlowScheduler
+
+__all__ = ["OUTPUT_TYPES", "FewStepFlowScheduler", "RFVideoPipeline", "RFVideoPipelineOutput"]
