@@ -11,11 +11,24 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["ATTENTION_BACKENDS", "EVICTIONS", "ROPE_MODES", "CausalOptions"]
+__all__ = [
+    "ATTENTION_BACKENDS",
+    "EVICTIONS",
+    "PARTIAL_EVICTIONS",
+    "RECACHE_SINKS",
+    "RECACHE_VISIBILITIES",
+    "ROPE_MODES",
+    "SINK_FOLDS",
+    "CausalOptions",
+]
 
 ROPE_MODES = ("absolute", "relative")
 EVICTIONS = ("drop", "ema")
 ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
+RECACHE_VISIBILITIES = ("causal", "all_held")
+RECACHE_SINKS = ("reencode", "keep")
+SINK_FOLDS = ("on_write", "before_attend")
+PARTIAL_EVICTIONS = ("ema", "overwrite")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +49,24 @@ class CausalOptions:
     """"absolute" (keys rotated at their frame index) or "relative" (rotated on read, unbounded length)."""
     attention_backend: str = "auto"
     """"auto" (SDPA), "sdpa" or "flex" (flex attention's block mask for "block_causal")."""
+    recache_visibility: str = "causal"
+    """Prompt-switch re-cache (`CausalWanTransformer.recache`): "causal" (each held frame sees the held
+    frames it saw when it was written) or "all_held" (every held frame sees every other held frame, later
+    ones included: LongLive's re-cache, whose block mask its cached attention path never reads)."""
+    recache_sinks: str = "reencode"
+    """Re-cache of the sink frames: "reencode" (under the new prompt, like every held frame) or "keep"
+    (once the window has rolled, i.e. a frame was evicted, the sinks keep the K/V written under the old
+    prompt and the re-encoded frames attend to those: LongLive). Before the window rolls both re-encode."""
+    sink_fold: str = "on_write"
+    """When EMA sinks absorb evicted frames: "on_write" (when the chunk that pushes them out of the window
+    is written, `KVCache.end_write`; that chunk itself attends to the sinks before the fold) or
+    "before_attend" (in the first call of the chunk that needs the room, before it attends: Reward
+    Forcing (Lu)). Only read with `sink_eviction="ema"`."""
+    partial_eviction: str = "ema"
+    """EMA rule per eviction: "ema" (every evicted frame j folds into sink slot `j % sink_size`) or
+    "overwrite" (Reward Forcing (Lu): when exactly `sink_size` frames leave at once the i-th folds into
+    sink i; any other count *overwrites* the first `min(count, sink_size)` sinks with the oldest evicted
+    frames). Only read with `sink_eviction="ema"`."""
 
     def __post_init__(self) -> None:
         for name in ("num_frames_per_chunk", "local_attn_size", "sink_size"):
@@ -60,6 +91,21 @@ class CausalOptions:
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(
                 f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}"
+            )
+        for name, allowed in (
+            ("recache_visibility", RECACHE_VISIBILITIES),
+            ("recache_sinks", RECACHE_SINKS),
+            ("sink_fold", SINK_FOLDS),
+            ("partial_eviction", PARTIAL_EVICTIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        lu_path = self.sink_fold == "before_attend" or self.partial_eviction == "overwrite"
+        if self.sink_eviction == "ema" and lu_path and self.sink_size == 0:
+            # Reward Forcing (Lu)'s code rotates queries at negative RoPE positions without sinks
+            raise ValueError(
+                f"sink_fold={self.sink_fold!r} / partial_eviction={self.partial_eviction!r} "
+                "(Reward Forcing's EMA path) need sink_size >= 1, got 0"
             )
 
     @property

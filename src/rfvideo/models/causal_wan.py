@@ -286,8 +286,10 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
     Config keys: every key of `WanTransformer3DModel`, plus the causal options
     `num_frames_per_chunk`, `local_attn_size` (frames visible incl. the current chunk and sinks,
     -1 = global), `sink_size` (frames), `rope_mode` ("absolute" | "relative"), `sink_eviction`
-    ("drop" | "ema"), `sink_ema_decay`, `attention_backend` ("auto" | "sdpa" | "flex"; "auto" is SDPA
-    with a dense boolean mask; "flex" uses torch's flex attention with a block mask for "block_causal").
+    ("drop" | "ema"), `sink_ema_decay`, the peers' cache behaviours `recache_visibility`, `recache_sinks`,
+    `sink_fold`, `partial_eviction` (see `CausalOptions`), `attention_backend` ("auto" | "sdpa" | "flex";
+    "auto" is SDPA with a dense boolean mask; "flex" uses torch's flex attention with a block mask for
+    "block_causal").
     """
 
     _supports_gradient_checkpointing = True
@@ -322,6 +324,10 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         sink_eviction: str = "drop",
         sink_ema_decay: float = 0.99,
         attention_backend: str = "auto",
+        recache_visibility: str = "causal",
+        recache_sinks: str = "reencode",
+        sink_fold: str = "on_write",
+        partial_eviction: str = "ema",
     ) -> None:
         super().__init__()
         if image_dim is not None or added_kv_proj_dim is not None or pos_embed_seq_len is not None:
@@ -341,6 +347,10 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
             sink_ema_decay=sink_ema_decay,
             rope_mode=rope_mode,
             attention_backend=attention_backend,
+            recache_visibility=recache_visibility,
+            recache_sinks=recache_sinks,
+            sink_fold=sink_fold,
+            partial_eviction=partial_eviction,
         )
         inner_dim = num_attention_heads * attention_head_dim
         out_channels = out_channels or in_channels
@@ -375,6 +385,19 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
     def causal_options(self) -> CausalOptions:
         """The causal options (chunk size, window, sinks, eviction, RoPE mode, attention backend)."""
         return self._causal
+
+    def set_causal_options(self, options: CausalOptions) -> None:
+        """Take new causal options whole (e.g. an inference preset's): the config and `causal_options`
+        change together; caches built afterwards (`new_kv_cache`) use them, and a cache built with the old
+        options is refused by the next cached call. The weights are untouched.
+
+        Raises:
+            ValueError: `options` is not a `CausalOptions`.
+        """
+        if not isinstance(options, CausalOptions):
+            raise ValueError(f"set_causal_options needs a CausalOptions, got {type(options).__name__}")
+        self._causal = options
+        self.register_to_config(**options.to_config())
 
     @property
     def num_frames_per_chunk(self) -> int:
@@ -593,6 +616,11 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         held ones in place and the cross-attention K/V are rebuilt from the new text. With EMA sinks the
         sinks are re-encoded from their own latents (the folded history is not reproduced).
 
+        `CausalOptions.recache_visibility="all_held"` lets every held frame see every other held frame
+        (LongLive); `recache_sinks="keep"` keeps the sinks' stored K/V once the window has rolled: only the
+        non-sink frames are re-encoded, attending to those old-prompt sinks (LongLive; the sinks' latents
+        are then not used).
+
         Args:
             clean_latents: `(b c m h w)` clean latents of exactly `kv_cache.held_frames()`, in that order.
             encoder_hidden_states: `(b n text_dim)` embeddings of the new prompt.
@@ -616,21 +644,29 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         if kv_cache.tokens_per_frame != T:
             raise ValueError(f"KVCache holds {kv_cache.tokens_per_frame} tokens per frame, got {T}")
         device = clean_latents.device
-        index = torch.tensor(held, device=device)
-        positions = index if self._causal.rope_mode == "absolute" else torch.arange(m, device=device)
-        rope = self._rope(positions, hh, ww)
         o = self._causal
-        frame_mask = frame_visibility(
-            m, num_frames_per_chunk=o.num_frames_per_chunk, local_attn_size=o.local_attn_size,
-            sink_size=o.sink_size, device=device, frame_index=index,
-        )  # fmt: skip
-        attn_mask = build_attention_mask(frame_mask, T, "sdpa")
+        index = torch.tensor(held, device=device)
+        positions = index if o.rope_mode == "absolute" else torch.arange(m, device=device)
+        cos, sin = self._rope(positions, hh, ww)
+        if o.recache_visibility == "all_held":
+            frame_mask = torch.ones((m, m), dtype=torch.bool, device=device)
+        else:
+            frame_mask = frame_visibility(
+                m, num_frames_per_chunk=o.num_frames_per_chunk, local_attn_size=o.local_attn_size,
+                sink_size=o.sink_size, device=device, frame_index=index,
+            )  # fmt: skip
+        # LongLive's "keep": after the window rolled, only the non-sink frames are re-encoded and they
+        # attend to the sinks' stored (old-prompt) K/V
+        ns = kv_cache.held_sink_frames() if o.recache_sinks == "keep" and kv_cache.has_rolled() else 0
+        rope_sinks = (cos[: ns * T], sin[: ns * T]) if ns and o.rope_mode == "relative" else None
+        attn_mask = build_attention_mask(frame_mask[ns:], T, "sdpa")
         kv_cache.reset_cross()
-        x, tproj, _, text = self._embed(clean_latents, t, encoder_hidden_states)
+        x, tproj, _, text = self._embed(clean_latents[:, :, ns:], t[:, ns:], encoder_hidden_states)
         handles: list[LayerKV | None] = [
-            RecacheKV(kv_cache, li, rotate=apply_rope) for li in range(len(self.blocks))
+            RecacheKV(kv_cache, li, rotate=apply_rope, keep_sinks=ns > 0, rope_sinks=rope_sinks)
+            for li in range(len(self.blocks))
         ]
-        self._run_blocks(x, tproj, rope, text, attn_mask, handles)
+        self._run_blocks(x, tproj, (cos[ns * T :], sin[ns * T :]), text, attn_mask, handles)
 
     # ------------------------------------------------------------------ forward pieces
     def _rope(self, frame_pos: torch.Tensor, hh: int, ww: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -214,6 +214,12 @@ class KVCache:
         own_slot: int | None = None
         if write:
             self.begin_write(frame_offset, num_frames, tokens_per_frame)
+        if self._folds_before_attend() and frame_offset == self.end_frame and self.k is not None:
+            # Reward Forcing (Lu): the chunk that needs room folds the frames it cannot see into the
+            # sinks before it attends (the default folds them when that chunk is written)
+            assert self.window_frames is not None
+            self._evict(frame_offset + num_frames - self.window_frames)
+        if write:
             if self.k is None:
                 self._allocate(like, frame_offset + num_frames)
             if frame_offset == self.end_frame:
@@ -241,6 +247,10 @@ class KVCache:
             own_slot=own_slot,
             fold=fold,
         )
+
+    def _folds_before_attend(self) -> bool:
+        o = self.options
+        return o.sink_fold == "before_attend" and o.sink_eviction == "ema" and self.window_frames is not None
 
     def _end_slot(self) -> int:
         """The slot after the last held frame."""
@@ -374,6 +384,13 @@ class KVCache:
                 f"overwriting the chunk at frame {frame_offset} with {num_frames} frames, but it holds "
                 f"{self.end_frame - frame_offset}"
             )
+        if overwrite and self.window_frames is not None:
+            lost = max(self.sink_size, frame_offset + num_frames - self.window_frames)
+            if self.first_frame > lost:
+                raise ValueError(
+                    f"cannot overwrite the chunk at frame {frame_offset}: sink_fold='before_attend' already "
+                    f"evicted frames it saw (first held frame {self.first_frame})"
+                )
         self.tokens_per_frame = tokens_per_frame
         self._pending = (frame_offset, num_frames)
 
@@ -403,16 +420,33 @@ class KVCache:
             return
         # Frames no later chunk can see; depends only on the chunk position, so overwriting the last
         # chunk evicts nothing new (the EMA is never folded twice).
-        threshold = frame_offset + num_frames - self.window_frames
+        self._evict(frame_offset + num_frames - self.window_frames)
+
+    @torch.no_grad()
+    def _evict(self, threshold: int) -> None:
+        """Drop the held non-sink frames `< threshold`, folding them into EMA sinks first.
+
+        `partial_eviction="ema"`: frame j folds into sink `j % S`, in frame order. `"overwrite"` (Reward
+        Forcing (Lu)): exactly S frames fold as one block (the i-th into sink i); any other count
+        overwrites the first `min(count, S)` sinks with the oldest evicted frames.
+        """
         first = max(self.first_frame, self.sink_size)
         if threshold <= first:
             return
         S, T = self.sink_size, self.tokens_per_frame
+        assert self.k is not None and self.v is not None
         if self.options.sink_eviction == "ema" and S > 0:
             decay = self.options.sink_ema_decay
-            with torch.no_grad():
-                for j in range(first, threshold):
-                    s, e = j % S, self.slot(j)
+            evicted = list(range(first, threshold))
+            if self.options.partial_eviction == "overwrite" and len(evicted) != S:
+                for s, j in enumerate(evicted[:S]):
+                    e = self.slot(j)
+                    for buf in (*self.k, *self.v):
+                        buf[:, s * T : (s + 1) * T].copy_(buf[:, e * T : (e + 1) * T])
+            else:
+                by_block = self.options.partial_eviction == "overwrite"
+                for i, j in enumerate(evicted):
+                    s, e = (i if by_block else j % S), self.slot(j)
                     for buf in (*self.k, *self.v):
                         buf[:, s * T : (s + 1) * T].mul_(decay).add_(
                             buf[:, e * T : (e + 1) * T], alpha=1.0 - decay
@@ -435,17 +469,30 @@ class KVCache:
         T, s = self.tokens_per_frame, self.slot(frame)
         return self.k[layer][:, s * T : (s + 1) * T], self.v[layer][:, s * T : (s + 1) * T]
 
+    def held_sink_frames(self) -> int:
+        """Sink frames currently held."""
+        return min(self.sink_size, self.end_frame)
+
+    def has_rolled(self) -> bool:
+        """Whether the window has evicted a frame (held frames are no longer contiguous from 0)."""
+        return self.first_frame > self.sink_size
+
     @torch.no_grad()
-    def overwrite_held(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Overwrite every held frame's K/V with `(b (f T) H d)` given for `held_frames()` in order."""
+    def overwrite_held(self, layer: int, k: torch.Tensor, v: torch.Tensor, *, sinks: bool = True) -> None:
+        """Overwrite every held frame's K/V with `(b (f T) H d)` given for `held_frames()` in order
+        (`sinks=False`: for the held non-sink frames only; the sinks keep their K/V)."""
         assert self.k is not None and self.v is not None
         T = self.tokens_per_frame
         held = self.held_frames()
+        ns = self.held_sink_frames()
+        if not sinks:
+            held = held[ns:]
         if k.shape[1] != len(held) * T:
             raise ValueError(f"overwrite_held got {k.shape[1] // T} frames for {len(held)} held frames")
-        ns = sum(1 for j in held if j < self.sink_size)
         # sinks in slots [0, ns), the run contiguous from slot(first)
-        pieces = [(0, 0, ns)] if ns else []
+        pieces = [(0, 0, ns)] if ns and sinks else []
+        if not sinks:
+            ns = 0
         if len(held) > ns:
             pieces.append((ns, self.slot(held[ns]), len(held) - ns))
         for src, dst, n in pieces:
@@ -541,19 +588,51 @@ class LayerKV:
 
 
 class RecacheKV(LayerKV):
-    """Handle of one layer during `recache`: the forward runs over every held frame (with a mask giving
-    each the visibility it had); its keys and values overwrite the held ones and are attended as is."""
+    """Handle of one layer during `recache`: the forward runs over the re-encoded held frames (with the
+    mask of `recache_visibility`); their keys and values overwrite the held ones and are attended as is.
 
-    def __init__(self, cache: KVCache, layer: int, *, rotate: Rotate) -> None:
+    With `keep_sinks` (`recache_sinks="keep"` after the window rolled) the forward runs over the non-sink
+    held frames only, and the sinks' stored K/V (old prompt) are prepended to what they attend over.
+
+    Args:
+        cache: The cache.
+        layer: The block's index.
+        rotate: The model's RoPE function.
+        keep_sinks: Re-encode the non-sink frames only and attend to the stored sinks.
+        rope_sinks: cos, sin `(l d)` of the sink frames (relative RoPE with `keep_sinks`; stored keys are
+            unrotated there).
+    """
+
+    def __init__(
+        self,
+        cache: KVCache,
+        layer: int,
+        *,
+        rotate: Rotate,
+        keep_sinks: bool = False,
+        rope_sinks: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         self.cache, self.layer, self.rotate = cache, layer, rotate
         self.relative = cache.rope_mode == "relative"
+        self.keep_sinks, self.rope_sinks = keep_sinks, rope_sinks
 
     def self_kv(
         self, k: torch.Tensor, v: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         k_rot = self.rotate(k, *rope_q)
-        self.cache.overwrite_held(self.layer, k if self.relative else k_rot, v)
-        return k_rot, v
+        if not self.keep_sinks:
+            self.cache.overwrite_held(self.layer, k if self.relative else k_rot, v)
+            return k_rot, v
+        ns = self.cache.held_sink_frames()
+        sk, sv = (
+            torch.cat(kv, 1)
+            for kv in zip(*(self.cache.frame_kv(self.layer, j) for j in range(ns)), strict=True)
+        )
+        if self.relative:
+            assert self.rope_sinks is not None
+            sk = self.rotate(sk, *self.rope_sinks)
+        self.cache.overwrite_held(self.layer, k if self.relative else k_rot, v, sinks=False)
+        return torch.cat([sk.to(k_rot.dtype), k_rot], 1), torch.cat([sv.to(v.dtype), v], 1)
 
     def cross_kv(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
