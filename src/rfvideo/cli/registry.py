@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate-memory": ("rfvideo.cli.estimate_memory", "per-GPU peak memory of a config's training step"),
     "sample": ("rfvideo.cli.sample", "sample VBench's prompt suite as {prompt}-{i}.mp4 + protocol.json"),
     "export": ("rfvideo.cli.export", "checkpoint -> diffusers generator folder (LoRA merged, EMA weights)"),
+    "convert": ("rfvideo.cli.convert", "a peer's generator file -> diffusers folder + its inference preset"),
 }
 """Argparse subcommands: name -> (module path, one-line help)."""
 

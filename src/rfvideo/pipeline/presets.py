@@ -24,6 +24,8 @@ configs, CausVid multiplies the timestep by 0).
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -32,7 +34,10 @@ from typing import Any
 from rfvideo.models.causal_options import CausalOptions
 from rfvideo.sampling.schedule import FlowMatchSchedule
 
-__all__ = ["PRESETS", "InferencePreset", "get_preset", "preset_names"]
+__all__ = ["PRESET_FILE", "PRESETS", "InferencePreset", "get_preset", "preset_names", "read_folder_preset"]
+
+PRESET_FILE = "rfvideo_preset.json"
+"""File beside a converted generator's `config.json` naming its preset (`rfvideo convert`)."""
 
 # Not behaviour: the chunk size is the checkpoint's (`InferencePreset.num_frames_per_chunk` checks it) and
 # the attention backend is a speed choice with the same math.
@@ -197,3 +202,19 @@ def get_preset(name: str) -> InferencePreset:
     if name not in PRESETS:
         raise ValueError(f"unknown inference preset {name!r}; valid presets: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def read_folder_preset(folder: str | os.PathLike[str]) -> InferencePreset | None:
+    """The preset named by `folder/rfvideo_preset.json` (written by `rfvideo convert`), None without one.
+
+    Raises:
+        ValueError: the file is not JSON with a known `"preset"` name.
+    """
+    path = os.path.join(folder, PRESET_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        name = json.loads(open(path, encoding="utf-8").read())["preset"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: expected {{\"preset\": <name>}} ({e})") from e
+    return get_preset(name)

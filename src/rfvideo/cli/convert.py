@@ -1,0 +1,131 @@
+"""`rfvideo convert`: a peer's released generator file -> a diffusers generator folder that runs as the peer's
+own inference runs it.
+
+    rfvideo convert self_forcing_dmd.pt out/ --from self-forcing
+    rfvideo convert longlive_base.pt out/ --from longlive --lora lora.pt [--keep-adapters]
+    rfvideo convert rewardforcing.pt out/ --from reward-forcing-lu
+
+The weights are mapped strictly (every key used, none left over) onto `CausalWanTransformer`, built with the
+preset's causal options (default: the peer's own preset, `rfvideo.pipeline.presets`), and written as a
+diffusers folder (`config.json` + safetensors, loadable by `CausalWanTransformer.from_pretrained(OUT)`) with
+`rfvideo_preset.json` naming the preset (its schedule and context timestep). LongLive's LoRA is merged
+(`W + (alpha / r) B A`) unless `--keep-adapters` writes it beside the base as peft's adapter files.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rfvideo.cli.argtypes import positive_float, positive_int
+from rfvideo.cli.errors import UsageError
+
+__all__ = ["add_arguments", "run", "write_output"]
+
+PEERS = ("self-forcing", "causvid", "longlive", "reward-forcing-lu")  # == rfvideo.models.convert.PEERS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `rfvideo convert`."""
+    parser.add_argument("input", help="the peer's generator file (.pt / .safetensors)")
+    parser.add_argument("output", help="output folder (new or empty)")
+    parser.add_argument("--from", dest="peer", required=True, choices=PEERS, help="whose file it is")
+    parser.add_argument(
+        "--preset", default=None, help="inference preset to write with it (default: the peer's own)"
+    )
+    parser.add_argument("--lora", default=None, help="LongLive: its LoRA file (lora.pt)")
+    parser.add_argument(
+        "--lora-alpha", type=positive_float, default=None,
+        help="LoRA alpha (default: the rank; LongLive's configs set alpha = rank = 256)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--keep-adapters", action="store_true", help="write the LoRA as peft adapter files, unmerged"
+    )
+    parser.add_argument(
+        "--key", default=None,
+        help="sub-dict of the file (default: generator_ema for self-forcing, generator for the others)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--attention-head-dim", type=positive_int, default=128, help="head width (Wan2.1: 128)"
+    )
+
+
+def write_output(model: Any, out: Path, *, preset: str) -> None:
+    """Write the converted generator and its preset name (the one place that decides the folder layout)."""
+    import json
+
+    from rfvideo.pipeline.presets import PRESET_FILE, get_preset
+
+    p = get_preset(preset)
+    model.save_pretrained(out, safe_serialization=True)
+    info = {
+        "preset": p.name,
+        "schedule": {k: list(v) if isinstance(v, tuple) else v for k, v in p.schedule.items()},
+        "context_timestep": p.context_timestep,
+    }
+    (out / PRESET_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Map the peer's weights, build the model with the preset's options, write the folder."""
+    src, out = Path(args.input), Path(args.output)
+    if not src.is_file():
+        raise UsageError(f"input: no such file: {args.input}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"output: {str(out)!r} exists and is not an empty folder")
+    if args.lora is not None and args.peer != "longlive":
+        raise UsageError(f"--lora: only LongLive releases a LoRA file, not {args.peer!r}")
+    if args.lora is not None and not Path(args.lora).is_file():
+        raise UsageError(f"--lora: no such file: {args.lora}")
+    if (args.keep_adapters or args.lora_alpha is not None) and args.lora is None:
+        raise UsageError("--keep-adapters / --lora-alpha need --lora")
+
+    from rfvideo.pipeline.presets import get_preset, preset_names
+
+    preset_name = args.preset or args.peer
+    if preset_name not in preset_names():
+        raise UsageError(f"--preset: unknown preset {preset_name!r}; valid: {', '.join(preset_names())}")
+
+    import torch
+
+    from rfvideo.models import CausalOptions, CausalWanTransformer
+    from rfvideo.models.convert import check_keys, infer_wan_config, load_peer_checkpoint, merge_lora_weights
+    from rfvideo.models.lora import LoraOptions, apply_lora, remove_lora, save_adapters
+
+    try:
+        sd, lora = load_peer_checkpoint(src, args.peer, key=args.key, lora=args.lora)
+        config = infer_wan_config(sd, attention_head_dim=args.attention_head_dim)
+    except ValueError as e:
+        raise UsageError(f"{args.input}: {e}") from e
+    preset = get_preset(preset_name)
+    chunk = preset.num_frames_per_chunk or get_preset(args.peer).num_frames_per_chunk or 3
+    options = preset.causal_options(CausalOptions(num_frames_per_chunk=chunk))
+    rank = None if lora is None else next(iter(lora.values()))[0].shape[0]
+    alpha = float(args.lora_alpha) if args.lora_alpha is not None else rank
+    if lora is not None and not args.keep_adapters:
+        sd = merge_lora_weights(sd, lora, alpha=alpha)
+    # float32 (a bf16 release converts losslessly; `from_pretrained(torch_dtype=...)` casts on load)
+    model = CausalWanTransformer.from_options(options, **config)
+    try:
+        check_keys(sd, model)
+    except ValueError as e:
+        raise UsageError(f"{args.input}: {e}") from e
+    model.load_state_dict(sd, strict=True)
+    out.mkdir(parents=True, exist_ok=True)
+    how = "full weights"
+    if lora is not None and args.keep_adapters:
+        apply_lora(model, LoraOptions(rank=int(rank), alpha=alpha))
+        with torch.no_grad():
+            for name, (a, b) in lora.items():
+                layer = model.get_submodule(name)
+                layer.lora_A["default"].weight.copy_(a)
+                layer.lora_B["default"].weight.copy_(b)
+        save_adapters(model, out)
+        remove_lora(model)
+        how = f"base + LoRA adapters (rank {rank}, alpha {alpha:g}) unmerged"
+    elif lora is not None:
+        how = f"LoRA (rank {rank}, alpha {alpha:g}) merged"
+    write_output(model, out, preset=preset_name)
+    print(f"wrote {out} ({args.peer} {how}; preset {preset_name!r})")
+    return 0
