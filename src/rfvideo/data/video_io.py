@@ -15,8 +15,11 @@ import einops
 import torch
 import torch.nn.functional as F
 
+from rfvideo.utils.video_decode import MAX_DECODED_BYTES, VideoTooLargeError, decode_frames
+
 __all__ = [
     "VideoReadError",
+    "VideoTooLargeError",
     "VideoTooShortError",
     "frame_indices",
     "read_video",
@@ -88,6 +91,7 @@ def read_video(
     sampling: str = "uniform",
     height: int | None = None,
     width: int | None = None,
+    max_bytes: int = MAX_DECODED_BYTES,
 ) -> torch.Tensor:
     """Decode a video file to `(F 3 H W)` float in [0, 1] with decord.
 
@@ -96,73 +100,46 @@ def read_video(
         num_frames: Frames to keep (see `frame_indices`); None keeps all.
         sampling: "uniform" or "first".
         height, width: If both given, resize + center-crop to this size.
+        max_bytes: Most uint8 bytes the decoded frames may take, checked from the container header
+            before decoding (`rfvideo.utils.video_decode`).
 
     Raises:
         VideoReadError: Missing, corrupt or undecodable file, or decord not installed.
         VideoTooShortError: Fewer than `num_frames` frames.
+        VideoTooLargeError: The decoded frames would exceed `max_bytes` (a ValueError).
     """
-    try:
-        import decord
-    except ImportError as e:  # pragma: no cover - decord2 is a dependency
-        raise VideoReadError("reading video needs `decord` (pip install decord2)") from e
     p = Path(path)
     if not p.is_file():
         raise VideoReadError(f"video file not found: {str(p)!r}")
     if (height is None) != (width is None):
         raise ValueError(f"give both height and width or neither, got {height!r} x {width!r}")
+
+    if num_frames is not None:
+        frame_indices(num_frames, num_frames, sampling)  # argument errors stay plain ValueErrors
+
+    def pick(total: int) -> list[int]:
+        if total < 1:
+            raise VideoReadError(f"video {str(p)!r} has no frames")
+        return list(range(total)) if num_frames is None else frame_indices(total, num_frames, sampling)
+
     try:
-        reader = decord.VideoReader(str(p), ctx=decord.cpu(0), num_threads=1)
-        total = len(reader)
-    except Exception as e:  # decord raises its own DECORDError / RuntimeError on bad files
-        raise VideoReadError(f"cannot open video {str(p)!r}: {type(e).__name__}: {e}") from e
-    if total < 1:
-        raise VideoReadError(f"video {str(p)!r} has no frames")
-    idx = list(range(total)) if num_frames is None else frame_indices(total, num_frames, sampling)
+        import av
+        from decord._ffi.base import DECORDError
+    except ImportError as e:  # pragma: no cover - decord2 / av are dependencies
+        raise VideoReadError(f"reading video needs decord and av: {e}") from e
     try:
-        frames = _batch_numpy(reader.get_batch(idx))  # (F H W 3) uint8
-    except decord._ffi.base.DECORDError as e:
-        # decord2 3.4 fails on a few frame widths (measured: 16, 24, 48 and 72 px at any height;
-        # "Check failed: from_size == to_size"); PyAV decodes those files, so it is the fallback
-        # before calling the file unreadable.
-        try:
-            frames = _read_frames_av(p, idx)
-        except Exception as e2:
-            raise VideoReadError(
-                f"cannot decode frames of {str(p)!r}: {type(e).__name__}: {e}; "
-                f"PyAV: {type(e2).__name__}: {e2}"
-            ) from e
-    finally:
-        del reader
+        # header checked against max_bytes first; decoded in pieces (PyAV for widths decord2 cannot do)
+        frames, _ = decode_frames(p, pick, max_bytes=max_bytes)  # (F H W 3) uint8
+    except (VideoReadError, VideoTooShortError, VideoTooLargeError):
+        raise
+    except (DECORDError, av.error.FFmpegError, RuntimeError, OSError, ValueError) as e:
+        # a corrupt or undecodable file (other errors, e.g. MemoryError, are not the file's fault)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise VideoReadError(f"cannot decode {str(p)!r}: {type(e).__name__}: {first}") from e
     video = einops.rearrange(torch.from_numpy(frames), "F H W C -> F C H W").float() / 255.0
     if height is not None and width is not None:
         video = resize_center_crop(video, height, width)
     return video
-
-
-def _batch_numpy(batch):  # -> (F H W 3) uint8 numpy array
-    # decord returns its NDArray under the native bridge and a torch tensor after
-    # decord.bridge.set_bridge("torch") (VBench's ViCLIP reader leaves that set): accept both.
-    if isinstance(batch, torch.Tensor):
-        return batch.cpu().numpy()
-    return batch.asnumpy()
-
-
-def _read_frames_av(path: Path, indices: list[int]):  # -> (F H W 3) uint8 numpy array
-    import av
-    import numpy as np
-
-    wanted = sorted(set(indices))
-    got = {}
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i in wanted:
-                got[i] = frame.to_ndarray(format="rgb24")
-            if i >= wanted[-1]:
-                break
-    missing = [i for i in wanted if i not in got]
-    if missing:
-        raise VideoReadError(f"frames {missing[:5]} not decodable")
-    return np.stack([got[i] for i in indices])
 
 
 def write_video(

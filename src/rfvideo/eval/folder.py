@@ -21,12 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from rfvideo.eval.aggregate import aggregate_scores
 from rfvideo.eval.registry import in_loop_dimension
 from rfvideo.eval.result import DimensionScore, weighted_merge
+from rfvideo.utils.video_decode import MAX_DECODED_BYTES, decode_frames
 
 _INDEX_SUFFIX = re.compile(r"-(\d+)$")
 # VBench's standard-suite evaluation looks for these indices only (vbench/__init__.py, range(5)).
@@ -44,39 +44,23 @@ def index_from_filename(path: str | os.PathLike) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _as_numpy(batch: Any) -> np.ndarray:
-    # decord returns its NDArray with the native bridge, a torch tensor after ``decord.bridge.set_bridge(
-    # "torch")`` (VBench's ViCLIP reader sets it globally and never resets it): accept both.
-    if isinstance(batch, torch.Tensor):
-        return batch.cpu().numpy()
-    if hasattr(batch, "asnumpy"):
-        return batch.asnumpy()
-    return np.asarray(batch)
-
-
-def read_video(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
+def read_video(path: str | os.PathLike, *, max_bytes: int = MAX_DECODED_BYTES) -> tuple[torch.Tensor, float]:
     """Decode an mp4 with decord (as VBench): ``(f 3 h w)`` uint8 and its average fps.
+
+    The header's frames x size is checked against ``max_bytes`` before any frame is decoded (a small
+    file can hold gigabytes of frames), and frames are decoded in pieces into one buffer
+    (`rfvideo.utils.video_decode.decode_frames`).
 
     decord2 3.4 fails on a few frame widths (measured: 16, 24, 48 and 72 px at any height, while e.g.
     32, 96, 196, 208, 236, 416 and 544 decode); VBench's decord readers fail on them too. Those files
     are decoded with PyAV instead (same FFmpeg decoder, RGB24 conversion by swscale). The result does
     not depend on decord's global bridge setting.
-    """
-    try:
-        from decord import VideoReader, cpu
-        from decord._ffi.base import DECORDError
-    except ImportError as e:  # pragma: no cover - decord2 is a core dependency
-        raise ImportError("reading mp4 files needs decord (pip install decord2)") from e
-    vr = VideoReader(os.fspath(path), ctx=cpu(0), num_threads=1)
-    fps = float(vr.get_avg_fps())
-    try:
-        frames = _as_numpy(vr.get_batch(list(range(len(vr)))))
-    except DECORDError:  # "Check failed: from_size == to_size": decord's stride bug on some widths
-        import av
 
-        with av.open(os.fspath(path)) as container:
-            frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous(), fps
+    Raises:
+        VideoTooLargeError: the decoded frames would exceed ``max_bytes`` (a ValueError naming the file).
+    """
+    frames, header = decode_frames(path, max_bytes=max_bytes)
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), header.fps
 
 
 def load_full_info(full_info: str | os.PathLike) -> list[dict[str, Any]]:
