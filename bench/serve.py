@@ -1,8 +1,9 @@
 """`rfvideo serve` benchmark: frames per second delivered per client and time to the first frame, over the
 WebSocket (uvicorn on loopback) vs the same generator called in-process.
 
-Run: `python bench/serve.py [--chunks 12]` (CPU, fp32, about a minute on an idle 2-core machine). Prints
-a markdown table and replaces its section of bench/RESULTS.md.
+Run: `python bench/serve.py [--chunks 12] [--hostile-s 30]` (CPU, fp32, a few minutes on an idle 2-core
+machine; `--quick` for a smoke run of a few seconds a phase that writes nothing). Prints markdown tables and
+replaces their sections of bench/RESULTS.md.
 
 Model: a small random `CausalWanTransformer` (2 layers, width 64, FFN 128, 16 latent channels, 3 latent
 frames per chunk, rolling window 9 with relative RoPE: an endless stream) and a small random Wan VAE
@@ -15,18 +16,29 @@ Definitions:
   first pixel frame in hand (over the socket: its JPEG received).
 - delivered FPS: pixel frames received per second after the first chunk, per client; clients acknowledge
   each chunk as it arrives (no display pacing), so this is the server's delivery rate, not playback.
+
+Hostile section (`hostile_run`): the server runs in its own process (so its resident memory is its own);
+8 well-behaved clients stream for one phase alone, then for one phase with 4 hostile clients beside them:
+never-read (starts a stream, then sends prompt switches whose replies it never reads), never-ack (reads
+everything, acks nothing), flood (as many messages as the socket takes, replies drained) and nested (deeply
+nested JSON, replies read). Hostile clients reconnect whenever the server closes them. Reported: the good
+clients' delivered FPS in both phases, the server's RSS (start, max, end), and how the server answered
+(closes of clients that do not read, timeouts, throttled reads).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import socket
 import statistics
 import sys
 import threading
 import time
+import urllib.request
 import zlib
 from pathlib import Path
 from typing import Any
@@ -35,6 +47,11 @@ import torch
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- bench/serve.py:begin -->", "<!-- bench/serve.py:end -->"
+HOSTILE_BEGIN, HOSTILE_END = "<!-- bench/serve.py:hostile:begin -->", "<!-- bench/serve.py:hostile:end -->"
+GOOD_CLIENTS = 8
+HOSTILE_KINDS = ("never-read", "never-ack", "flood", "nested")
+# Room for the 8 good streams and the 2 hostile ones that start a stream.
+HOSTILE_SETTINGS = {"max_streams": 10, "max_ahead": 2, "ack_timeout_s": 5.0, "idle_timeout_s": 30.0}
 LATENT, K = (8, 8), 3
 
 
@@ -136,13 +153,263 @@ def over_socket(parts: tuple[Any, Any], clients: int, max_streams: int, chunks: 
     return out
 
 
+def _serve_forever(port: int, settings: dict[str, Any], ready: Any) -> None:
+    """Child process: build the model, serve it on 127.0.0.1:`port` until terminated."""
+    import logging
+
+    from rfvideo.serve import ServeSettings, create_app, run_server
+
+    torch.set_num_threads(1)
+    logging.getLogger("rfvideo.serve.app").setLevel(logging.ERROR)  # one warning per closed slow client
+    app = create_app(make_factory(build_parts()), ServeSettings(**settings))
+    ready.set()
+    run_server(app, host="127.0.0.1", port=port, log_level="error")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def good_client(url: str, until: float, seed: int, out: dict[int, dict[str, Any]]) -> None:
+    """Stream until `until`, acking each chunk; FPS = frames after the first chunk / time since it ended."""
+    from websockets.sync.client import connect
+
+    rec: dict[str, Any] = {"frames": 0, "errors": [], "busy": 0, "fps": 0.0}
+    out[seed] = rec
+    t_first: float | None = None
+    frames_after = 0
+    remaining = 0
+    with connect(url, open_timeout=60, max_size=2**24) as ws:
+        json.loads(ws.recv())  # hello
+        ws.send(json.dumps({"type": "start", "prompt": f"good client {seed}", "seed": seed}))
+        while time.monotonic() < until:
+            try:
+                msg = ws.recv(timeout=max(0.05, until - time.monotonic()))
+            except TimeoutError:
+                break
+            if isinstance(msg, bytes):
+                rec["frames"] += 1
+                remaining -= 1
+                if t_first is not None:
+                    frames_after += 1
+                elif remaining == 0:
+                    t_first = time.monotonic()
+                continue
+            status = json.loads(msg)
+            if status["type"] == "chunk":
+                remaining = status["frames"]
+                ws.send(json.dumps({"type": "ack", "chunk": status["index"]}))
+            elif status["type"] == "busy":  # a slot of the last phase not yet freed: ask again
+                rec["busy"] += 1
+                time.sleep(0.5)
+                ws.send(json.dumps({"type": "start", "prompt": f"good client {seed}", "seed": seed}))
+            elif status["type"] in ("error", "stopped"):
+                rec["errors"].append(status.get("message") or status.get("reason") or status["type"])
+    if t_first is not None:
+        rec["fps"] = frames_after / max(1e-9, time.monotonic() - t_first)
+
+
+def hostile_client(kind: str, url: str, until: float, out: dict[str, dict[str, Any]]) -> None:
+    """One attacker of `kind` (see the module docstring); reconnects whenever the server closes it."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    rec: dict[str, Any] = {"connections": 0, "sent": 0, "closes": {}}
+    out[kind] = rec
+    nested = "[" * 1900 + "]" * 1900
+    switch = json.dumps({"type": "prompt", "prompt": "p" * 200})
+    while time.monotonic() < until:
+        try:
+            # never-read: a small client queue, so the client library stops reading at once
+            with connect(url, open_timeout=30, max_queue=1 if kind == "never-read" else 16) as ws:
+                rec["connections"] += 1
+                if kind in ("never-read", "never-ack"):
+                    ws.send(json.dumps({"type": "start", "prompt": f"hostile {kind}"}))
+                while time.monotonic() < until:
+                    if kind == "never-read":
+                        ws.send(switch)
+                    elif kind == "never-ack":
+                        try:
+                            ws.recv(timeout=0.2)
+                        except TimeoutError:
+                            pass
+                        continue
+                    elif kind == "flood":
+                        ws.send('{"type": "stop"}')
+                        while True:  # drain whatever replies have arrived
+                            try:
+                                ws.recv(timeout=0)
+                            except TimeoutError:
+                                break
+                    else:
+                        ws.send(nested)
+                        ws.recv(timeout=10)
+                    rec["sent"] += 1
+        except ConnectionClosed as e:
+            code = e.rcvd.code if e.rcvd is not None else None
+            rec["closes"][str(code)] = rec["closes"].get(str(code), 0) + 1
+        except (OSError, TimeoutError) as e:
+            rec["closes"][type(e).__name__] = rec["closes"].get(type(e).__name__, 0) + 1
+            time.sleep(0.2)
+
+
+def hostile_run(seconds: float) -> dict[str, Any]:
+    """Two phases of `seconds` each (good clients alone, then with the hostile ones); see the docstring."""
+    import psutil
+
+    port = _free_port()
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_serve_forever, args=(port, HOSTILE_SETTINGS, ready), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(300):
+            raise RuntimeError("the server process did not start")
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        ws_url = f"ws://127.0.0.1:{port}/ws"
+        server = psutil.Process(proc.pid)
+        warm: dict[int, dict[str, Any]] = {}
+        good_client(ws_url, time.monotonic() + 2, 99, warm)  # warm-up: allocator, lazy inits
+        rss: dict[str, list[float]] = {"alone": [], "with hostile": [], "after": []}
+        current = ["alone"]
+        stop_sampling = threading.Event()
+
+        def sample() -> None:
+            while not stop_sampling.is_set():
+                rss[current[0]].append(server.memory_info().rss / 2**20)
+                time.sleep(0.25)
+
+        def settle() -> None:
+            """Wait until every stream has ended (workers finish their chunk) and slots are free."""
+            limit = time.monotonic() + 120
+            while time.monotonic() < limit:
+                with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+                    if json.load(r)["active_streams"] == 0:
+                        return
+                time.sleep(0.2)
+
+        phases: dict[str, dict[int, dict[str, Any]]] = {}
+        hostile: dict[str, dict[str, Any]] = {}
+        rss_start = server.memory_info().rss / 2**20
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        for phase in ("alone", "with hostile"):
+            settle()
+            current[0] = phase
+            until = time.monotonic() + seconds
+            out: dict[int, dict[str, Any]] = {}
+            threads = [
+                threading.Thread(target=good_client, args=(ws_url, until, i, out))
+                for i in range(GOOD_CLIENTS)
+            ]
+            if phase == "with hostile":
+                threads += [
+                    threading.Thread(target=hostile_client, args=(k, ws_url, until, hostile), daemon=True)
+                    for k in HOSTILE_KINDS
+                ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=seconds + 120)
+            phases[phase] = out
+        current[0] = "after"
+        settle()
+        time.sleep(2.0)  # the server finishes closing the hostile connections
+        stop_sampling.set()
+        sampler.join()
+        rss_end = server.memory_info().rss / 2**20
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+            metrics = json.load(r)
+    finally:
+        proc.terminate()
+        proc.join(30)
+    return {
+        "phases": phases,
+        "hostile": hostile,
+        "rss_start": rss_start,
+        "rss_max": {k: max(v) if v else float("nan") for k, v in rss.items()},
+        "rss_end": rss_end,
+        "metrics": metrics,
+        "seconds": seconds,
+    }
+
+
+def hostile_section(res: dict[str, Any], info: str) -> str:
+    rows = []
+    for phase, out in res["phases"].items():
+        fps = [out[i]["fps"] for i in sorted(out)]
+        errors = sum(len(out[i]["errors"]) for i in out)
+        rows.append(f"| {phase} | {statistics.mean(fps):.1f} | {min(fps):.1f} | {max(fps):.1f} | {errors} |")
+    hostile = "; ".join(
+        f"{k}: {v['connections']} connections, {v['sent']} messages sent, closes {v['closes']}"
+        for k, v in res["hostile"].items()
+    )
+    m = res["metrics"]
+    return "\n".join(
+        [
+            HOSTILE_BEGIN,
+            "## Live serving under hostile clients (`python bench/serve.py`)",
+            "",
+            f"Same model as above; server in its own process with {HOSTILE_SETTINGS}. {GOOD_CLIENTS} "
+            f"well-behaved clients stream {res['seconds']:.0f} s alone, then {res['seconds']:.0f} s beside 4 "
+            "hostile clients (never-read, never-ack, flood, nested JSON; each reconnects when closed).",
+            "",
+            f"Machine: {info}.",
+            "",
+            "| phase | delivered FPS per good client, mean | min | max | errors seen by good clients |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            *rows,
+            "",
+            f"Server RSS: {res['rss_start']:.1f} MiB at the start (model built, warmed up); at most "
+            + ", ".join(f"{v:.1f} MiB {k}" for k, v in res["rss_max"].items())
+            + f"; {res['rss_end']:.1f} MiB at the end.",
+            "",
+            f"Server counters: slow_client_closes {m.get('slow_client_closes')}, "
+            f"timeouts {m.get('timeouts')}, "
+            f"throttled_reads {m.get('throttled_reads')}, busy_rejections {m.get('busy_rejections')}, "
+            f"errors {m.get('errors')}.",
+            "",
+            f"Hostile clients: {hostile}.",
+            HOSTILE_END,
+        ]
+    )
+
+
+def _replace_section(text: str, begin: str, end: str, section: str) -> str:
+    if begin in text and end in text:
+        return text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
+    return text.rstrip("\n") + "\n\n" + section + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=12, help="chunks per stream")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument(
+        "--hostile-s", type=float, default=30.0, help="seconds of each phase of the hostile-client run"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 3 chunks, 4 s phases, nothing written"
+    )
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     a = parser.parse_args()
+    if a.quick:
+        a.chunks, a.hostile_s, a.no_write = 3, 4.0, True
     if a.chunks < 2:
         raise ValueError(f"--chunks must be >= 2, got {a.chunks}")
+    if a.hostile_s <= 0:
+        raise ValueError(f"--hostile-s must be > 0, got {a.hostile_s}")
     torch.set_num_threads(1)
     load0 = os.getloadavg()
     parts = build_parts()
@@ -162,6 +429,7 @@ def main() -> int:
              f"{ttff:.3f}", str(busy))
         )  # fmt: skip
         print(rows[-1], flush=True)
+    hostile = hostile_run(a.hostile_s)
     load1 = os.getloadavg()
     info = (
         f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
@@ -196,13 +464,13 @@ def main() -> int:
             END,
         ]
     )
+    hostile_text = hostile_section(hostile, info)
     print(section)
+    print(hostile_text)
     if not a.no_write:
         text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-        if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        text = _replace_section(text, BEGIN, END, section)
+        text = _replace_section(text, HOSTILE_BEGIN, HOSTILE_END, hostile_text)
         RESULTS.write_text(text)
     return 0
 

@@ -1,14 +1,22 @@
 """Load on loopback: 8 concurrent WebSocket clients for 60 s (RFVIDEO_SERVE_LOAD_S to change) against
 uvicorn serving a tiny random model with 4 generation slots. Every client gets frames or a clean `busy`;
 the server's resident memory stays flat (start and end printed); it keeps serving after they all leave.
+
+Under attack (issue 23): bench/serve.py's hostile run, 8 well-behaved clients alone and then beside 4
+hostile ones (never read, never ack, flood, nested JSON) against a server in its own process: the good
+clients keep their frame rate and the server's RSS stays bounded.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import statistics
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -106,3 +114,33 @@ def test_eight_clients_for_a_minute(parts: Any) -> None:  # noqa: F811
         after: dict[int, dict[str, Any]] = {}
         run_client(ws_url, time.monotonic() + 3, 123, after)
         assert after[123]["frames"] > 0 and after[123]["busy"] == 0
+
+
+@pytest.mark.slow
+def test_good_clients_keep_their_rate_beside_hostile_ones() -> None:
+    bench_dir = str(Path(__file__).resolve().parents[1] / "bench")
+    sys.path.insert(0, bench_dir)  # the spawned server process finds `serve` on the same path
+    try:
+        bench = importlib.import_module("serve")
+        res = bench.hostile_run(max(10.0, DURATION_S / 3))
+    finally:
+        sys.path.remove(bench_dir)
+    alone, attacked = res["phases"]["alone"], res["phases"]["with hostile"]
+    print(f"\nhostile run: {json.dumps({k: v for k, v in res.items() if k != 'phases'}, default=str)}")
+    for phase in (alone, attacked):
+        assert sorted(phase) == list(range(bench.GOOD_CLIENTS))
+        bad = {i: (r["fps"], r["errors"]) for i, r in phase.items() if r["errors"] or r["fps"] <= 0}
+        assert not bad, bad
+    fps_alone = statistics.mean(r["fps"] for r in alone.values())
+    fps_attacked = statistics.mean(r["fps"] for r in attacked.values())
+    print(f"good clients' mean FPS: {fps_alone:.2f} alone, {fps_attacked:.2f} beside the hostile ones")
+    assert fps_attacked >= 0.6 * fps_alone, (fps_alone, fps_attacked)
+    # bounded: beside the 8 good streams the attack holds 2 more (never-read and never-ack start one
+    # until the ack timeout) and adds no more than a margin to that; nothing stays after it
+    rss = res["rss_max"]
+    per_stream = max(0.0, rss["alone"] - res["rss_start"]) / bench.GOOD_CLIENTS
+    assert rss["with hostile"] < rss["alone"] + 2 * per_stream + 150, (res["rss_start"], rss)
+    assert res["rss_end"] < rss["alone"] + 150, (rss, res["rss_end"])
+    # every hostile kind got through to the server and was answered
+    assert set(res["hostile"]) == set(bench.HOSTILE_KINDS)
+    assert res["metrics"]["throttled_reads"] > 0

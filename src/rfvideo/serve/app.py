@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import json
 import logging
 import threading
@@ -55,6 +56,22 @@ _JOIN_TIMEOUT_S = 30.0
 _CLOSE_TIMEOUT_S = 5.0  # a close frame to a client that does not read may never leave
 
 
+def _return_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps a worker thread's arena otherwise, so a
+    server's RSS would only ever grow with the streams it has served); a no-op elsewhere."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
+
+
 class _Server:
     """Server-wide state: generation slots, live sessions, counters."""
 
@@ -82,6 +99,7 @@ class _Server:
             self.sessions.discard(session)
         self.metrics.add("active_streams", -1)
         self.slots.release()
+        _return_free_memory()
 
     async def shutdown(self) -> None:
         """Stop every stream and wait for the workers (each ends after its current chunk)."""
