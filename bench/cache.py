@@ -12,7 +12,8 @@ issue's mid size: 8 layers, width 512 (8 heads x 64), FFN 2048, 32x32 latents (2
     per layer call, then once more with the chunk's own K/V.
 (b) cached sampler vs prefix recompute (one block_causal forward over clean prefix + chunk per step, the
     reference of tests/test_sampling_chunkwise.py), next to the ratio of their FLOPs
-    (`torch.utils.flop_counter.FlopCounterMode`: matmuls and attention as executed).
+    (`torch.utils.flop_counter.FlopCounterMode`: matmuls as executed; attention counted analytically,
+    4 b heads q_len kv_len head_dim per call, because FlopCounterMode counts the CPU SDPA kernel as zero).
 (c) `compile_cached` (inductor) vs eager, after a warm-up run that compiles.
 (d) roofline: the sampler's FLOP/s over this machine's fp32 `torch.mm` rate (2048^3, best of 5), both
     measured in this run with the same thread count.
@@ -135,9 +136,29 @@ def flops(fn) -> int:
     return flops_and_out(fn)[0]
 
 
+def attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of one attention call, counted analytically: Q K^T and P V, 2 b heads q_len kv_len head_dim each
+    (4 b heads q_len kv_len head_dim when the value width equals the key width); the mask does not change
+    what the dense kernel computes. Softmax and scaling are left out, like every elementwise op here."""
+    b, h, q_len, d = query_shape
+    kv_len, d_v = key_shape[-2], value_shape[-1]
+    return 2 * b * h * q_len * kv_len * d + 2 * b * h * q_len * kv_len * d_v
+
+
+# FlopCounterMode has formulas for the CUDA SDPA kernels only: on the CPU, SDPA runs
+# `_scaled_dot_product_flash_attention_for_cpu`, which it counted as zero FLOPs (the roofline then saw the
+# linear layers only). The math fallback decomposes into bmm, which is counted already, so only the fused
+# kernels get the analytic formula.
+ATTENTION_FLOPS = {
+    op: attention_flops
+    for name in ("_scaled_dot_product_flash_attention_for_cpu",)
+    if (op := getattr(torch.ops.aten, name, None)) is not None
+}
+
+
 def flops_and_out(fn) -> tuple[int, Any]:
-    """FLOPs of one call of `fn` (matmuls and attention as executed) and its output."""
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one call of `fn` (matmuls as executed, attention analytically) and its output."""
+    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOPS) as counter:
         out = fn()
     return counter.get_total_flops(), out
 

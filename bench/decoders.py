@@ -1,0 +1,378 @@
+"""Decoder benchmark: every decoder of the slot next to the exact Wan VAE, streamed with the generator, with
+and without decode overlapped with generation (issue 21).
+
+Run on a quiet machine (load < 1.5, nothing else running; the load is printed with each table):
+    python bench/decoders.py [--tier mid|real|both] [--repeats 3] [--decoders wan,lightvae,tae]
+    python bench/decoders.py --quick        # smoke run at a tiny size (seconds; numbers meaningless)
+
+Per tier, one seeded random generator (`CausalWanTransformer`, the issue's mid size: width 512 = 8 heads x
+64, 4 layers, FFN 2048, 7 chunks x 3 latent frames, batch 1, fp32) and, per decoder, a seeded random
+decoder (random weights: the timings depend on the architecture, not the weights):
+  mid    32x32 latents (256 tokens per frame, 256x256 px); Wan VAE at one sixth of its real width
+         (base_dim 16, as bench/stream.py), LightVAE at a quarter of that (base_dim 4), TAEHV at its real
+         widths (256, 128, 64, 64): what the issue measured decode's share at.
+  real   the real decoder widths (Wan VAE base_dim 96, LightVAE 24, TAEHV 256/128/64/64) at 8x8 latents
+         (64x64 px: as small as keeps every decoder layer's interior larger than its border), the same
+         generator at 8x8 latents (16 tokens per frame).
+Timed interleaved: each repeat runs every decoder once sequentially and once overlapped, in turn, after
+one warm-up of each; medians over repeats. Quantities per decoder (pixel frames F = 1 + 4 (f - 1)):
+  decode s/chunk          mean seconds of one streamed chunk decode (chunks 1.., 12 pixel frames each)
+  time to first pixel     from the call to chunk 0's frames (generation of chunk 0 + its decode)
+  e2e FPS                 F / wall seconds of the whole video, streamed decode, sequential
+  model-only FPS          F / seconds spent in the generator
+  decode share            decode seconds / end-to-end seconds (sequential)
+  e2e FPS overlapped      the same video with `decode_overlapped` (decode of chunk i while i + 1 generates)
+  peak memory             CPU: peak RSS growth of a child process that builds the decoder and streams the
+                          video's latents through it; CUDA: `max_memory_allocated` during that decode
+Ratios are against the Wan VAE of the same tier, measured in the same run.
+
+Legend: `b` batch, `c` latent channels, `f` latent frames, `k` latent frames per chunk, `h w` latent size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+K = 3  # latent frames per chunk
+TEXT_TOKENS, TEXT_DIM = 16, 64
+
+GENERATOR_MID = dict(num_attention_heads=8, attention_head_dim=64, ffn_dim=2048, num_layers=4)
+TAE_WIDTHS = (256, 128, 64, 64)
+TIERS: dict[str, dict[str, Any]] = {
+    "mid": dict(
+        transformer=GENERATOR_MID,
+        latent_hw=(32, 32),
+        chunks=7,
+        decoders={
+            "wan": dict(kind="wan", base_dim=16),
+            "lightvae": dict(kind="wan", base_dim=4),
+            "tae": dict(kind="tae", widths=TAE_WIDTHS),
+            "lighttae": dict(kind="lighttae", widths=TAE_WIDTHS),
+        },
+    ),
+    "real": dict(
+        transformer=GENERATOR_MID,
+        latent_hw=(8, 8),
+        chunks=7,
+        decoders={
+            "wan": dict(kind="wan", base_dim=96),
+            "lightvae": dict(kind="wan", base_dim=24),
+            "tae": dict(kind="tae", widths=TAE_WIDTHS),
+            "lighttae": dict(kind="lighttae", widths=TAE_WIDTHS),
+        },
+    ),
+    "quick": dict(
+        transformer=dict(num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=2),
+        latent_hw=(2, 2),
+        chunks=2,
+        decoders={
+            "wan": dict(kind="wan", base_dim=8),
+            "lightvae": dict(kind="wan", base_dim=2),
+            "tae": dict(kind="tae", widths=(16, 8, 8, 8)),
+            "lighttae": dict(kind="lighttae", widths=(16, 8, 8, 8)),
+        },
+    ),
+}
+
+
+# ------------------------------------------------------------------ building
+def build_generator(spec: dict[str, Any], device: torch.device) -> Any:
+    from rfvideo.models import CausalWanTransformer
+
+    torch.manual_seed(0)
+    return (
+        CausalWanTransformer(
+            patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=TEXT_DIM, freq_dim=64,
+            cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
+            num_frames_per_chunk=K, **spec,
+        )
+        .eval()
+        .to(device)
+    )  # fmt: skip
+
+
+def build_decoder(spec: dict[str, Any], device: torch.device) -> Any:
+    """A seeded random decoder of the slot: Wan-family VAE at `base_dim`, or TAEHV at `widths`."""
+    torch.manual_seed(1)
+    if spec["kind"] == "wan":
+        from diffusers import AutoencoderKLWan
+
+        from rfvideo.models.vae import WanVAE
+
+        return WanVAE(AutoencoderKLWan(base_dim=spec["base_dim"])).to(device)
+    from rfvideo.decoders import TinyVideoDecoder
+
+    space = "raw" if spec["kind"] == "lighttae" else "normalized"
+    return TinyVideoDecoder(widths=spec["widths"], latent_space=space).eval().requires_grad_(False).to(device)
+
+
+def slot_layout(decoder: Any, chunk: torch.Tensor) -> torch.Tensor:
+    """The chunk in the layout the decoder takes: the slot's (b c k h w), or (b k c h w) for a WanVAE that
+    predates the slot's layout (remove once every decoder takes (b c k h w))."""
+    try:
+        decoder._check_latents(chunk)
+        return chunk
+    except ValueError:
+        return chunk.transpose(1, 2)
+
+
+# ------------------------------------------------------------------ one video
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class _TimedStream:
+    """A stream decoder that adds up the seconds of its calls (synchronised on CUDA: sequential runs only)."""
+
+    def __init__(self, stream: Any, decoder: Any, device: torch.device) -> None:
+        self.stream, self.decoder, self.device = stream, decoder, device
+        self.seconds: list[float] = []
+
+    def __call__(self, chunk: torch.Tensor, *, frame_offset: int | None = None) -> torch.Tensor:
+        t0 = time.perf_counter()
+        out = self.stream(slot_layout(self.decoder, chunk))
+        sync(self.device)
+        self.seconds.append(time.perf_counter() - t0)
+        return out
+
+    def reset(self) -> None:
+        self.stream.reset()
+
+    def cache_bytes(self) -> int:
+        return int(self.stream.cache_bytes())
+
+
+class _LayoutStream(_TimedStream):
+    """Layout only, no timing and no synchronisation (the overlapped runs)."""
+
+    def __call__(self, chunk: torch.Tensor, *, frame_offset: int | None = None) -> torch.Tensor:
+        return self.stream(slot_layout(self.decoder, chunk))
+
+
+def _timed_chunks(chunks: Iterator[tuple[int, torch.Tensor]], seconds: list[float], device: torch.device):
+    """The generator's chunks, adding up the seconds spent producing each (time inside `next`)."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(chunks)
+        except StopIteration:
+            return
+        sync(device)
+        seconds.append(time.perf_counter() - t0)
+        yield item
+
+
+def run_video(
+    model: Any, decoder: Any, noise: torch.Tensor, emb: torch.Tensor, *, overlap: bool, device: torch.device
+) -> dict[str, float]:
+    """Generate and stream-decode one video; seconds of each quantity and the pixel frame count."""
+    from rfvideo.decoders import decode_overlapped, decode_sequential
+    from rfvideo.sampling import FlowMatchSchedule, stream_chunks
+
+    gen_s: list[float] = []
+    stream = (_LayoutStream if overlap else _TimedStream)(decoder.stream_decoder(), decoder, device)
+    chunks = stream_chunks(
+        model, noise, emb, schedule=FlowMatchSchedule(), generator=torch.Generator(device).manual_seed(1)
+    )
+    frames, first = 0, float("nan")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        timed = _timed_chunks(chunks, gen_s, device) if not overlap else chunks
+        loop = decode_overlapped(timed, stream) if overlap else decode_sequential(timed, stream)
+        for i, video in loop:
+            sync(device)
+            if i == 0:
+                first = time.perf_counter() - t0
+            frames += video.shape[1]
+    total = time.perf_counter() - t0
+    out = {"total": total, "first": first, "frames": float(frames)}
+    if not overlap:
+        out |= {
+            "model": sum(gen_s),
+            "decode": sum(stream.seconds),
+            "decode_chunk": statistics.mean(stream.seconds[1:] or stream.seconds),
+        }
+    return out
+
+
+# ------------------------------------------------------------------ peak memory
+def _peak_child(spec_json: str, latents_path: str, device_name: str) -> None:
+    """Child process: build the decoder, stream the saved latents through it, print its peak memory."""
+    import resource
+
+    device = torch.device(device_name)
+    spec = json.loads(spec_json)
+    chunks = torch.load(latents_path, weights_only=True)
+    decoder = build_decoder(spec, device)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    stream = decoder.stream_decoder()
+    with torch.no_grad():
+        for z in chunks:
+            stream(slot_layout(decoder, z.to(device)))
+    sync(device)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - base
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # Linux: KiB
+    print(json.dumps({"peak_bytes": peak, "cache_bytes": stream.cache_bytes()}))
+
+
+def peak_memory(spec: dict[str, Any], chunks: list[torch.Tensor], device: torch.device) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "latents.pt"
+        torch.save([c.cpu() for c in chunks], path)
+        cmd = [sys.executable, __file__, "--peak-child", json.dumps(spec), str(path), str(device)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+    if res.returncode != 0:
+        return {"peak_bytes": float("nan"), "cache_bytes": float("nan")}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ report
+def machine_load() -> str:
+    load = os.getloadavg()
+    return f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
+
+
+def _mib(n: float) -> str:
+    return "n/a" if n != n else f"{n / 2**20:.1f} MiB"
+
+
+def run_tier(
+    name: str, names: list[str], repeats: int, device: torch.device, *, peak: bool = True, warmup: bool = True
+) -> list[dict[str, Any]]:
+    """Measure every decoder of the tier; one row per decoder (medians), ratios against `wan`."""
+    tier = TIERS[name]
+    h, w = tier["latent_hw"]
+    model = build_generator(tier["transformer"], device)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(1, 16, K * tier["chunks"], h, w, generator=g).to(device)
+    emb = torch.randn(1, TEXT_TOKENS, TEXT_DIM, generator=g).to(device)
+    decoders = {n: build_decoder(tier["decoders"][n], device) for n in names}
+    runs: dict[tuple[str, bool], list[dict[str, float]]] = {(n, o): [] for n in names for o in (False, True)}
+    for n in names if warmup else ():
+        for o in (False, True):
+            run_video(model, decoders[n], noise, emb, overlap=o, device=device)
+    for _ in range(repeats):
+        for n in names:
+            for o in (False, True):
+                runs[(n, o)].append(run_video(model, decoders[n], noise, emb, overlap=o, device=device))
+    chunks: list[torch.Tensor] = []
+    if peak:
+        from rfvideo.sampling import FlowMatchSchedule, stream_chunks
+
+        with torch.no_grad():
+            chunks = [z for _, z in stream_chunks(model, noise, emb, schedule=FlowMatchSchedule())]
+    rows = []
+    for n in names:
+
+        def med(key: str, o: bool = False, n: str = n) -> float:
+            return statistics.median(r[key] for r in runs[(n, o)])
+
+        frames = runs[(n, False)][0]["frames"]
+        row = {
+            "tier": name,
+            "decoder": n,
+            "spec": tier["decoders"][n],
+            "decode_chunk": med("decode_chunk"),
+            "first": med("first"),
+            "e2e_fps": frames / med("total"),
+            "model_fps": frames / med("model"),
+            "decode_share": statistics.median(r["decode"] / r["total"] for r in runs[(n, False)]),
+            "e2e_fps_overlap": frames / med("total", True),
+            "first_overlap": med("first", True),
+        }
+        row |= peak_memory(tier["decoders"][n], chunks, device) if peak else {"peak_bytes": float("nan")}
+        rows.append(row)
+    base = next((r for r in rows if r["decoder"] == "wan"), None)
+    for r in rows:
+        r["vs_wan_e2e"] = r["e2e_fps"] / base["e2e_fps"] if base else float("nan")
+        r["vs_wan_first"] = base["first"] / r["first"] if base else float("nan")
+        r["vs_wan_decode"] = base["decode_chunk"] / r["decode_chunk"] if base else float("nan")
+        r["overlap_gain"] = r["e2e_fps_overlap"] / r["e2e_fps"]
+    return rows
+
+
+def table(rows: list[dict[str, Any]], header: str) -> str:
+    lines = [
+        header,
+        "",
+        "| tier | decoder | decode s/chunk | first pixel s | e2e FPS | model-only FPS | decode share | "
+        "e2e FPS overlapped (x seq) | peak memory | e2e vs Wan | first pixel vs Wan | decode vs Wan |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        spec = ", ".join(f"{k}={v}" for k, v in r["spec"].items() if k != "kind")
+        lines.append(
+            f"| {r['tier']} | {r['decoder']} ({spec}) | {r['decode_chunk']:.3f} | {r['first']:.3f} | "
+            f"{r['e2e_fps']:.2f} | {r['model_fps']:.2f} | {r['decode_share']:.2f} | "
+            f"{r['e2e_fps_overlap']:.2f} ({r['overlap_gain']:.2f}x) | {_mib(r['peak_bytes'])} | "
+            f"{r['vs_wan_e2e']:.2f}x | {r['vs_wan_first']:.2f}x | {r['vs_wan_decode']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--peak-child"]:
+        _peak_child(*argv[1:4])
+        return []
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tier", choices=("mid", "real", "both"), default="both")
+    p.add_argument(
+        "--decoders", default="wan,lightvae,tae", help="comma-separated, from wan,lightvae,tae,lighttae"
+    )
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "0")) or None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny smoke run (1 repeat, no warm-up, no peak-memory child)"
+    )
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    names = [n.strip() for n in a.decoders.split(",") if n.strip()]
+    for n in names:
+        if n not in TIERS["mid"]["decoders"]:
+            raise SystemExit(f"unknown decoder {n!r}; valid: {', '.join(TIERS['mid']['decoders'])}")
+    device = torch.device(a.device)
+    tiers = ["quick"] if a.quick else (["mid", "real"] if a.tier == "both" else [a.tier])
+    rows: list[dict[str, Any]] = []
+    for t in tiers:
+        start = machine_load()
+        tier_rows = run_tier(
+            t, names, 1 if a.quick else a.repeats, device, peak=not a.quick, warmup=not a.quick
+        )
+        rows += tier_rows
+        print(
+            table(
+                tier_rows,
+                f"Tier {t}: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
+                f"torch {torch.__version__} ({torch.get_num_threads()} threads), {device}; {start} at start, "
+                f"{machine_load()} at end; medians of {1 if a.quick else a.repeats} interleaved repeats.",
+            ),
+            flush=True,
+        )
+        print()
+    return rows
+
+
+if __name__ == "__main__":
+    main()
