@@ -26,6 +26,8 @@ from torch import nn
 from rfvideo.models.lora import LoraOptions, apply_lora, is_adapter_key
 from rfvideo.models.vae import num_pixel_frames
 from rfvideo.modules.log_filters import install_log_filters
+from rfvideo.modules.optimizer_resume import capture as capture_optim
+from rfvideo.modules.optimizer_resume import reapply as reapply_optim
 from rfvideo.pipeline import RFVideoPipeline
 from rfvideo.sampling import FlowMatchSchedule
 
@@ -188,9 +190,11 @@ class VideoGeneratorModule(L.LightningModule):
     # ------------------------------------------------------------------ setup
     def configure_optimizers(self) -> Any:
         opt = self.optimizer_factory([p for p in self.generator.parameters() if p.requires_grad])
-        if self.scheduler_factory is None:
+        sched = None if self.scheduler_factory is None else self.scheduler_factory(opt)
+        self._configured_optim = capture_optim(opt, sched)  # a resume re-applies these (on_train_start)
+        if sched is None:
             return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt)}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched}}
 
     def configure_model(self) -> None:
         """Under `ModelParallelStrategy` (FSDP2): shard the generator and its EMA per transformer block."""
@@ -231,6 +235,21 @@ class VideoGeneratorModule(L.LightningModule):
         # the generator over in eval mode: train it in train mode (frozen parts stay in eval, see `train`).
         # Lightning's generic "Found N module(s) in eval mode" is silenced; the frozen parts are meant to be.
         self.train(True)
+        self._reapply_optimizer_settings()
+
+    def _reapply_optimizer_settings(self) -> None:
+        """After `fit --ckpt_path` restored the optimizer and scheduler: the configured settings apply."""
+        configured = getattr(self, "_configured_optim", None)
+        if configured is None or self._trainer is None or not self.trainer.optimizers:
+            return
+        configs = self.trainer.lr_scheduler_configs
+        sched = configs[0].scheduler if configs else None
+        changed = reapply_optim(configured, self.trainer.optimizers[0], sched)
+        if changed:
+            rank_zero_warn(
+                "resuming with optimizer settings that differ from the checkpoint's; the given values apply: "
+                + "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed)
+            )
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Swap Lightning's default progress bar for one that does not print "Epoch 0/-2" under max_steps."""
