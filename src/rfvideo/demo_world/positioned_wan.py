@@ -47,6 +47,12 @@ class PositionedCausalWan(CausalWanTransformer):
         self.pos_col = nn.Parameter(torch.zeros(MAX_GRID, width))
         self._frame_index: torch.Tensor | None = None  # set by forward / recache for `_embed`
 
+    @staticmethod
+    def _get_init_keys(input_class: type) -> set[str]:
+        # diffusers' from_pretrained / from_config keep the config keys that `__init__`'s signature names;
+        # this one takes `**config` and hands it to the parent, so name the parent's keys.
+        return CausalWanTransformer._get_init_keys(CausalWanTransformer)
+
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         start = kwargs.get("frame_offset") if kwargs.get("attention_mode") == "cached" else None
         f = hidden_states.shape[2] // self.config.patch_size[0] if hidden_states.ndim == 5 else 0

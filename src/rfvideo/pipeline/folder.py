@@ -19,7 +19,6 @@ weight. Loading is strict: an unknown class, a file of another class, a missing 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from rfvideo.utils.digests import record_digests, verify_digests
 
 __all__ = ["ALLOWED_CLASSES", "INDEX_NAME", "allow_class", "load_pipeline", "read_index", "save_pipeline"]
 
@@ -58,6 +59,7 @@ ALLOWED_CLASSES: dict[str, set[str]] = {
         "transformers.T5Tokenizer",
         "transformers.ByT5Tokenizer",
         "transformers.PreTrainedTokenizerFast",
+        "transformers.TokenizersBackend",  # transformers 5's name of PreTrainedTokenizerFast
         "transformers.BertTokenizerFast",
         "transformers.BertTokenizer",
     },
@@ -77,14 +79,6 @@ def _qualified(obj: Any) -> str:
     if cls.__module__.startswith("transformers."):
         return f"transformers.{cls.__name__}"  # transformers exports every model and tokenizer at the top
     return f"{cls.__module__}.{cls.__name__}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _first_nonfinite(module: torch.nn.Module) -> str | None:
@@ -144,8 +138,7 @@ def save_pipeline(pipe: Any, directory: str | os.PathLike[str], *, references: M
             save(root / name, safe_serialization=True)
         else:
             save(root / name)
-    for f in sorted(root.rglob("*.safetensors")):
-        meta["digests"][f.relative_to(root).as_posix()] = _sha256(f)
+    meta["digests"] = record_digests(root)
     for key in SETTINGS:
         index[key] = pipe.config[key]
     index["_rfvideo"] = meta
@@ -229,17 +222,14 @@ def _import(qualified: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _verify_digests(root: Path, digests: Mapping[str, str]) -> None:
-    for rel, want in digests.items():
-        path = (root / rel).resolve()
-        if root.resolve() not in path.parents:
-            raise ValueError(f"{INDEX_NAME}: digest entry {rel!r} points outside the folder")
-        if not path.is_file():
-            raise ValueError(f"{str(root)!r}: {rel} is missing")
-        if _sha256(path) != want:
-            raise ValueError(
-                f"{str(root)!r}: {rel} does not match its SHA-256 in {INDEX_NAME} (corrupt copy?)"
-            )
+def _own_aligned_memory(model: torch.nn.Module) -> None:
+    """Give every tensor that lies at an unaligned address (a view into the weight file's memory map) its
+    own allocation: CPU kernels take other code paths on unaligned data and round differently, so the
+    loaded model would not reproduce the saved one bit for bit."""
+    with torch.no_grad():
+        for t in (*model.parameters(), *model.buffers()):
+            if t.data_ptr() % 64:
+                t.data = t.data.clone()
 
 
 def _strict_transformer(model: torch.nn.Module, folder: Path, qualified: str) -> None:
@@ -281,7 +271,7 @@ def load_pipeline(
     index = read_index(root)
     classes = _checked_classes(index, allow_classes)
     meta = index.get("_rfvideo") or {}
-    _verify_digests(root, meta.get("digests", {}))
+    verify_digests(root, meta.get("digests", {}))
     from rfvideo.models.text_encoder import TextEncoder
 
     built: dict[str, Any] = {}
@@ -300,12 +290,14 @@ def load_pipeline(
                 )
             model = comp_cls.from_pretrained(base, subfolder=sub, torch_dtype=torch_dtype)
             _strict_transformer(model, Path(base) / (sub or ""), qualified)
+            _own_aligned_memory(model)
             built[name] = model.eval()
         elif name == "text_encoder":
             kwargs = {"subfolder": sub, "use_safetensors": True, "trust_remote_code": False}
             if torch_dtype is not None:
                 kwargs["dtype"] = torch_dtype
             built[name] = comp_cls.from_pretrained(base, **kwargs).eval()
+            _own_aligned_memory(built[name])
         elif name == "tokenizer":
             built[name] = comp_cls.from_pretrained(base, subfolder=sub, trust_remote_code=False)
         else:
