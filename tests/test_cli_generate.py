@@ -1,12 +1,14 @@
-"""`rfvideo generate`: each video is streamed into `{prompt}-{i}.mp4` chunk by chunk and equals what
-`module.generate` makes for the same seed; settings and the three speed numbers land in generate.json;
-a bad `--latent-frames` is one line naming the value, before any weights load.
+"""`rfvideo generate`: each video is streamed into `{index:04d}-{slug}.mp4` and equals `module.generate` for
+the same seed; it runs from a training config without building rewards or data, or from an exported
+pipeline folder; any prompt (1,000 characters, "/", repeated) gives a valid, unique file; bad input is one
+line before any weights load.
 
 Legend: `F` pixel frames, `H W` pixel height/width.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 
 import av
@@ -14,12 +16,12 @@ import numpy as np
 import pytest
 
 from rfvideo.cli import main
-from rfvideo.cli.generate import speed_summary
+from rfvideo.cli.generate import output_name, slug
 from rfvideo.data.video_io import write_video
 
 YAML = """
 model:
-  class_path: rfvideo.modules.ODEInitModule
+  class_path: rfvideo.modules.RewardForcingModule
   init_args:
     generator:
       class_path: rfvideo.demo_world.components.tiny_causal_wan
@@ -30,13 +32,25 @@ model:
     text_encoder:
       class_path: rfvideo.demo_world.components.tiny_text_encoder
       init_args: {{seed: 3}}
+    rewards:
+      class_path: rfvideo.rewards.RewardEnsemble
+      init_args:
+        terms:
+          image_reward:
+            class_path: rfvideo.modules.components.load_image_reward
+            init_args: {{checkpoint: /nowhere/ImageReward.pt, med_config: /nowhere/med.json, tokenizer: /nowhere/bert}}
+        weights: {{image_reward: 1.0}}
     num_latent_frames: {frames}
     latent_size: [2, 2]
     ema_decay: {ema}
+data:
+  class_path: rfvideo.data.RFVideoDataModule
+  init_args: {{train_prompts: /nowhere/prompts.txt, batch_size: 1}}
 """
 
 
-def _config(tmp_path, frames: int = 4, ema: str = "null"):
+def _config(tmp_path, frames: int = 4, ema: str = "null") -> str:
+    """A stage-2 config whose reward weights and prompt file do not exist: generate must not need them."""
     path = tmp_path / "tiny.yaml"
     path.write_text(YAML.format(frames=frames, ema=ema))
     return str(path)
@@ -47,103 +61,135 @@ def _frames(path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(np.int16)
 
 
-def test_generate_streams_files_equal_to_module_generate(tmp_path, capsys) -> None:
-    from rfvideo.cli.lightning import build_module
+def _comment(path) -> str:
+    with av.open(str(path)) as c:
+        return c.metadata.get("comment", "")
 
+
+def _module(cfg: str):
+    """The module the config describes, with a prompt file and reward stand-in so that it can be built."""
+    from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
+    from rfvideo.modules import RewardForcingModule
+    from rfvideo.rewards import RewardEnsemble
+    from rfvideo.rewards.prompt_color import PromptColorReward
+
+    return RewardForcingModule(
+        generator=tiny_causal_wan(num_frames_per_chunk=2, seed=1, init_scale=0.2),
+        vae=tiny_wan_vae(seed=2),
+        text_encoder=tiny_text_encoder(seed=3),
+        rewards=RewardEnsemble(terms={"c": PromptColorReward()}, weights={"c": 1.0}),
+        num_latent_frames=4,
+        latent_size=(2, 2),
+        ema_decay=None,
+    )
+
+
+def test_generate_from_a_training_config_without_rewards_or_data(tmp_path, capsys) -> None:
     cfg, out = _config(tmp_path), tmp_path / "videos"
     argv = ["generate", "--config", cfg, "--prompt", "a red fox", "--prompt", "rain on a lake"]
     assert main([*argv, "--num-samples", "2", "--seed", "5", "--out", str(out), "--no-progress"]) == 0
     names = sorted(p.name for p in out.glob("*.mp4"))
-    assert names == ["a red fox-0.mp4", "a red fox-1.mp4", "rain on a lake-0.mp4", "rain on a lake-1.mp4"]
+    assert names == [
+        "0000-a-red-fox.mp4",
+        "0001-a-red-fox.mp4",
+        "0002-rain-on-a-lake.mp4",
+        "0003-rain-on-a-lake.mp4",
+    ]
     settings = json.loads((out / "generate.json").read_text())
     assert [f["seed"] for f in settings["files"]] == [5, 6, 7, 8]  # seed + prompt_index * 2 + i
-    assert settings["latent_frames"] == 4 and settings["num_frames_per_chunk"] == 2
+    assert settings["num_frames"] == 13 and settings["num_frames_per_chunk"] == 2
     speed = settings["speed"]
     assert speed["pixel_frames"] == 4 * 13 and speed["model_fps"] >= speed["end_to_end_fps"] > 0
+    assert speed["load_s"] > 0 and speed["first_frame_s"] > 0
     printed = capsys.readouterr().out
-    assert (
-        "model-only FPS" in printed and "end-to-end FPS" in printed and "time to first pixel frame" in printed
-    )
+    assert "model-only FPS" in printed and "end-to-end FPS" in printed and "first pixel frame" in printed
 
     # reference: the module's own generate (whole video, then one decode), written in one go
-    module = build_module([cfg])
-    video = module.generate(["rain on a lake"], seeds=[8])[0]
+    video = _module(cfg).generate(["rain on a lake"], seeds=[8])[0]
     ref = write_video(tmp_path / "ref.mp4", video, metadata={"comment": "rain on a lake"})
-    ours, theirs = _frames(out / "rain on a lake-1.mp4"), _frames(ref)
+    ours, theirs = _frames(out / "0003-rain-on-a-lake.mp4"), _frames(ref)
     assert ours.shape == theirs.shape == (13, 16, 16, 3)
     # streamed and full decode agree to ~1e-7, so at most a rare uint8 rounding step differs
-    assert np.abs(ours - theirs).max() <= 2
-    assert video.std() > 1e-3
+    assert np.abs(ours - theirs).max() <= 2 and video.std() > 1e-3
 
 
-@pytest.mark.parametrize("value", ["0", "-2"])
-def test_latent_frames_not_positive_is_an_argument_error(tmp_path, capsys, value) -> None:
-    with pytest.raises(SystemExit) as e:
-        main(
-            [
-                "generate",
-                "--config",
-                _config(tmp_path),
-                "--prompt",
-                "x",
-                "--out",
-                str(tmp_path),
-                "--latent-frames",
-                value,
-            ]
-        )
-    assert e.value.code == 2
+def test_any_prompt_gives_a_valid_unique_file_from_a_pipeline_folder(tmp_path) -> None:
+    from rfvideo.modules.pipeline_config import pipeline_from_config
+
+    folder = tmp_path / "pipe"
+    pipeline_from_config(_config(tmp_path)).save_pretrained(folder)
+    long = "a fox " + "x" * 994  # 1,000 characters
+    prompts = [long, "a red/blue fox", "a red/blue fox", "ünïcödé fox"]
+    (tmp_path / "p.txt").write_text("\n".join(prompts) + "\n\n")
+    out = tmp_path / "v"
+    argv = ["generate", "--model", str(folder), "--prompts", str(tmp_path / "p.txt"), "--out", str(out)]
+    assert main([*argv, "--num-frames", "5", "--no-progress"]) == 0
+    files = json.loads((out / "generate.json").read_text())["files"]
+    assert [f["file"] for f in files] == [output_name(i, p) for i, p in enumerate(prompts)]
+    assert len({f["file"] for f in files}) == 4 and all(len(f["file"]) <= 4 + 1 + 80 + 4 for f in files)
+    for f, p in zip(files, prompts, strict=True):
+        assert _frames(out / f["file"]).shape[0] == 5 and _comment(out / f["file"]) == p
+    # the same seed rule as from the config: same prompt, same index -> the same video
+    assert not np.array_equal(_frames(out / files[1]["file"]), _frames(out / files[2]["file"]))
+
+
+def test_slug() -> None:
+    assert slug("A Red/Blue  fox!") == "a-red-blue-fox" and slug("///") == "video"
+    assert slug("é" * 3 + " x") == "eee-x" and len(slug("word " * 100)) <= 80
+
+
+def test_existing_files_are_never_replaced_silently(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("RFVIDEO_TRACEBACK", raising=False)
+    out = tmp_path / "v"
+    out.mkdir()
+    (out / "0000-x.mp4").write_bytes(b"precious")
+    code = main(["generate", "--config", _config(tmp_path), "--prompt", "x", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert "--latent-frames" in err[-1] and repr(value) in err[-1]
+    assert code == 2 and len(err) == 1 and "'0000-x.mp4'" in err[0] and "--overwrite" in err[0]
+    assert (out / "0000-x.mp4").read_bytes() == b"precious"
 
 
-def test_latent_frames_not_a_chunk_multiple_fails_before_weights_load(tmp_path, capsys, monkeypatch) -> None:
-    import functools
-
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--num-frames", "10"], "--num-frames=10: pixel frames must be 1 + 4k"),
+        (
+            ["--num-frames", "9"],
+            "--num-frames=9 is 3 latent frames, not a multiple of the generator's chunk size 2",
+        ),
+        (["--prompt", "  "], "prompt 1 is empty"),
+        (["--ckpt", "/nowhere/last.ckpt"], "--ckpt: no such file"),
+    ],
+)
+def test_bad_input_is_one_line_before_weights_load(tmp_path, capsys, monkeypatch, extra, match) -> None:
     import rfvideo.demo_world.components as components
 
-    original = components.tiny_causal_wan
-
-    @functools.wraps(original)
+    @functools.wraps(components.tiny_causal_wan)
     def refuse(*args, **kwargs):
         raise AssertionError("the generator was built")
 
     monkeypatch.setattr(components, "tiny_causal_wan", refuse)
     monkeypatch.delenv("RFVIDEO_TRACEBACK", raising=False)
     out = tmp_path / "videos"
-    code = main(
-        [
-            "generate",
-            "--config",
-            _config(tmp_path),
-            "--prompt",
-            "x",
-            "--out",
-            str(out),
-            "--latent-frames",
-            "3",
-        ]
-    )
+    code = main(["generate", "--config", _config(tmp_path), "--prompt", "x", "--out", str(out), *extra])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1
-    assert "num_latent_frames=3" in err[0] and "num_frames_per_chunk=2" in err[0]
+    assert code == 2 and len(err) == 1 and match in err[0], err
     assert not out.exists()
 
 
-def test_bad_prompt_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+def test_missing_inputs_are_all_listed_one_per_line(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.delenv("RFVIDEO_TRACEBACK", raising=False)
-    code = main(["generate", "--config", _config(tmp_path), "--prompt", "a/b", "--out", str(tmp_path / "o")])
+    text = YAML.format(frames=4, ema="null").replace(
+        "init_args: {num_frames_per_chunk: 2, seed: 1, init_scale: 0.2}",
+        "init_args: {num_frames_per_chunk: 2, seed: 1, init_scale: 0.2, init_checkpoint: /nowhere/stage1.ckpt}",
+    )
+    text = text.replace(
+        "class_path: rfvideo.demo_world.components.tiny_wan_vae\n      init_args: {seed: 2}",
+        "class_path: rfvideo.demo_world.components.tiny_wan_vae\n      init_args: {seed: 2, state_dict_path: /nowhere/vae.safetensors}",
+    )
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text(text)
+    code = main(["generate", "--config", str(cfg), "--prompt", "x", "--out", str(tmp_path / "v")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "'a/b'" in err[0]
-
-
-def test_speed_summary_by_hand() -> None:
-    timings = [
-        [{"model": 1.0, "decode": 0.5}, {"model": 2.0, "decode": 0.5}],
-        [{"model": 3.0, "decode": 1.0}],
-    ]
-    frames = [[5, 8], [5]]
-    s = speed_summary(timings, frames)
-    assert s["model_fps"] == pytest.approx(18 / 6.0)
-    assert s["end_to_end_fps"] == pytest.approx(18 / 8.0)
-    assert s["time_to_first_frame_s"] == pytest.approx((1.5 + 4.0) / 2)
+    assert code == 2 and len(err) == 2, err
+    assert "stage1.ckpt" in err[0] and "vae.safetensors" in err[1]

@@ -31,7 +31,13 @@ from typing import Any
 
 from rfvideo.cli.argtypes import nonnegative_int, positive_float, positive_int
 from rfvideo.cli.errors import UsageError
-from rfvideo.cli.model_source import add_model_arguments, check_model_arguments, load_pipeline
+from rfvideo.cli.model_source import (
+    add_model_arguments,
+    check_model_arguments,
+    chunk_size_hint,
+    frame_count_problems,
+    load_pipeline,
+)
 
 __all__ = ["NAME_TEMPLATE", "add_arguments", "output_name", "read_prompt_file", "run", "slug"]
 
@@ -125,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out: {args.out!r} is a file, expected a folder")
     jobs = _plan(args, prompts, out)
     problems = check_model_arguments(args)
+    if not problems:
+        problems = frame_count_problems(args.num_frames, chunk_size_hint(args))
     if problems:
         raise UsageError("\n".join(problems))
 

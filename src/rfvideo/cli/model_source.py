@@ -19,7 +19,14 @@ from typing import Any
 
 from rfvideo.cli.errors import UsageError
 
-__all__ = ["DEMO_PIPELINE", "add_model_arguments", "check_model_arguments", "load_pipeline"]
+__all__ = [
+    "DEMO_PIPELINE",
+    "add_model_arguments",
+    "check_model_arguments",
+    "chunk_size_hint",
+    "frame_count_problems",
+    "load_pipeline",
+]
 
 #: Where `python -m rfvideo.demo` exports its stage-2 model as a pipeline folder.
 DEMO_PIPELINE = Path("outputs/demo/pipeline")
@@ -71,6 +78,47 @@ def check_model_arguments(args: argparse.Namespace) -> list[str]:
     if getattr(args, "demo", False) and not (DEMO_PIPELINE / "model_index.json").is_file():
         problems.append(f"--demo: no exported demo model at {DEMO_PIPELINE}; run `make demo` first")
     return problems
+
+
+def chunk_size_hint(args: argparse.Namespace) -> int | None:
+    """The generator's latent frames per chunk, read from the source's text files without torch (the
+    folder's `transformer/config.json`, or the config's generator `num_frames_per_chunk`); None: unknown
+    before loading (a hub id, a loader default)."""
+    import json
+
+    import yaml
+
+    try:
+        if getattr(args, "model", None) or getattr(args, "demo", False):
+            folder = DEMO_PIPELINE if getattr(args, "demo", False) else Path(args.model)
+            config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
+            return int(config["num_frames_per_chunk"])
+        k = None
+        for c in args.config or []:
+            data = yaml.safe_load(Path(c).read_text(encoding="utf-8")) or {}
+            gen = (((data.get("model") or {}).get("init_args") or {}).get("generator") or {}).get("init_args")
+            if isinstance(gen, dict) and "num_frames_per_chunk" in gen:
+                k = int(gen["num_frames_per_chunk"])
+        return k
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
+        return None  # the loader names the problem
+
+
+def frame_count_problems(num_frames: int | None, chunk: int | None, temporal_factor: int = 4) -> list[str]:
+    """`--num-frames` must be `1 + 4k` pixel frames whose `k + 1` latent frames fill whole chunks (checked
+    again, exactly, by the pipeline once it is loaded)."""
+    if num_frames is None:
+        return []
+    if (num_frames - 1) % temporal_factor:
+        return [f"--num-frames={num_frames}: pixel frames must be 1 + {temporal_factor}k (e.g. 81)"]
+    f = 1 + (num_frames - 1) // temporal_factor
+    if chunk and f % chunk:
+        ok = 1 + temporal_factor * (f - f % chunk + chunk - 1)
+        return [
+            f"--num-frames={num_frames} is {f} latent frames, not a multiple of the generator's chunk size "
+            f"{chunk} (e.g. --num-frames {ok})"
+        ]
+    return []
 
 
 def load_pipeline(args: argparse.Namespace) -> Any:

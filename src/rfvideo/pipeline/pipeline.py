@@ -232,6 +232,14 @@ class RFVideoPipeline(DiffusionPipeline):
 
         apply_preset(self, name)
 
+    def to(self, *args: Any, **kwargs: Any) -> RFVideoPipeline:  # type: ignore[override]
+        """`module.to(...)` of every torch component (device and/or dtype, as `nn.Module.to` takes them);
+        the rfvideo wrappers (`WanVAE`, `TextEncoder`) are plain modules, which diffusers' own `to` skips."""
+        for m in (self.transformer, self.vae, self.text_encoder):
+            if isinstance(m, torch.nn.Module):
+                m.to(*args, **kwargs)
+        return self
+
     # ------------------------------------------------------------------ properties
     @property
     def device(self) -> torch.device:
