@@ -105,18 +105,20 @@ def build_generator(spec: dict[str, Any], device: torch.device) -> Any:
 
 
 def build_decoder(spec: dict[str, Any], device: torch.device) -> Any:
-    """A seeded random decoder of the slot: Wan-family VAE at `base_dim`, or TAEHV at `widths`."""
+    """A seeded random decoder of the slot: `kind` wan (the other keys are `AutoencoderKLWan` arguments:
+    Wan VAE / LightVAE at `base_dim`), tae or lighttae (the other keys are `TinyVideoDecoder` arguments)."""
+    kwargs = {k: v for k, v in spec.items() if k != "kind"}
     torch.manual_seed(1)
     if spec["kind"] == "wan":
         from diffusers import AutoencoderKLWan
 
         from rfvideo.models.vae import WanVAE
 
-        return WanVAE(AutoencoderKLWan(base_dim=spec["base_dim"])).to(device)
+        return WanVAE(AutoencoderKLWan(**kwargs)).to(device)
     from rfvideo.decoders import TinyVideoDecoder
 
     space = "raw" if spec["kind"] == "lighttae" else "normalized"
-    return TinyVideoDecoder(widths=spec["widths"], latent_space=space).eval().requires_grad_(False).to(device)
+    return TinyVideoDecoder(latent_space=space, **kwargs).eval().requires_grad_(False).to(device)
 
 
 def slot_layout(decoder: Any, chunk: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,12 @@ CPU in seconds (tests/test_bench_device.py keeps it working between GPU sessions
      defined numbers: model-only FPS (pixel frames / seconds in the generator), end-to-end FPS with
      streamed decode (pixel frames / wall seconds of generator + decode), time to the first pixel frame
      (streaming vs decode after the whole video); and compiled vs eager (`compile_cached`, when present):
-     speed and the difference of the latents.
+     speed and the difference of the latents;
+  7. decoders (issue 21, `decoder_rows`): each decoder of the slot (exact Wan VAE, LightVAE = Wan VAE at
+     quarter width, TAEHV tiny decoder in fp32 and in the run's dtype) streamed with the generator at the
+     size's resolution (480x832 for wan1.3b): decode s/chunk, time to the first pixel frame, end-to-end FPS
+     sequential and overlapped (`decode_overlapped`: decode on a second CUDA stream while the next chunk
+     generates), decode share, peak memory of the streamed decode, ratios against the Wan VAE.
 
 Prints a markdown table last and writes it to `--out` (default `$OUT/device.md` when $OUT is set).
 
@@ -243,13 +248,107 @@ def stream_rows(
     return rows
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Issue 21: the decoders of the slot at the real resolution (480x832 for wan1.3b). Kept apart from the
+# rows above; the measuring code is bench/decoders.py's (`run_video`, `build_decoder`), loaded by path.
+DECODER_SPECS: dict[str, dict[str, dict[str, Any]]] = {
+    "wan1.3b": {
+        "wan": dict(kind="wan"),  # AutoencoderKLWan defaults: Wan2.1's VAE (base_dim 96)
+        "lightvae": dict(kind="wan", base_dim=24),
+        "tae": dict(kind="tae", widths=(256, 128, 64, 64)),
+    },
+    "tiny": {
+        "wan": dict(kind="wan", **SIZES["tiny"].vae),
+        "lightvae": dict(kind="wan", **{**SIZES["tiny"].vae, "base_dim": 2}),
+        "tae": dict(kind="tae", widths=(16, 8, 8, 8), latent_channels=4),
+    },
+}
+
+
+def _bench_module(name: str) -> Any:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def decoder_rows(
+    model: torch.nn.Module,
+    size_name: str,
+    noise: torch.Tensor,
+    text: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> list[tuple[str, str, str]]:
+    """Per decoder: streamed with the generator, sequential and overlapped; ratios against the Wan VAE.
+
+    Decoders run in fp32 (Wan's VAE is kept in fp32); the tiny decoder also in the run's dtype. One
+    warm-up video per decoder, then one sequential and one overlapped video each, interleaved.
+    """
+    bench = _bench_module("decoders")
+    f, (h, w) = noise.shape[2], noise.shape[-2:]
+    specs = DECODER_SPECS[size_name]
+    decoders: dict[str, Any] = {n: bench.build_decoder(spec, device) for n, spec in specs.items()}
+    if dtype != torch.float32:
+        decoders[f"tae {dtype}"] = bench.build_decoder(specs["tae"], device).to(dtype)
+    runs: dict[str, dict[str, dict[str, float]]] = {}
+    for name, dec in decoders.items():
+        bench.run_video(model, dec, noise, text, overlap=False, device=device)  # warm-up
+        runs[name] = {
+            "seq": bench.run_video(model, dec, noise, text, overlap=False, device=device),
+            "ovl": bench.run_video(model, dec, noise, text, overlap=True, device=device),
+        }
+    from rfvideo.sampling import FlowMatchSchedule, stream_chunks
+
+    with torch.no_grad():
+        chunks = [z for _, z in stream_chunks(model, noise, text, schedule=FlowMatchSchedule())]
+    base = runs["wan"]["seq"]
+    rows: list[tuple[str, str, str]] = []
+    for name, dec in decoders.items():
+        seq, ovl = runs[name]["seq"], runs[name]["ovl"]
+        peak_reset(device)
+        held = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+        stream = dec.stream_decoder()
+        with torch.no_grad():
+            for z in chunks:
+                stream(bench.slot_layout(dec, z))
+        sync(device)
+        peak = human_bytes(torch.cuda.max_memory_allocated(device) - held) if device.type == "cuda" else "n/a"
+        fps, fps_o = seq["frames"] / seq["total"], ovl["frames"] / ovl["total"]
+        wan_fps = base["frames"] / base["total"]
+        speed_decode = base["decode_chunk"] / seq["decode_chunk"]
+        speed_first = base["first"] / seq["first"]
+        share = seq["decode"] / seq["total"]
+        what = f"decoder {name}, {f} latent frames at {h * 8}x{w * 8}"
+        rows += [
+            (f"{what}: decode s/chunk", f"{seq['decode_chunk']:.3f}", f"Wan VAE / this: {speed_decode:.2f}x"),
+            (f"{what}: time to first pixel frame", f"{seq['first']:.3f} s",
+             f"Wan VAE / this: {speed_first:.2f}x"),
+            (f"{what}: end-to-end FPS", f"{fps:.2f}",
+             f"this / Wan VAE: {fps / wan_fps:.2f}x; decode share {share:.2f}"),
+            (f"{what}: end-to-end FPS overlapped", f"{fps_o:.2f}",
+             f"overlapped / sequential: {fps_o / fps:.2f}x; first frame {ovl['first']:.3f} s"),
+            (f"{what}: peak memory of the streamed decode", peak,
+             f"above what was held before it; carried state {human_bytes(stream.cache_bytes())}"),
+        ]  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=sorted(SIZES), default="wan1.3b")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default=None, help="default: bf16 on CUDA")
     p.add_argument(
-        "--skip", nargs="*", default=[], choices=("parity", "flex", "speed", "cache", "train", "stream")
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=("parity", "flex", "speed", "cache", "train", "stream", "decoders"),
     )
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled row")
     p.add_argument("--out", default=None)
@@ -425,6 +524,10 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
             ours, size, noise.to(dtype), text.to(dtype), sched, device, dtype, a.compile_backend
         )
         log("stream done")
+
+    if "decoders" not in a.skip:
+        rows += decoder_rows(ours, a.size, noise.to(dtype), text.to(dtype), device, dtype)
+        log("decoders done")
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     lines = [
