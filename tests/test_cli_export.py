@@ -1,7 +1,8 @@
-"""`rfvideo export`: a 1-step LoRA fit and a 1-step full fit on tiny components, exported and loaded back with
-`CausalWanTransformer.from_pretrained`: merged == the unmerged EMA (fp32, 1e-6 of the output scale), the
-adapter file + base == the unmerged model bit for bit, `--no-ema` takes the raw weights, a full fine-tune
-exports its EMA exactly, and a checkpoint from another config is refused naming the key or shape."""
+"""`rfvideo export`: a 1-step LoRA fit and a 1-step full fit on tiny components, exported as pipeline folders
+and loaded back (`RFVideoPipeline.from_pretrained`, and the transformer with `CausalWanTransformer`): merged
+== the unmerged EMA (fp32, 1e-6 of the output scale), the adapter file + base == the unmerged model bit for
+bit, `--no-ema` takes the raw weights, a full fine-tune exports its EMA exactly and its pipeline generates
+what the module generates, and a checkpoint from another config is refused naming the key or shape."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rfvideo.cli.app import main
 from rfvideo.cli.lightning import RFVideoCLI, build_module, load_module_checkpoint
 from rfvideo.models import CausalWanTransformer
 from rfvideo.models.lora import load_adapters
+from rfvideo.pipeline import RFVideoPipeline
 
 OPTIONS = """    optimizer:
       class_path: torch.optim.AdamW
@@ -52,8 +54,8 @@ def test_lora_export_merged_equals_the_unmerged_ema(runs, tmp_path, capsys):
     config, ckpt = runs["lora"]
     assert main(["export", "--config", str(config), "--ckpt", str(ckpt), "--out", str(tmp_path / "m")]) == 0
     assert "EMA weights, LoRA (rank 4) merged" in capsys.readouterr().out
-    assert (tmp_path / "m" / "diffusion_pytorch_model.safetensors").is_file()
-    loaded = CausalWanTransformer.from_pretrained(tmp_path / "m").eval()
+    assert (tmp_path / "m" / "model_index.json").is_file()
+    loaded = CausalWanTransformer.from_pretrained(tmp_path / "m", subfolder="transformer").eval()
     module = _trained(config, ckpt)
     plain_keys = build_module([runs["full"][0]]).generator.state_dict().keys()
     assert loaded.state_dict().keys() == plain_keys
@@ -85,13 +87,18 @@ def test_keep_adapters_and_no_ema(runs, tmp_path):
 def test_full_finetune_exports_the_ema_exactly(runs, tmp_path):
     config, ckpt = runs["full"]
     assert main(["export", "--config", str(config), "--ckpt", str(ckpt), "--out", str(tmp_path / "f")]) == 0
-    loaded = CausalWanTransformer.from_pretrained(tmp_path / "f")
+    pipe = RFVideoPipeline.from_pretrained(tmp_path / "f")
     sd = torch.load(ckpt, weights_only=True)["state_dict"]
     ema = {k.removeprefix("generator_ema."): v for k, v in sd.items() if k.startswith("generator_ema.")}
-    got = loaded.state_dict()
+    got = pipe.transformer.state_dict()
     assert got.keys() == ema.keys()
     for k in ema:
         assert torch.equal(got[k], ema[k]), k
+    # the exported pipeline generates exactly what the trained module generates
+    module = _trained(config, ckpt)
+    want = module.generate(["a red square"], seeds=[3])
+    g = torch.Generator().manual_seed(3)
+    assert torch.equal(pipe("a red square", generator=[g], output_type="pt", progress=False).frames, want)
 
 
 def test_refuses_another_configs_checkpoint_and_bad_output(runs, tmp_path, capsys):
@@ -102,10 +109,10 @@ def test_refuses_another_configs_checkpoint_and_bad_output(runs, tmp_path, capsy
         return capsys.readouterr().err
 
     err = export(full_cfg, lora_ckpt, tmp_path / "a")
-    assert "is not from config" in err and "holds LoRA adapters ('generator." in err
+    assert "is not from this config" in err and "holds LoRA adapters ('blocks." in err
     assert "no generator_lora" in err
     err = export(lora_cfg, full_ckpt, tmp_path / "a")
-    assert "sets generator_lora ('generator." in err and err.count("\n") == 1
+    assert "sets generator_lora but the checkpoint holds no LoRA" in err and err.count("\n") == 1
     rank8 = tmp_path / "rank8.yaml"
     rank8.write_text(lora_cfg.read_text().replace("rank: 4", "rank: 8"))
     err = export(rank8, lora_ckpt, tmp_path / "b")

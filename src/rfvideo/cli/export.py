@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from rfvideo.cli.errors import UsageError
 
@@ -46,29 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _mismatch(module: Any, state: dict[str, Any]) -> str | None:
-    """The first key or shape on which a checkpoint's state_dict and the config's module disagree."""
-    from rfvideo.models.lora import is_adapter_key
-
-    want = module.state_dict()
-    ckpt_lora = next((k for k in state if is_adapter_key(k)), None)
-    config_lora = next((k for k in want if is_adapter_key(k)), None)
-    if ckpt_lora and not config_lora:
-        return f"the checkpoint holds LoRA adapters ({ckpt_lora!r}) but the config sets no generator_lora"
-    if config_lora and not ckpt_lora:
-        return f"the config sets generator_lora ({config_lora!r}) but the checkpoint holds no LoRA adapters"
-    for k in want:
-        if k not in state:
-            return f"key {k!r} expected by the config is missing from the checkpoint"
-    for k, v in state.items():
-        if k not in want:
-            return f"checkpoint key {k!r} is not in the config's model"
-        if hasattr(v, "shape") and tuple(v.shape) != tuple(want[k].shape):
-            theirs, ours = tuple(v.shape), tuple(want[k].shape)
-            return f"{k!r} has shape {theirs} in the checkpoint but {ours} in the config"
-    return None
-
-
 def _size(folder: Path) -> str:
     total = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     return f"{total / 2**20:.1f} MiB"
@@ -84,59 +60,43 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--out: {str(out)!r} exists and is not an empty folder")
 
     from rfvideo.cli.preflight import preflight_checkpoint
+    from rfvideo.models.lora import lora_options_of, remove_lora, save_adapters
+    from rfvideo.modules.pipeline_config import component_references, inference_config, pipeline_from_config
 
     preflight_checkpoint(args.ckpt, option="--ckpt")
-    if not args.keep_adapters:
-        from rfvideo.modules.pipeline_config import (
-            component_references,
-            inference_config,
-            pipeline_from_config,
-        )
-
-        print("loading the model ...", flush=True)
-        try:
-            pipe = pipeline_from_config(
-                args.config, args.ckpt, use_ema=not args.no_ema, allow_classes=args.allow_class
-            )
-            refs = {} if args.copy_all else component_references(inference_config(args.config))
-            print(f"writing {out} ...", flush=True)
-            pipe.save_pretrained(out, references=refs)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        how = f"references {sorted(refs)}" if refs else "every component copied"
-        print(f"wrote pipeline folder {out} ({'raw' if args.no_ema else 'EMA'} weights; {how}; {_size(out)})")
-        return 0
-    from rfvideo.cli.lightning import build_module
-    from rfvideo.models.lora import lora_options_of, merge_lora, remove_lora, save_adapters
-    from rfvideo.utils.checkpoint import load_checkpoint
-
-    module = build_module(args.config)
+    print("loading the model ...", flush=True)
     try:
-        ckpt = load_checkpoint(args.ckpt)
+        cfg = inference_config(args.config, allow_classes=args.allow_class)
+        if args.keep_adapters and cfg["generator_lora"] is None:
+            raise ValueError("--keep-adapters: the config trains no LoRA adapters (no generator_lora)")
+        pipe = pipeline_from_config(
+            args.config,
+            args.ckpt,
+            use_ema=not args.no_ema,
+            allow_classes=args.allow_class,
+            merge_lora=not args.keep_adapters,
+        )
     except ValueError as e:
-        raise UsageError(f"--ckpt: {e}") from e
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise UsageError(f"--ckpt: {args.ckpt!r} is not a Lightning checkpoint (no 'state_dict')")
-    problem = _mismatch(module, ckpt["state_dict"])
-    if problem is not None:
-        raise UsageError(f"--ckpt {args.ckpt!r} is not from config {' + '.join(args.config)}: {problem}")
-    module.load_state_dict(ckpt["state_dict"], strict=True)
-
-    use_ema = not args.no_ema and module.generator_ema is not None
-    model = module.generator_ema if use_ema else module.generator
-    lora = lora_options_of(model)
-    if args.keep_adapters and lora is None:
-        raise UsageError("--keep-adapters: the config trains no LoRA adapters (no generator_lora)")
-    out.mkdir(parents=True, exist_ok=True)
-    if lora is None:
-        how = "full weights"
-    elif args.keep_adapters:
+        raise UsageError(str(e)) from None
+    weights = "raw" if args.no_ema else "EMA"
+    lora = cfg["generator_lora"]
+    if args.keep_adapters:
+        model = pipe.transformer
+        rank = lora_options_of(model).rank
+        out.mkdir(parents=True, exist_ok=True)
         save_adapters(model, out)
         remove_lora(model)
-        how = f"base + LoRA adapters (rank {lora.rank}) in {out / 'adapter_model.safetensors'}"
-    else:
-        merge_lora(model)
-        how = f"LoRA (rank {lora.rank}) merged"
-    model.save_pretrained(out, safe_serialization=True)
-    print(f"wrote {out} ({'EMA' if use_ema else 'raw'} weights, {how}; {_size(out)})")
+        model.save_pretrained(out, safe_serialization=True)
+        where = out / "adapter_model.safetensors"
+        print(f"wrote {out} ({weights} weights, base + LoRA adapters (rank {rank}) in {where}; {_size(out)})")
+        return 0
+    refs = {} if args.copy_all else component_references(cfg)
+    print(f"writing {out} ...", flush=True)
+    try:
+        pipe.save_pretrained(out, references=refs)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    how = "full weights" if lora is None else f"LoRA (rank {lora['rank']}) merged"
+    shared = f"references {sorted(refs)}" if refs else "every component copied"
+    print(f"wrote pipeline folder {out} ({weights} weights, {how}; {shared}; {_size(out)})")
     return 0

@@ -222,22 +222,39 @@ def _load_generator_weights(
         weights = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
         if not weights:
             raise ValueError(f"--ckpt {str(path)!r} holds no {prefix}* weights")
-        if lora is not None:
+        problem = _mismatch(generator.state_dict(), weights, lora=lora is not None)
+        if problem is not None:
+            raise ValueError(f"--ckpt {str(path)!r} is not from this config: {problem}")
+        if lora is not None:  # the base comes from the config; the checkpoint holds the adapters
             from rfvideo.models.lora import is_adapter_key
 
-            base = {k: v for k, v in generator.state_dict().items() if not is_adapter_key(k)}
-            weights = base | weights  # the base comes from the config; the checkpoint holds the adapters
-        missing, unexpected = _diff(generator.state_dict(), weights)
-        if missing or unexpected:
-            what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-            raise ValueError(f"--ckpt {str(path)!r} does not fit the config's generator: {what}")
+            weights = {k: v for k, v in generator.state_dict().items() if not is_adapter_key(k)} | weights
         generator.load_state_dict(weights, strict=True)
         return
     load_original_checkpoint(path, key="generator_ema" if use_ema else "generator", model=generator)
 
 
-def _diff(want: Mapping[str, Any], got: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    return sorted(set(want) - set(got)), sorted(set(got) - set(want))
+def _mismatch(want: Mapping[str, Any], got: Mapping[str, Any], *, lora: bool) -> str | None:
+    """The first way a checkpoint's generator weights `got` do not fit the config's generator `want`."""
+    from rfvideo.models.lora import is_adapter_key
+
+    ckpt_lora = next((k for k in got if is_adapter_key(k)), None)
+    if ckpt_lora and not lora:
+        return f"it holds LoRA adapters ({ckpt_lora!r}) but the config sets no generator_lora"
+    if lora and not ckpt_lora:
+        return "the config sets generator_lora but the checkpoint holds no LoRA adapters"
+    needed = [k for k in want if not lora or is_adapter_key(k)]
+    for k in needed:
+        if k not in got:
+            return f"weight {k!r} of the config's generator is missing from the checkpoint"
+    for k, v in got.items():
+        if k not in want:
+            return f"checkpoint weight {k!r} is not in the config's generator"
+        if tuple(v.shape) != tuple(want[k].shape):
+            return (
+                f"{k!r} has shape {tuple(v.shape)} in the checkpoint but {tuple(want[k].shape)} in the config"
+            )
+    return None
 
 
 def pipeline_from_config(
@@ -246,6 +263,7 @@ def pipeline_from_config(
     *,
     use_ema: bool = True,
     allow_classes: Sequence[str] = (),
+    merge_lora: bool = True,
 ) -> RFVideoPipeline:
     """Build the pipeline a training config describes (see the module docstring).
 
@@ -255,6 +273,8 @@ def pipeline_from_config(
             weights as they are (e.g. a stage-1 `init_checkpoint`).
         use_ema: Take the checkpoint's EMA generator (what the paper evaluates), else the raw one.
         allow_classes: Further `class_path`s the config may name ("module.name").
+        merge_lora: Merge a LoRA run's adapters into the base (`W + alpha / r B A`); False keeps the peft
+            model (`rfvideo export --keep-adapters`).
 
     Raises:
         ValueError: every missing input (one per line), a class outside the allow-list, a checkpoint that
@@ -275,13 +295,15 @@ def pipeline_from_config(
     generator = _build(gen_spec)
     lora = cfg["generator_lora"]
     if lora is not None:
-        from rfvideo.models.lora import LoraOptions, apply_lora, merge_lora
+        from rfvideo.models.lora import LoraOptions, apply_lora
 
         apply_lora(generator, lora if isinstance(lora, LoraOptions) else LoraOptions(**lora))
     if ckpt is not None:
         _load_generator_weights(generator, ckpt, use_ema=use_ema, lora=lora)
-    if lora is not None:
-        merge_lora(generator)  # inference runs the merged weights (equal within fp32 rounding)
+    if lora is not None and merge_lora:
+        from rfvideo.models.lora import merge_lora as merge
+
+        merge(generator)  # inference runs the merged weights (equal within fp32 rounding)
     vae = _build(cfg["vae"])
     text = None if cfg["text_encoder"] is None else _build(cfg["text_encoder"])
     model_class = cfg["model_class"]
