@@ -87,12 +87,15 @@ def test_serve_process_streams_and_exits_cleanly_on_signal(sig: signal.Signals) 
 def test_demo_without_checkpoint_says_how_to_make_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # no outputs/demo/serve here
+    monkeypatch.chdir(tmp_path)  # no outputs/demo/pipeline or outputs/demo/serve here
+    (tmp_path / "experiments" / "demo").mkdir(parents=True)
+    (tmp_path / "experiments" / "demo" / "reward_forcing.yaml").write_text("model: {}\n")
     assert main(["serve", "--demo", "--no-train"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
-        "error: --demo: no checkpoint under outputs/demo/serve; make one with: rfvideo fit --config "
-        "experiments/demo/reward_forcing.yaml --trainer.default_root_dir=outputs/demo/serve"
+        "error: --demo: no outputs/demo/pipeline and no checkpoint under outputs/demo/serve; run: "
+        "rfvideo fit --config experiments/demo/reward_forcing.yaml "
+        "--trainer.default_root_dir=outputs/demo/serve"
     )
 
 
@@ -106,7 +109,7 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureF
     with pytest.raises(SystemExit):
         main(["serve", "--demo", "--config", "x.yaml"])  # one source only
     assert "not allowed with argument" in capsys.readouterr().err
-    assert main(["serve", "--demo", "--ckpt", str(tmp_path / "none.ckpt")]) == 2
+    assert main(["serve", "--config", str(tmp_path / "x.yaml"), "--ckpt", str(tmp_path / "none.ckpt")]) == 2
     assert "none.ckpt" in capsys.readouterr().err
 
 
