@@ -7,6 +7,7 @@ rate, every path it names, the checkpoint), so a typo costs seconds, not a model
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from rfvideo.cli.config_errors import config_error_line
 from rfvideo.cli.errors import UsageError
 from rfvideo.cli.preflight import CKPT_KEYWORDS, preflight_checkpoint, preflight_config
 from rfvideo.utils.checkpoint import load_checkpoint
@@ -39,18 +41,23 @@ class RFVideoCLI(LightningCLI):
             args=args,
             run=run,
             save_config_kwargs={"overwrite": True},
-            # Outside fit/validate/...: raise the parse error (build_module makes it one line) rather
-            # than print the LightningCLI usage, which names options the calling subcommand lacks.
-            parser_kwargs={"exit_on_error": False} if self._model_only else None,
+            # Raise parse errors (made one line naming the key in `parse_arguments`) rather than print
+            # the LightningCLI usage and a dump of the whole config.
+            parser_kwargs={"exit_on_error": False},
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         # rfvideo.cli.main always passes the arguments explicitly (it strips --traceback first), so
         # LightningCLI's warning about "args and command line arguments" would fire on every run.
-        self.config = parser.parse_args(args)
-        # Before LightningCLI itself torch.loads --ckpt_path to read its hyperparameters.
+        try:
+            self.config = parser.parse_args(args)
+        except argparse.ArgumentError as e:
+            raise UsageError(config_error_line(str(e), _option_strings(parser, args))) from None
         sub = self.config.get("subcommand")
-        ckpt = self.config[sub].get("ckpt_path") if sub else None
+        cfg = self.config[sub] if sub else self.config
+        _refuse_trainer_level_optimization(cfg)
+        # Before LightningCLI itself torch.loads --ckpt_path to read its hyperparameters.
+        ckpt = cfg.get("ckpt_path") if sub else None
         if ckpt and str(ckpt) not in CKPT_KEYWORDS:  # "last" / "best": Lightning finds the file
             preflight_checkpoint(ckpt, option="--ckpt_path")
 
@@ -67,13 +74,31 @@ class RFVideoCLI(LightningCLI):
         self.model = self._get(self.config_init, "model")
 
 
-_NOISE = ("Given value", "Subtypes:", "Does not validate", "Errors:", "- Expected a <class 'NoneType'>")
+def _option_strings(parser: Any, args: Any) -> list[str]:
+    """The `--options` of the subcommand in `args` (or of `parser` itself), for typo suggestions."""
+    action = getattr(parser, "_subcommands_action", None)
+    names = getattr(action, "_name_parser_map", {}) if action is not None else {}
+    sub = next((a for a in (args or []) if a in names), None)
+    target = names[sub] if sub is not None else parser
+    return [o for o in getattr(target, "_option_string_actions", {}) if o.startswith("--")]
 
 
-def _one_line(message: str) -> str:
-    """jsonargparse's multi-line parse error, without the echo of the whole value, on one line."""
-    lines = [line.strip() for line in message.splitlines()]
-    return " ".join(line.removeprefix("- ") for line in lines if line and not line.startswith(_NOISE))
+def _refuse_trainer_level_optimization(cfg: Any) -> None:
+    """One way to set the optimizer and clipping: the module's init args (LightningCLI's `--optimizer`,
+    `--lr_scheduler` and `--trainer.gradient_clip_val` would be overridden or refused mid-run)."""
+    for key, arg in (("optimizer", "optimizer"), ("lr_scheduler", "scheduler")):
+        if cfg.get(key) is not None:
+            raise UsageError(
+                f"--{key}: set it with the module's `{arg}` init arg instead, e.g. "
+                f"--model.init_args.{arg}=torch.optim.SGD --model.init_args.{arg}.init_args.lr=0.01 "
+                f"(or `{arg}:` under model.init_args in the YAML); the module builds its own optimizer"
+            )
+    trainer = cfg.get("trainer")
+    if trainer is not None and trainer.get("gradient_clip_val") is not None:
+        raise UsageError(
+            "--trainer.gradient_clip_val: rfvideo's modules step the optimizer themselves, so Lightning "
+            "cannot clip; use --model.init_args.grad_clip=<max norm> (model.init_args.grad_clip in the YAML)"
+        )
 
 
 def _config_args(config_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -99,8 +124,6 @@ def build_module(
     Raises:
         UsageError: A config file is missing, does not parse (e.g. a misspelt key), or fails preflight.
     """
-    import argparse
-
     args = _config_args(config_paths)
     for path in args[1::2]:
         if not Path(path).is_file():
@@ -108,7 +131,7 @@ def build_module(
     try:
         cli = RFVideoCLI([*args, *overrides], run=False, model_only=True)
     except argparse.ArgumentError as e:
-        raise UsageError(f"config {' + '.join(args[1::2])}: {_one_line(str(e))}") from e
+        raise UsageError(f"config {' + '.join(args[1::2])}: {config_error_line(str(e))}") from e
     return cli.model
 
 
