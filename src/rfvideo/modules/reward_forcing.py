@@ -78,6 +78,22 @@ class RewardForcingModule(VideoGeneratorModule):
             # Over the trained parameters only (with LoRA the adapters: the frozen base cannot move).
             self._anchor = [p.detach().float().clone() for p in self._trainable()]
 
+    # Override hooks that were removed, and what replaced each: a subclass still defining one would
+    # otherwise be silently never called.
+    REMOVED_HOOKS = {
+        "scored_pixel_frames": "frame_plan(num_pixel_frames, batch_idx) -> FramePlan (its `decoded` frames "
+        "are decoded, its `selected` ones scored; or give the ensemble a frame selector)",
+    }
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, replacement in RewardForcingModule.REMOVED_HOOKS.items():
+            if name in vars(cls):
+                raise TypeError(
+                    f"{cls.__qualname__}.{name} overrides a hook RewardForcingModule no longer calls; "
+                    f"override {replacement} instead"
+                )
+
     def frame_plan(self, num_pixel_frames: int, batch_idx: int) -> FramePlan:
         """This step's frames: drawn once from a generator shared by all ranks (resumable)."""
         return self.rewards.plan_frames(
