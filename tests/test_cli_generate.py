@@ -38,7 +38,10 @@ model:
         terms:
           image_reward:
             class_path: rfvideo.modules.components.load_image_reward
-            init_args: {{checkpoint: /nowhere/ImageReward.pt, med_config: /nowhere/med.json, tokenizer: /nowhere/bert}}
+            init_args:
+              checkpoint: /nowhere/ImageReward.pt
+              med_config: /nowhere/med.json
+              tokenizer: /nowhere/bert
         weights: {{image_reward: 1.0}}
     num_latent_frames: {frames}
     latent_size: [2, 2]
@@ -180,16 +183,22 @@ def test_bad_input_is_one_line_before_weights_load(tmp_path, capsys, monkeypatch
 def test_missing_inputs_are_all_listed_one_per_line(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.delenv("RFVIDEO_TRACEBACK", raising=False)
     text = YAML.format(frames=4, ema="null").replace(
-        "init_args: {num_frames_per_chunk: 2, seed: 1, init_scale: 0.2}",
-        "init_args: {num_frames_per_chunk: 2, seed: 1, init_scale: 0.2, init_checkpoint: /nowhere/stage1.ckpt}",
+        "init_scale: 0.2}", "init_scale: 0.2, init_checkpoint: /nowhere/stage1.ckpt}"
     )
-    text = text.replace(
-        "class_path: rfvideo.demo_world.components.tiny_wan_vae\n      init_args: {seed: 2}",
-        "class_path: rfvideo.demo_world.components.tiny_wan_vae\n      init_args: {seed: 2, state_dict_path: /nowhere/vae.safetensors}",
-    )
+    text = text.replace("{seed: 2}", "{seed: 2, state_dict_path: /nowhere/vae.safetensors}")
     cfg = tmp_path / "broken.yaml"
     cfg.write_text(text)
     code = main(["generate", "--config", str(cfg), "--prompt", "x", "--out", str(tmp_path / "v")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 2, err
     assert "stage1.ckpt" in err[0] and "vae.safetensors" in err[1]
+
+
+def test_a_misspelt_component_argument_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("RFVIDEO_TRACEBACK", raising=False)
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text(YAML.format(frames=4, ema="null").replace("init_scale: 0.2", "init_scal: 0.2"))
+    code = main(["generate", "--config", str(cfg), "--prompt", "x", "--out", str(tmp_path / "v")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "model.init_args.generator" in err[0] and "'init_scal'" in err[0]

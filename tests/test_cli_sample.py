@@ -1,9 +1,8 @@
-"""`rfvideo sample --suite vbench` streams each video into its mp4 (the shipped demo config: a VAE without a
-streaming decoder, so `HistoryStreamDecoder` decodes chunk by chunk); the files and protocol.json equal
-the previous full-decode path's (`module.generate` + `write_video`); `--prompts-per-dimension` keeps the
-full run's seeds and names; usage errors are one line.
-
-Reference: the same command with the streamed path switched off (a module seen as `generate`-only).
+"""`rfvideo sample --suite vbench` streams each video into its mp4 through the pipeline (the shipped demo
+config: a VAE without a streaming decoder, so `HistoryStreamDecoder` decodes chunk by chunk); each file
+equals the full-decode path's (`RFVideoPipeline.__call__` for the job's seed, written whole by
+`write_video` with the same tag) byte for byte; `--prompts-per-dimension` keeps the full run's seeds and
+names; usage errors are one line.
 """
 
 from __future__ import annotations
@@ -14,11 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import rfvideo.eval.sampling as sampling
 from rfvideo.cli import main
 from rfvideo.cli.sample import first_prompts, sample_device
-from rfvideo.eval.protocol import PROTOCOL_FILE
+from rfvideo.data.video_io import write_video
+from rfvideo.eval.protocol import PROTOCOL_FILE, read_video_tag, video_tag
 from rfvideo.eval.suite import packaged_suite_dir, suite_jobs
+from rfvideo.modules.pipeline_config import pipeline_from_config
 
 DEMO = str(Path(__file__).resolve().parents[1] / "experiments" / "demo" / "reward_forcing.yaml")
 DIMS = ["temporal_flickering", "subject_consistency"]
@@ -40,22 +40,24 @@ def test_first_prompts_keeps_the_full_run_s_seeds():
     assert len(first_prompts(both, ["scene", "background_consistency"], 1)) == 1
 
 
-def test_streamed_sample_equals_the_full_decode_path(tmp_path, monkeypatch, capsys):
+def test_streamed_sample_equals_the_full_decode_path(tmp_path, capsys):
     base = ["sample", "--suite", "vbench", "--config", DEMO, "--dimensions", *DIMS, "--prompts-per-dimension",
             "1", "--num-seeds", "1", "--no-progress"]  # fmt: skip
-    assert main([*base, "--out", str(tmp_path / "streamed")]) == 0
+    a = tmp_path / "streamed"
+    assert main([*base, "--out", str(a)]) == 0
     assert "wrote 2, kept 0 of 2" in capsys.readouterr().out
-    with monkeypatch.context() as m:  # the previous path: module.generate, then one write_video per video
-        m.setattr(sampling, "has_streaming_path", lambda module: False)
-        assert main([*base, "--out", str(tmp_path / "full")]) == 0
-    a, b = tmp_path / "streamed", tmp_path / "full"
-    names = sorted(p.name for p in a.glob("*.mp4"))
-    assert names == sorted(p.name for p in b.glob("*.mp4")) and len(names) == 2
-    assert (a / PROTOCOL_FILE).read_text() == (b / PROTOCOL_FILE).read_text()
-    assert json.loads((a / PROTOCOL_FILE).read_text())["video"] == {"frames": 5, "height": 32, "width": 32}
-    for n in names:  # the demo codec decodes exactly chunk by chunk: byte-identical files
-        assert (a / n).read_bytes() == (b / n).read_bytes(), n
-    assert len({(a / n).read_bytes() for n in names}) == 2  # two seeds, two videos
+    protocol = json.loads((a / PROTOCOL_FILE).read_text())
+    assert protocol["video"] == {"frames": 5, "height": 32, "width": 32}
+    jobs = first_prompts(suite_jobs(packaged_suite_dir(), dimensions=DIMS, num_seeds=1), DIMS, 1)
+    pipe = pipeline_from_config(DEMO)
+    for j in jobs:  # the previous path: the whole video at once, written whole
+        g = torch.Generator().manual_seed(j.seed)
+        whole = pipe(j.gen_prompt, generator=g, output_type="pt", progress=False).frames[0]
+        tag = video_tag(read_video_tag(a / j.filename))
+        ref = write_video(tmp_path / "full" / j.filename, whole, 16.0, metadata=tag)
+        # the demo codec decodes exactly chunk by chunk: byte-identical files
+        assert (a / j.filename).read_bytes() == ref.read_bytes(), j.filename
+    assert len({(a / j.filename).read_bytes() for j in jobs}) == 2  # two seeds, two videos
 
     assert main([*base, "--out", str(a)]) == 0  # resumed: nothing to do
     assert "wrote 0, kept 2 of 2" in capsys.readouterr().out
@@ -77,8 +79,8 @@ def test_each_torchrun_rank_gets_its_own_gpu():
 def test_usage_errors_name_the_value(tmp_path, capsys):
     base = ["sample", "--config", DEMO, "--out", str(tmp_path / "o"), "--dimensions", "temporal_flickering",
             "--prompts-per-dimension", "1", "--num-seeds", "1", "--no-progress"]  # fmt: skip
-    assert main([*base, "--batch-size", "2"]) == 2
-    assert "--batch-size=2: RewardForcingModule streams one video at a time" in capsys.readouterr().err
+    assert main([*base, "--num-frames", "7"]) == 2
+    assert "--num-frames: num_frames=7" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # refused before anything is written
     assert main([*base, "--device", "nodevice"]) == 2
     assert "--device: 'nodevice' is not a torch device" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Streamed suite sampling (`stream_jobs` + `module_video_stream`): each chunk is encoded as it is decoded,
+"""Streamed suite sampling (`stream_jobs` + `pipeline_video_stream`): each chunk is encoded as it is decoded,
 the file equals the full-decode path's, a failure or an interrupt never leaves a partial file, a rerun
 resumes, and a video of another format is refused before it is renamed into place.
 
@@ -19,8 +19,9 @@ import torch
 
 from rfvideo.data.video_io import write_video
 from rfvideo.eval.protocol import PROTOCOL_FILE, ProtocolMismatchError, read_video_tag, video_tag
-from rfvideo.eval.sampling import has_streaming_path, module_video_stream, stream_jobs, video_frame_count
+from rfvideo.eval.sampling import pipeline_video_stream, stream_jobs, video_frame_count
 from rfvideo.eval.suite import packaged_suite_dir, suite_jobs
+from rfvideo.pipeline import RFVideoPipeline
 
 SUITE = packaged_suite_dir()
 
@@ -77,7 +78,7 @@ def _protocol(**kw):
 
 def test_streamed_video_equals_module_generate_written_whole(module, tmp_path):
     jobs = suite_jobs(SUITE, dimensions=["temporal_flickering"], num_seeds=2)[:2]
-    stream = module_video_stream(module)
+    stream = pipeline_video_stream(RFVideoPipeline.from_module(module))
     chunks = list(stream(jobs[1].gen_prompt, jobs[1].seed))
     assert [c.shape for c in chunks] == [(5, 3, 16, 16), (8, 3, 16, 16)]  # 1 + 4 (k - 1), then 4 k
     with torch.no_grad():
@@ -157,14 +158,11 @@ def test_bad_streams_are_named(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [PROTOCOL_FILE]
 
 
-def test_module_stream_refuses_bad_inputs(module):
-    assert has_streaming_path(module)
-    with pytest.raises(ValueError, match="multiple of the chunk size 2, got 3"):
-        module_video_stream(module, num_latent_frames=3)
-
-    class OnlyGenerate(torch.nn.Module):
-        def generate(self, prompts, *, seeds, num_latent_frames=None, use_ema=True): ...
-
-    assert not has_streaming_path(OnlyGenerate())
-    with pytest.raises(ValueError, match="OnlyGenerate has no .*'generator'"):
-        module_video_stream(OnlyGenerate())
+def test_pipeline_stream_refuses_bad_inputs(module):
+    pipe = RFVideoPipeline.from_module(module)
+    with pytest.raises(
+        ValueError, match="num_frames=9 is 3 latent frames, not a multiple of the chunk size 2"
+    ):
+        pipeline_video_stream(pipe, num_frames=9)
+    with pytest.raises(ValueError, match="num_frames=6"):
+        pipeline_video_stream(pipe, num_frames=6)

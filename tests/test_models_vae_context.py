@@ -98,7 +98,9 @@ def test_wan22_first_chunk_path_restarts_too() -> None:
     for num_frames, context in ((1, 0), (1, 1), (5, 1), (4, 2)):
         s = max(0, first_needed(4, num_frames) - context)
         ref = diffusers_decode(vae, lat[:, s:])[:, -num_frames:]
-        torch.testing.assert_close(w.decode_last(cf(lat), num_frames, context=context), ref, rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            w.decode_last(cf(lat), num_frames, context=context), ref, rtol=0, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("num_frames,context", [(1, 1), (4, 1), (5, 0), (1, 0)])
@@ -130,7 +132,9 @@ def test_decode_context_is_the_default_and_none_stays_exact(tmp_path) -> None:
     lat = rand(1, 4, 4, 2, 2, seed=8)
     plain, truncated = WanVAE(vae), WanVAE(vae, decode_context=1)
     assert plain.decode_context is None and truncated.decode_context == 1
-    torch.testing.assert_close(truncated.decode_last(cf(lat)), plain.decode_last(cf(lat), context=1), rtol=0, atol=0)
+    torch.testing.assert_close(
+        truncated.decode_last(cf(lat)), plain.decode_last(cf(lat), context=1), rtol=0, atol=0
+    )
     # an explicit context=None asks for the exact decode whatever the VAE's default
     torch.testing.assert_close(
         truncated.decode_last(cf(lat), context=None), plain.decode_last(cf(lat)), rtol=0, atol=0
@@ -139,7 +143,9 @@ def test_decode_context_is_the_default_and_none_stays_exact(tmp_path) -> None:
     vae.save_pretrained(tmp_path / "vae")
     loaded = WanVAE.from_pretrained(tmp_path, decode_context=2)
     assert loaded.decode_context == 2
-    torch.testing.assert_close(loaded.decode_last(cf(lat)), plain.decode_last(cf(lat), context=2), rtol=0, atol=0)
+    torch.testing.assert_close(
+        loaded.decode_last(cf(lat)), plain.decode_last(cf(lat), context=2), rtol=0, atol=0
+    )
     # the YAML loader passes it through (experiments set it under the vae's init_args)
     from rfvideo.modules.components import load_wan_vae
 

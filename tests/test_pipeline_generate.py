@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from streaming_helpers import K, LATENT, encode_prompt, tiny_model, tiny_vae
 
 from rfvideo.pipeline import FewStepFlowScheduler, RFVideoPipeline
 from rfvideo.sampling import FlowMatchSchedule, stream_chunks
+from streaming_helpers import LATENT, K, encode_prompt, tiny_model, tiny_vae
 
 MODES = {
     "global": {},

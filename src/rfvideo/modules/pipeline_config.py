@@ -181,9 +181,14 @@ def component_references(cfg: Mapping[str, Any]) -> dict[str, tuple[str, str | N
     return refs
 
 
-def _build(spec: Mapping[str, Any]) -> Any:
-    module, name = spec["class_path"].rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)(**spec["init_args"])
+def _build(name: str, spec: Mapping[str, Any]) -> Any:
+    module, attr = spec["class_path"].rsplit(".", 1)
+    factory = getattr(importlib.import_module(module), attr)
+    try:
+        inspect.signature(factory).bind(**spec["init_args"])
+    except TypeError as e:  # a misspelt or missing argument: one line naming it, before anything is built
+        raise ValueError(f"config: model.init_args.{name}.init_args for {spec['class_path']}: {e}") from None
+    return factory(**spec["init_args"])
 
 
 def _module_default(model_class: str, key: str) -> Any:
@@ -292,7 +297,7 @@ def pipeline_from_config(
     gen_spec = dict(cfg["generator"])
     if ckpt is not None:  # the checkpoint replaces the stage-1 weights: do not read them
         gen_spec["init_args"] = {k: v for k, v in gen_spec["init_args"].items() if k != "init_checkpoint"}
-    generator = _build(gen_spec)
+    generator = _build("generator", gen_spec)
     lora = cfg["generator_lora"]
     if lora is not None:
         from rfvideo.models.lora import LoraOptions, apply_lora
@@ -304,8 +309,8 @@ def pipeline_from_config(
         from rfvideo.models.lora import merge_lora as merge
 
         merge(generator)  # inference runs the merged weights (equal within fp32 rounding)
-    vae = _build(cfg["vae"])
-    text = None if cfg["text_encoder"] is None else _build(cfg["text_encoder"])
+    vae = _build("vae", cfg["vae"])
+    text = None if cfg["text_encoder"] is None else _build("text_encoder", cfg["text_encoder"])
     model_class = cfg["model_class"]
     f = cfg["num_latent_frames"] or _module_default(model_class, "num_latent_frames")
     h, w = cfg["latent_size"] or _module_default(model_class, "latent_size")
