@@ -2,6 +2,7 @@
 
 from rfvideo.modules.base import FROZEN_PREFIXES, VideoGeneratorModule, paper_adamw
 from rfvideo.modules.ode_init import ODEInitModule, trajectory_step_indices
+from rfvideo.modules.pipeline_config import pipeline_from_config
 from rfvideo.modules.reward_forcing import RewardForcingModule, pixel_to_latent_frame
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "RewardForcingModule",
     "VideoGeneratorModule",
     "paper_adamw",
+    "pipeline_from_config",
     "pixel_to_latent_frame",
     "trajectory_step_indices",
 ]

@@ -291,6 +291,61 @@ class VideoGeneratorModule(L.LightningModule):
             # Plain types only, so that `torch.load(weights_only=True)` reads the checkpoint back.
             checkpoint[HPARAMS_KEY] = {k: _plain(v) for k, v in hp.items()}
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> VideoGeneratorModule:
+        """Rebuild a recipe from one of its checkpoints, given the built models it does not store.
+
+        A checkpoint holds the trained weights and the plain hyperparameters; the generator, VAE, text
+        encoder (and the rewards of `RewardForcingModule`) are built objects its config made, so pass them:
+        `RewardForcingModule.load_from_checkpoint(path, generator=gen, vae=vae, text_encoder=te,
+        rewards=ens)`. The stored hyperparameters fill in the rest (keyword arguments win); the state loads
+        strictly. For inference, `rfvideo.modules.pipeline_from_config(config, path)` builds all of it.
+
+        Raises:
+            ValueError: not a Lightning checkpoint of a recipe (one line naming the file).
+            TypeError: a built model is missing (one line naming them and the pipeline path).
+        """
+        import inspect
+
+        from rfvideo.utils.checkpoint import load_checkpoint
+
+        if hparams_file is not None:
+            raise ValueError("hparams_file is not used: the checkpoint stores the hyperparameters")
+        ckpt = load_checkpoint(checkpoint_path, map_location=map_location or "cpu")
+        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+            raise ValueError(
+                f"{str(checkpoint_path)!r} is not a Lightning checkpoint (no 'state_dict'); a pipeline "
+                "folder loads with rfvideo.pipeline.RFVideoPipeline.from_pretrained"
+            )
+        # The base needs a generator and a VAE; a recipe may need more (RewardForcingModule: rewards).
+        params = inspect.signature(cls.__init__).parameters
+        extra = [n for n, p in params.items() if n == "rewards" and p.default is inspect.Parameter.empty]
+        missing = [n for n in ("generator", "vae", *extra) if n not in kwargs]
+        if missing:
+            raise TypeError(
+                f"{cls.__name__}.load_from_checkpoint needs the built {missing} (a checkpoint holds weights, "
+                f"not models): pass them as keyword arguments, or for inference use "
+                f"rfvideo.modules.pipeline_from_config(config, {str(checkpoint_path)!r})"
+            )
+        stored = dict(ckpt.get(HPARAMS_KEY) or ckpt.get("hyper_parameters") or {})
+        if isinstance(stored.get("schedule"), Mapping):
+            stored["schedule"] = FlowMatchSchedule(**stored["schedule"])
+        if isinstance(stored.get("generator_lora"), Mapping):
+            stored["generator_lora"] = LoraOptions(**stored["generator_lora"])
+        if isinstance(stored.get("latent_size"), list):
+            stored["latent_size"] = tuple(stored["latent_size"])
+        init = {k: v for k, v in stored.items() if not k.startswith("_")} | kwargs
+        module = cls(**init)
+        module.load_state_dict(ckpt["state_dict"], strict=True if strict is None else strict)
+        return module
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resume with the given settings; warn with every setting that differs from the checkpoint's."""
         stored = checkpoint.get(HPARAMS_KEY, checkpoint.get("hyper_parameters"))
