@@ -202,3 +202,10 @@ def test_a_misspelt_component_argument_is_one_line(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert "model.init_args.generator" in err[0] and "'init_scal'" in err[0]
+
+
+def test_version(capsys) -> None:
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"rfvideo {version('rfvideo')}"

@@ -71,6 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         sys.stdout.write(_help_text())
         return 0
+    if args[0] in ("-V", "--version"):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"rfvideo {version('rfvideo')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            print("rfvideo (not installed)")
+        return 0
     name = args[0]
     if not name.startswith("-") and name not in COMMANDS and name not in LIGHTNING_COMMANDS:
         choices = ", ".join([*LIGHTNING_COMMANDS, *COMMANDS])

@@ -9,17 +9,17 @@ from __future__ import annotations
 __all__ = ["COMMANDS", "LIGHTNING_COMMANDS"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("rfvideo.cli.generate", "prompts -> mp4 files with a trained module"),
+    "generate": ("rfvideo.cli.generate", "prompts -> mp4 files, streamed (a pipeline folder, hub id or config)"),
     "trajectories": (
         "rfvideo.cli.trajectories",
         "stage-1 data: ODE trajectories of the Wan base into shards",
     ),
     "precompute": ("rfvideo.cli.precompute", "videos -> VAE latent shards, or prompts -> umT5 embeddings"),
     "vbench": ("rfvideo.cli.vbench", "score a folder of {prompt}-{i}.mp4 videos on VBench dimensions"),
-    "serve": ("rfvideo.cli.serve", "live browser demo: watch a checkpoint generate, switch prompts"),
+    "serve": ("rfvideo.cli.serve", "live browser demo: watch a model generate, switch prompts"),
     "estimate-memory": ("rfvideo.cli.estimate_memory", "per-GPU peak memory of a config's training step"),
     "sample": ("rfvideo.cli.sample", "sample VBench's prompt suite as {prompt}-{i}.mp4 + protocol.json"),
-    "export": ("rfvideo.cli.export", "checkpoint -> diffusers generator folder (LoRA merged, EMA weights)"),
+    "export": ("rfvideo.cli.export", "checkpoint -> pipeline folder (RFVideoPipeline.from_pretrained, --model)"),
     "convert": ("rfvideo.cli.convert", "a peer's generator file -> diffusers folder + its inference preset"),
 }
 """Argparse subcommands: name -> (module path, one-line help)."""
