@@ -9,7 +9,10 @@ from __future__ import annotations
 __all__ = ["COMMANDS", "LIGHTNING_COMMANDS"]
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "generate": ("rfvideo.cli.generate", "prompts -> mp4 files, streamed (a pipeline folder, hub id or config)"),
+    "generate": (
+        "rfvideo.cli.generate",
+        "prompts -> mp4 files, streamed (a pipeline folder, hub id or config)",
+    ),
     "trajectories": (
         "rfvideo.cli.trajectories",
         "stage-1 data: ODE trajectories of the Wan base into shards",
@@ -19,7 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("rfvideo.cli.serve", "live browser demo: watch a model generate, switch prompts"),
     "estimate-memory": ("rfvideo.cli.estimate_memory", "per-GPU peak memory of a config's training step"),
     "sample": ("rfvideo.cli.sample", "sample VBench's prompt suite as {prompt}-{i}.mp4 + protocol.json"),
-    "export": ("rfvideo.cli.export", "checkpoint -> pipeline folder (RFVideoPipeline.from_pretrained, --model)"),
+    "export": (
+        "rfvideo.cli.export",
+        "checkpoint -> pipeline folder (RFVideoPipeline.from_pretrained, --model)",
+    ),
     "convert": ("rfvideo.cli.convert", "a peer's generator file -> diffusers folder + its inference preset"),
 }
 """Argparse subcommands: name -> (module path, one-line help)."""
