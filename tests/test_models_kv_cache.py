@@ -175,6 +175,10 @@ def _folded_read(cache: KVCache, offset: int, k: torch.Tensor, v: torch.Tensor, 
             cache.put(0, plan, k, v)
         ctx = cache.context(0, plan)
         keys, values = (k, v) if ctx is None else (torch.cat([ctx[0], k], 1), torch.cat([ctx[1], v], 1))
+    if write and cache.options.sink_eviction == "ema":
+        # attention consumes the read before the write is committed; an EMA fold then changes the sinks
+        # (and puts back the frames the sink mirror covered) under a view taken here
+        keys, values = keys.clone(), values.clone()
     if write:
         cache.end_write()
     return keys, values, plan
@@ -274,3 +278,52 @@ def test_reset_cross_keeps_frames():
     cache.set_cross(1, *_chunk(g))
     cache.reset_cross()
     assert cache.get_cross(1) is None and cache.held_frames() == [0, 1, 2]
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(
+    "options",
+    [
+        CausalOptions(local_attn_size=9, sink_size=3),
+        CausalOptions(local_attn_size=12, sink_size=3, sink_eviction="ema", sink_ema_decay=0.7),
+        CausalOptions(num_frames_per_chunk=1, local_attn_size=8, sink_size=3),
+        CausalOptions(local_attn_size=5, sink_size=2),
+    ],
+    ids=["window_sink", "ema", "sinks_wider_than_chunk", "window_is_chunk"],
+)
+def test_rolled_window_read_is_one_view_and_the_sink_mirror_is_undone(options):
+    """Once the window has rolled, a no-grad read of sinks + window + chunk is one view of the buffer (the
+    sinks mirrored right before the window); reads of the next chunk followed by an overwrite of the last
+    one, or a read behind it, still see exactly the naive cache's frames (the covered frames come back)."""
+    k = options.num_frames_per_chunk
+    g = torch.Generator().manual_seed(7)
+    cache, ref = KVCache(1, batch_size=B, options=options), NaiveCache(options)
+    views = rolled = 0
+    for i in range(14):
+        o = k * i
+        for write in (False, False, True):
+            kk, vv = _chunk(g, k)
+            keys, values, plan = _folded_read(cache, o, kk, vv, write=write)
+            want = ref.read(o, k)
+            assert torch.allclose(keys, kk if want is None else torch.cat([want[0], kk], 1), atol=1e-6)
+            if write:
+                ref.write(o, kk, vv)
+            start = plan.window[0] if plan.window[1] > plan.window[0] else plan.own_slot
+            separated = plan.sink_frames and plan.own_slot is not None and start != plan.sink_frames
+            if separated and not write:
+                rolled += 1
+                if keys.untyped_storage().data_ptr() == cache.k[0].untyped_storage().data_ptr():
+                    views += 1
+        if i % 3 == 2:  # read the next chunk (mirror placed), then overwrite this one, then read behind
+            _folded_read(cache, o + k, *_chunk(g, k), write=False)
+            kk, vv = _chunk(g, k)
+            keys, _, _ = _folded_read(cache, o, kk, vv, write=True)
+            want = ref.read(o, k)
+            assert torch.allclose(keys, kk if want is None else torch.cat([want[0], kk], 1), atol=1e-6)
+            ref.write(o, kk, vv)
+        assert cache.held_frames() == sorted(ref.frames)
+        for j in cache.held_frames():
+            torch.testing.assert_close(cache.frame_kv(0, j)[0], ref.frames[j][0], atol=1e-6, rtol=1e-6)
+    assert rolled > 10
+    if options.sink_eviction == "drop":  # every rolled read but the ones before the mirror first fits
+        assert views >= rolled - 4 and cache.stats["mirror_copy_bytes"] > 0

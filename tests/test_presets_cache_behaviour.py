@@ -73,6 +73,7 @@ def _attend(cache: KVCache, offset: int, k: torch.Tensor, v: torch.Tensor, write
             cache.put(0, plan, k, v)
         ctx = cache.context(0, plan)
         keys, values = (k, v) if ctx is None else (torch.cat([ctx[0], k], 1), torch.cat([ctx[1], v], 1))
+    keys, values = keys.clone(), values.clone()  # attention consumes the read before the write commits
     if write:
         cache.end_write()
     return keys, values

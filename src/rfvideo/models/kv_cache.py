@@ -11,7 +11,8 @@ frames in all. `W = -1` means global attention (nothing is ever evicted).
 
 Storage: per layer one K and one V buffer `(b (s T) H d)`, allocated at the first write (when `T`, `H`,
 `d` are known). Frame `j < S` lives in slot `j`; non-sink frames form one contiguous run of slots from
-slot `S` on, in frame order (slot of frame `j` = `S + j - base`). A chunk's own K/V are written into the
+slot `S` on (or a few slots later after a compaction), in frame order (slot of frame `j` =
+`run_start + j - base`). A chunk's own K/V are written into the
 slots right after its visible context, so attention reads one slice of the buffer:
 
 - global attention: slots `[0, end + k)`, a view, nothing copied; the buffer grows geometrically (one
@@ -20,8 +21,14 @@ slots right after its visible context, so attention reads one slice of the buffe
   `2 (W - S) + S + k` slots; when the run reaches the end, the held frames move back to slot `S`
   (one copy of the window every `(W - S) / k` chunks, outside attention).
 - rolling window with sinks: after the window has rolled, the held frames just before the visible window
-  (kept so that the last chunk can be overwritten) separate the sinks from it, so the read is one cat of
-  two slices (sinks, window + chunk).
+  (kept so that the last chunk can be overwritten) separate the sinks from it. The first no-grad call of a
+  window position copies the sinks into the `S` slots right before the window (the *sink mirror*), saving
+  what those slots held, so every read of that position is one slice (mirror, window + chunk), a view.
+  Once per chunk that costs `2 S` frame copies per layer (save + mirror), instead of concatenating sinks,
+  window and chunk on every layer call. The saved frames go back (`_restore`) before anything else needs
+  them: a call at another window position, an EMA fold, a compaction, an overwrite, `frame_kv`, `read`,
+  `overwrite_held`. Compaction leaves `max(0, S - k)` slots free before the run so that the mirror always
+  fits after the first separation; where it does not fit the read is one cat of two slices.
 
 Writes happen once per chunk (the t = 0 context pass) at the end of the held frames, or again at the
 start frame of the last written chunk, which overwrites that chunk in place. With autograd enabled the
@@ -72,6 +79,9 @@ class CachePlan:
     """Write this call's K/V into the buffer and attend over one slice (no grad, free slots)."""
     written: set[int] = field(default_factory=set)
     """Layers this call has written (a checkpoint recompute must not write twice)."""
+    mirror: bool = False
+    """A copy of the sinks sits right before the read run (`window[0]`, or `own_slot` with no window):
+    the folded read is one slice."""
 
     @property
     def context_frames(self) -> int:
@@ -145,9 +155,18 @@ class KVCache:
         self.last_chunk_start: int | None = None
         self.end_frame = 0  # one past the last written frame
         self.first_frame = 0  # first held non-sink frame (>= sink_size once frames are evicted)
-        self.base = self.sink_size  # the non-sink frame stored in slot `sink_size`
+        self.base = self.sink_size  # the non-sink frame stored in slot `run_start`
+        self._run_start = self.sink_size
+        self._mirror: int | None = None  # slot of the sink mirror ([m, m + S) hold a copy of the sinks)
+        self._saved: tuple[int, list[torch.Tensor]] | None = None  # (slot, what the mirror covered)
         self._pending: tuple[int, int] | None = None
-        self.stats = {"read_copy_bytes": 0, "fold_bytes": 0, "maintenance_copy_bytes": 0, "reads": 0}
+        self.stats = {
+            "read_copy_bytes": 0,
+            "fold_bytes": 0,
+            "maintenance_copy_bytes": 0,
+            "mirror_copy_bytes": 0,
+            "reads": 0,
+        }
 
     def reset_cross(self) -> None:
         """Drop the cross-attention K/V, so that the next call rebuilds them from its text."""
@@ -176,7 +195,7 @@ class KVCache:
 
     def slot(self, frame: int) -> int:
         """Buffer slot of a (held or about to be written) frame."""
-        return frame if frame < self.sink_size else self.sink_size + frame - self.base
+        return frame if frame < self.sink_size else self._run_start + frame - self.base
 
     def visible_frames(self, frame_offset: int, num_frames: int) -> tuple[list[int], list[int]]:
         """Cached (sink frames, window frames) that a chunk at `frame_offset` attends to, in order."""
@@ -238,6 +257,16 @@ class KVCache:
             and self.k[0].dtype == like.dtype
             and self.k[0].device == like.device
         )
+        # the sink mirror of this call's read run, when the sinks do not adjoin it and fit before it
+        S = self.sink_size
+        start = win[0] if window else own_slot
+        want = None
+        if fold and self.window_frames is not None and S and len(sinks) == S and start is not None:
+            want = start - S if start - S >= S else None
+        if self._mirror != want:
+            self._restore()
+            if want is not None:
+                self._place_mirror(want)
         return CachePlan(
             frame_offset=frame_offset,
             num_frames=num_frames,
@@ -246,7 +275,40 @@ class KVCache:
             window=win,
             own_slot=own_slot,
             fold=fold,
+            mirror=want is not None,
         )
+
+    # ------------------------------------------------------------------ the sink mirror
+    @torch.no_grad()
+    def _place_mirror(self, slot: int) -> None:
+        """Save slots `[slot, slot + S)` of every buffer, then copy the sinks there."""
+        assert self.k is not None and self.v is not None and self._mirror is None
+        T, S = self.tokens_per_frame, self.sink_size
+        a, b = slot * T, (slot + S) * T
+        bufs = (*self.k, *self.v)
+        saved = [buf[:, a:b].clone() for buf in bufs]
+        for buf in bufs:
+            buf[:, a:b].copy_(buf[:, : S * T])
+        self._mirror, self._saved = slot, (slot, saved)
+        self.stats["mirror_copy_bytes"] += 2 * sum(t.nbytes for t in saved)
+
+    @torch.no_grad()
+    def _restore(self) -> None:
+        """Put back the held frames the sink mirror covered (free slots stay as they are); drop the mirror."""
+        if self._saved is None:
+            self._mirror = None
+            return
+        assert self.k is not None and self.v is not None
+        slot, saved = self._saved
+        self._mirror = self._saved = None
+        T, S = self.tokens_per_frame, self.sink_size
+        lo = max(slot, self.slot(max(self.first_frame, S)))  # held run: [slot(first), end slot)
+        hi = min(slot + S, self._end_slot())
+        if lo >= hi:
+            return  # the covered frames have all been evicted since
+        for buf, old in zip((*self.k, *self.v), saved, strict=True):
+            buf[:, lo * T : hi * T].copy_(old[:, (lo - slot) * T : (hi - slot) * T])
+            self.stats["mirror_copy_bytes"] += old[:, (lo - slot) * T : (hi - slot) * T].nbytes
 
     def _folds_before_attend(self) -> bool:
         o = self.options
@@ -265,25 +327,33 @@ class KVCache:
         if self.window_frames is None:
             self._grow(max(2 * self.capacity, self._end_slot() + num_frames))
             return
-        # rolling: move the held run [first, end) back to slot S, frame order kept
+        # rolling: move the held run [first, end) back to slot S + gap, frame order kept
+        self._restore()
         first = max(self.first_frame, self.sink_size)
-        shift = first - self.base
-        assert shift > 0, "a rolling buffer holds its window plus a chunk"
         S, T = self.sink_size, self.tokens_per_frame
+        dst_slot = S + self._gap()
+        shift = self.slot(first) - dst_slot
+        assert shift > 0, "a rolling buffer holds its window plus a chunk"
         n = (self.end_frame - first) * T
         for buf in (*self.k, *self.v):
-            src, dst = (S + shift) * T, S * T
+            src, dst = (dst_slot + shift) * T, dst_slot * T
             # pieces no longer than the shift, so that source and target never overlap
             for done in range(0, n, shift * T):
                 step = min(shift * T, n - done)
                 buf[:, dst + done : dst + done + step].copy_(buf[:, src + done : src + done + step])
             self.stats["maintenance_copy_bytes"] += buf[:, :n].nbytes
-        self.base = first
+        self.base, self._run_start = first, dst_slot
+
+    def _gap(self) -> int:
+        """Free slots a compaction leaves before the run, so that the sink mirror fits before the window."""
+        if self.window_frames is None or not self.sink_size:
+            return 0
+        return max(0, self.sink_size - self.num_frames_per_chunk)
 
     def _capacity_for(self, num_frames: int) -> int:
         if self.window_frames is None:
             return max(num_frames, self._reserved or 0)
-        return self.sink_size + 2 * self.window_frames + self.num_frames_per_chunk
+        return self.sink_size + self._gap() + 2 * self.window_frames + self.num_frames_per_chunk
 
     def _allocate(self, like: torch.Tensor, frames_needed: int) -> None:
         T = self.tokens_per_frame
@@ -317,6 +387,7 @@ class KVCache:
 
         A copy; the model's forward reads through `CachePlan` slices instead.
         """
+        self._restore()
         sinks, window = self.visible_frames(frame_offset, num_frames)
         idx = sinks + window
         if not idx or self.k is None:
@@ -332,6 +403,8 @@ class KVCache:
         ns = plan.sink_frames
         if ns and start == ns:
             return buf[:, : stop * T]  # sinks adjoin the run
+        if plan.mirror and plan.fold and start - ns == self._mirror:
+            return buf[:, (start - ns) * T : stop * T]  # the sink mirror adjoins the run
         run = buf[:, start * T : stop * T]
         if not ns:
             return run
@@ -391,6 +464,8 @@ class KVCache:
                     f"cannot overwrite the chunk at frame {frame_offset}: sink_fold='before_attend' already "
                     f"evicted frames it saw (first held frame {self.first_frame})"
                 )
+        if overwrite:
+            self._restore()  # the sink mirror may cover the frames the overwritten chunk saw
         self.tokens_per_frame = tokens_per_frame
         self._pending = (frame_offset, num_frames)
 
@@ -436,6 +511,7 @@ class KVCache:
         S, T = self.sink_size, self.tokens_per_frame
         assert self.k is not None and self.v is not None
         if self.options.sink_eviction == "ema" and S > 0:
+            self._restore()  # the fold reads the evicted frames and changes the sinks
             decay = self.options.sink_ema_decay
             evicted = list(range(first, threshold))
             if self.options.partial_eviction == "overwrite" and len(evicted) != S:
@@ -466,6 +542,7 @@ class KVCache:
         """The stored K, V `(b T H d)` of one held frame (views)."""
         if frame not in self.held_frames() or self.k is None or self.v is None:
             raise ValueError(f"frame {frame} is not held (held: {self.held_frames()})")
+        self._restore()
         T, s = self.tokens_per_frame, self.slot(frame)
         return self.k[layer][:, s * T : (s + 1) * T], self.v[layer][:, s * T : (s + 1) * T]
 
@@ -482,6 +559,7 @@ class KVCache:
         """Overwrite every held frame's K/V with `(b (f T) H d)` given for `held_frames()` in order
         (`sinks=False`: for the held non-sink frames only; the sinks keep their K/V)."""
         assert self.k is not None and self.v is not None
+        self._restore()
         T = self.tokens_per_frame
         held = self.held_frames()
         ns = self.held_sink_frames()
