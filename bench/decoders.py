@@ -20,6 +20,7 @@ one warm-up of each; medians over repeats. Quantities per decoder (pixel frames 
   time to first pixel     from the call to chunk 0's frames (generation of chunk 0 + its decode)
   e2e FPS                 F / wall seconds of the whole video, streamed decode, sequential
   model-only FPS          F / seconds spent in the generator
+  generator s / decode s  per-stage seconds of the whole video (sequential)
   decode share            decode seconds / end-to-end seconds (sequential)
   e2e FPS overlapped      the same video with `decode_overlapped` (decode of chunk i while i + 1 generates)
   peak memory             CPU: peak RSS growth of a child process that builds the decoder and streams the
@@ -298,6 +299,8 @@ def run_tier(
             "e2e_fps": frames / med("total"),
             "model_fps": frames / med("model"),
             "decode_share": statistics.median(r["decode"] / r["total"] for r in runs[(n, False)]),
+            "model_s": med("model"),
+            "decode_s": med("decode"),
             "e2e_fps_overlap": frames / med("total", True),
             "first_overlap": med("first", True),
         }
@@ -316,15 +319,17 @@ def table(rows: list[dict[str, Any]], header: str) -> str:
     lines = [
         header,
         "",
-        "| tier | decoder | decode s/chunk | first pixel s | e2e FPS | model-only FPS | decode share | "
-        "e2e FPS overlapped (x seq) | peak memory | e2e vs Wan | first pixel vs Wan | decode vs Wan |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| tier | decoder | decode s/chunk | first pixel s | e2e FPS | model-only FPS | "
+        "generator s / decode s | decode share | e2e FPS overlapped (x seq) | peak memory | e2e vs Wan | "
+        "first pixel vs Wan | decode vs Wan |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         spec = ", ".join(f"{k}={v}" for k, v in r["spec"].items() if k != "kind")
         lines.append(
             f"| {r['tier']} | {r['decoder']} ({spec}) | {r['decode_chunk']:.3f} | {r['first']:.3f} | "
-            f"{r['e2e_fps']:.2f} | {r['model_fps']:.2f} | {r['decode_share']:.2f} | "
+            f"{r['e2e_fps']:.2f} | {r['model_fps']:.2f} | {r['model_s']:.2f} / {r['decode_s']:.2f} | "
+            f"{r['decode_share']:.2f} | "
             f"{r['e2e_fps_overlap']:.2f} ({r['overlap_gain']:.2f}x) | {_mib(r['peak_bytes'])} | "
             f"{r['vs_wan_e2e']:.2f}x | {r['vs_wan_first']:.2f}x | {r['vs_wan_decode']:.2f}x |"
         )
