@@ -118,3 +118,18 @@ def test_option_values_and_the_peer_bug_combination_are_refused():
         InferencePreset(name="half", causal={"sink_size": 3})
     with pytest.raises(ValueError, match="not FlowMatchSchedule arguments"):
         InferencePreset(name="x", causal=dict(PRESETS["rfvideo"].causal), schedule={"steps": 4})
+
+
+def test_apply_preset_sets_the_pipelines_transformer_and_scheduler():
+    from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
+    from rfvideo.pipeline import FewStepFlowScheduler, RFVideoPipeline
+    from rfvideo.pipeline.presets import apply_preset
+
+    gen = tiny_causal_wan(num_frames_per_chunk=3, seed=1)
+    pipe = RFVideoPipeline(gen, tiny_wan_vae(), FewStepFlowScheduler(), tiny_text_encoder())
+    preset = apply_preset(pipe, "reward-forcing-lu")
+    assert pipe.transformer.causal_options == preset.causal_options(CausalOptions())
+    assert pipe.scheduler.schedule == preset.flow_schedule()
+    assert apply_preset(pipe, "causvid").name == "causvid"
+    assert pipe.scheduler.schedule.timesteps.tolist() == [1000.0, 757.0, 522.0]
+    assert pipe.transformer.causal_options == CausalOptions()

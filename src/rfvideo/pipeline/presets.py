@@ -34,7 +34,15 @@ from typing import Any
 from rfvideo.models.causal_options import CausalOptions
 from rfvideo.sampling.schedule import FlowMatchSchedule
 
-__all__ = ["PRESET_FILE", "PRESETS", "InferencePreset", "get_preset", "preset_names", "read_folder_preset"]
+__all__ = [
+    "PRESETS",
+    "PRESET_FILE",
+    "InferencePreset",
+    "apply_preset",
+    "get_preset",
+    "preset_names",
+    "read_folder_preset",
+]
 
 PRESET_FILE = "rfvideo_preset.json"
 """File beside a converted generator's `config.json` naming its preset (`rfvideo convert`)."""
@@ -216,5 +224,22 @@ def read_folder_preset(folder: str | os.PathLike[str]) -> InferencePreset | None
     try:
         name = json.loads(open(path, encoding="utf-8").read())["preset"]
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: expected {{\"preset\": <name>}} ({e})") from e
+        raise ValueError(f'{path}: expected {{"preset": <name>}} ({e})') from e
     return get_preset(name)
+
+
+def apply_preset(pipe: Any, name: str | InferencePreset) -> InferencePreset:
+    """Set a pipeline's transformer options (`InferencePreset.apply`) and its scheduler to a preset's.
+
+    `pipe` is an `RFVideoPipeline` (anything with `transformer` and diffusers' `register_modules`). The
+    preset's `context_timestep` (0.0 for every peer) is for the sampler's context pass.
+
+    Raises:
+        ValueError: unknown name, or a transformer whose chunk size the peer never trained with.
+    """
+    from rfvideo.pipeline.scheduler import FewStepFlowScheduler
+
+    preset = get_preset(name) if isinstance(name, str) else name
+    preset.apply(pipe.transformer)
+    pipe.register_modules(scheduler=FewStepFlowScheduler.from_schedule(preset.flow_schedule()))
+    return preset
