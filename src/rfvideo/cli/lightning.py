@@ -61,9 +61,21 @@ class RFVideoCLI(LightningCLI):
         if ckpt and str(ckpt) not in CKPT_KEYWORDS:  # "last" / "best": Lightning finds the file
             preflight_checkpoint(ckpt, option="--ckpt_path")
 
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--run_dir",
+            type=str | None,
+            default=None,
+            help="the run's folder (logs, checkpoints); default: trainer.default_root_dir. Logs go to "
+            "<run_dir>/lightning_logs/run, so `--ckpt_path last` resumes there and the curves continue",
+        )
+
     def before_instantiate_classes(self) -> None:
         sub = self.config.get("subcommand")
-        preflight_config(self.config[sub] if sub else self.config)
+        cfg = self.config[sub] if sub else self.config
+        preflight_config(cfg)
+        if sub == "fit":
+            stable_run_folder(cfg)
 
     def instantiate_classes(self) -> None:
         if not self._model_only:
@@ -81,6 +93,70 @@ def _option_strings(parser: Any, args: Any) -> list[str]:
     sub = next((a for a in (args or []) if a in names), None)
     target = names[sub] if sub is not None else parser
     return [o for o in getattr(target, "_option_string_actions", {}) if o.startswith("--")]
+
+
+RUN_VERSION = "run"  # the logger version of every run: one folder per root, not version_N per start
+
+
+def stable_run_folder(cfg: Any) -> Path | None:
+    """Give a fit a stable folder, `<root>/lightning_logs/run` (root: `--run_dir` or the trainer's
+    `default_root_dir`): its TensorBoard logger gets `version="run"` (a default logger is made explicit),
+    so checkpoints without a `dirpath` land in `<folder>/checkpoints`, `--ckpt_path last` finds them and a
+    resume writes its curves into the same folder. A logger with its own version, or `logger: false`, is
+    left alone.
+
+    Raises:
+        UsageError: `--ckpt_path last` and no `last*.ckpt` in any checkpoint folder of the run; or a fresh
+            run (no `--ckpt_path`) whose stable folder already holds checkpoints (it would overwrite them).
+
+    Returns:
+        The stable folder (None when the config's logger is its own).
+    """
+    from jsonargparse import Namespace
+
+    trainer = cfg["trainer"]
+    if cfg.get("run_dir"):
+        trainer["default_root_dir"] = cfg["run_dir"]
+    root = Path(trainer.get("default_root_dir") or os.getcwd())
+    logger = trainer.get("logger")
+    folder: Path | None = None
+    if logger is None or logger is True:
+        trainer["logger"] = Namespace(
+            class_path="lightning.pytorch.loggers.TensorBoardLogger",
+            init_args=Namespace(save_dir=str(root), name="lightning_logs", version=RUN_VERSION),
+        )
+        folder = root / "lightning_logs" / RUN_VERSION
+    elif isinstance(logger, Namespace) and "TensorBoardLogger" in str(logger.get("class_path", "")):
+        args = logger.get("init_args") or Namespace()
+        if args.get("version") is None:
+            args["version"] = RUN_VERSION
+            logger["init_args"] = args
+        save_dir = Path(args.get("save_dir") or root)
+        folder = save_dir / str(args.get("name") or "lightning_logs") / str(args["version"])
+    # where ModelCheckpoint callbacks will write: their dirpath, or the stable folder's checkpoints
+    dirs: list[Path] = []
+    for cb in trainer.get("callbacks") or []:
+        if isinstance(cb, Namespace) and str(cb.get("class_path", "")).endswith("ModelCheckpoint"):
+            dirpath = (cb.get("init_args") or Namespace()).get("dirpath")
+            if dirpath is not None:
+                dirs.append(Path(dirpath))
+            elif folder is not None:
+                dirs.append(folder / "checkpoints")
+    ckpt = cfg.get("ckpt_path")
+    if str(ckpt) == "last" and dirs and not any(d.is_dir() and any(d.glob("last*.ckpt")) for d in dirs):
+        where = ", ".join(repr(str(d)) for d in dirs)
+        raise UsageError(
+            f"--ckpt_path last: no last.ckpt in {where}: nothing to resume (start without --ckpt_path, or "
+            "give --run_dir / the checkpoint file of the run to resume)"
+        )
+    if ckpt is None and folder is not None:
+        stable = folder / "checkpoints"
+        if stable.is_dir() and any(stable.glob("*.ckpt")):
+            raise UsageError(
+                f"the run folder {str(folder)!r} already holds checkpoints of an earlier run: resume it with "
+                "--ckpt_path last, or start a new run elsewhere with --run_dir <folder>"
+            )
+    return folder
 
 
 def _refuse_trainer_level_optimization(cfg: Any) -> None:
