@@ -38,7 +38,7 @@ from rfvideo.models.vae import num_latent_frames, num_pixel_frames
 from rfvideo.pipeline.output import OUTPUT_TYPES, RFVideoPipelineOutput
 from rfvideo.pipeline.scheduler import FewStepFlowScheduler
 from rfvideo.sampling.chunkwise import chunk_loop
-from rfvideo.streaming.generator import StreamingGenerator
+from rfvideo.streaming.generator import StreamingGenerator, check_stream_length
 from rfvideo.streaming.video import vae_dtype
 from rfvideo.utils.timings import GenerationTimings, sync_device
 
@@ -576,13 +576,18 @@ class RFVideoPipeline(DiffusionPipeline):
         Args:
             prompt: The first prompt (one, or one per video).
             generator: Draws the noise (as `__call__` draws it; None: fresh OS entropy).
-            num_frames: Pixel frames (`1 + 4k`, a chunk multiple); None: endless (needs a rolling window and
-                relative RoPE).
+            num_frames: Pixel frames (`1 + 4k`, a chunk multiple); None: endless when the model has a
+                rolling window and relative RoPE, else the pipeline's default length.
             height: Pixel height (default: the pipeline's).
             width: Pixel width (default: the pipeline's).
         """
         t_call = time.perf_counter()
         max_chunks = None
+        if num_frames is None:
+            try:
+                check_stream_length(self.transformer.config, None)  # endless when the model allows it
+            except ValueError:
+                num_frames = self.config.num_frames
         if num_frames is not None:
             f, _, _ = self._check_size(
                 num_frames,
