@@ -75,3 +75,18 @@ def test_pipeline_from_config_takes_the_checkpoint_s_ema(run) -> None:
         got = pipe.transformer.state_dict()
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert pipe.config.num_frames == 5 and (pipe.config.height, pipe.config.width) == (32, 32)
+
+
+def test_an_original_self_forcing_file_goes_through_the_same_path(run, tmp_path) -> None:
+    """A Self-Forcing-layout `.pt` (original Wan key names under `model.`, in `generator_ema`) passed as the
+    checkpoint is converted by `load_original_checkpoint` and loads strictly."""
+    from rfvideo.models.convert import diffusers_to_wan
+
+    config, _ = run
+    trained = tiny_causal_wan(num_frames_per_chunk=1, seed=9, init_scale=0.3).state_dict()
+    original = {"model." + k: v for k, v in diffusers_to_wan(trained).items()}
+    path = tmp_path / "self_forcing.pt"
+    torch.save({"generator_ema": original, "generator": original}, path)
+    pipe = pipeline_from_config(config, path)
+    got = pipe.transformer.state_dict()
+    assert got.keys() == trained.keys() and all(torch.equal(got[k], trained[k]) for k in trained)
