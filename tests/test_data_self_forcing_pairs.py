@@ -135,3 +135,16 @@ def test_clean_state_draw_equals_naive_reference(tmp_path):
     loss, _ = whole.compute_loss(batch, idx)
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
+
+
+def test_rfvideo_convert_writes_pair_shards(tmp_path):
+    from rfvideo.cli.app import main
+
+    pairs = _write_pairs(tmp_path / "pairs")
+    argv = ["convert", str(tmp_path / "pairs"), str(tmp_path / "s"), "--from", "self-forcing-pairs"]
+    assert main([*argv, "--labelling", "exact"]) == 0
+    shards = ShardedTensorDataset(tmp_path / "s")
+    assert shards.meta["labelling"] == "exact" and shards[2]["prompt"] == pairs[2][0]
+    assert torch.equal(shards[1]["trajectory_timesteps"], self_forcing_pair_timesteps("exact"))
+    assert main(argv) == 2  # the output folder is not empty
+    assert main(["convert", str(tmp_path / "nope"), str(tmp_path / "t"), "--from", "self-forcing-pairs"]) == 2

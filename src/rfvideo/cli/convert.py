@@ -4,12 +4,16 @@ own inference runs it.
     rfvideo convert self_forcing_dmd.pt out/ --from self-forcing
     rfvideo convert longlive_base.pt out/ --from longlive --lora lora.pt [--keep-adapters]
     rfvideo convert rewardforcing.pt out/ --from reward-forcing-lu
+    rfvideo convert ode_pairs/ shards/ --from self-forcing-pairs [--labelling self-forcing|exact]
 
 The weights are mapped strictly (every key used, none left over) onto `CausalWanTransformer`, built with the
 preset's causal options (default: the peer's own preset, `rfvideo.pipeline.presets`), and written as a
 diffusers folder (`config.json` + safetensors, loadable by `CausalWanTransformer.from_pretrained(OUT)`) with
 `rfvideo_preset.json` naming the preset (its schedule and context timestep). LongLive's LoRA is merged
 (`W + (alpha / r) B A`) unless `--keep-adapters` writes it beside the base as peft's adapter files.
+
+`--from self-forcing-pairs` converts a folder of Self-Forcing's ODE-pair files into stage-1 shards
+(`RFVideoDataModule(train_shards=OUT)`), labelled as `--labelling` says (`rfvideo.data.self_forcing_pairs`).
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ from rfvideo.cli.errors import UsageError
 __all__ = ["add_arguments", "run", "write_output"]
 
 PEERS = ("self-forcing", "causvid", "longlive", "reward-forcing-lu")  # == rfvideo.models.convert.PEERS
+PAIRS = "self-forcing-pairs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `rfvideo convert`."""
-    parser.add_argument("input", help="the peer's generator file (.pt / .safetensors)")
+    parser.add_argument("input", help="the peer's generator file (.pt / .safetensors), or a pair folder")
     parser.add_argument("output", help="output folder (new or empty)")
-    parser.add_argument("--from", dest="peer", required=True, choices=PEERS, help="whose file it is")
+    parser.add_argument(
+        "--from", dest="peer", required=True, choices=(*PEERS, PAIRS), help="whose file it is"
+    )
     parser.add_argument(
         "--preset", default=None, help="inference preset to write with it (default: the peer's own)"
     )
@@ -49,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attention-head-dim", type=positive_int, default=128, help="head width (Wan2.1: 128)"
     )
+    parser.add_argument(
+        "--labelling", choices=("self-forcing", "exact"), default="self-forcing",
+        help="self-forcing-pairs: timesteps the states carry (Self-Forcing's labels, or their true sigma)",
+    )  # fmt: skip
 
 
 def write_output(model: Any, out: Path, *, preset: str) -> None:
@@ -67,8 +78,27 @@ def write_output(model: Any, out: Path, *, preset: str) -> None:
     (out / PRESET_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
+def _convert_pairs(args: argparse.Namespace) -> int:
+    """Self-Forcing's ODE-pair folder -> stage-1 shards."""
+    src, out = Path(args.input), Path(args.output)
+    if not src.is_dir():
+        raise UsageError(f"input: {args.input!r} is not a folder of Self-Forcing pair files")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"output: {str(out)!r} exists and is not an empty folder")
+    from rfvideo.data.self_forcing_pairs import write_self_forcing_pair_shards
+
+    try:
+        write_self_forcing_pair_shards(src, out, labelling=args.labelling)
+    except ValueError as e:
+        raise UsageError(f"{args.input}: {e}") from e
+    print(f"wrote stage-1 shards of {src} to {out} (labelling {args.labelling!r})")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Map the peer's weights, build the model with the preset's options, write the folder."""
+    if args.peer == PAIRS:
+        return _convert_pairs(args)
     src, out = Path(args.input), Path(args.output)
     if not src.is_file():
         raise UsageError(f"input: no such file: {args.input}")
