@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import einops
 import torch
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -107,7 +106,7 @@ def run_once(model: Any, vae: Any, noise: torch.Tensor, emb: torch.Tensor) -> di
     with torch.no_grad():
         lat = sample_chunkwise(model, noise, emb, schedule=sched, generator=torch.Generator().manual_seed(1))
         t1 = time.perf_counter()
-        vae.decode(einops.rearrange(lat, "b c f h w -> b f c h w"))
+        vae.decode(lat)
     out["after_total"] = time.perf_counter() - t0
     out["after_model"] = t1 - t0
     return out

@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-from einops import rearrange
 
 from rfvideo.demo_world.components import tiny_causal_wan, tiny_wan_vae
 from rfvideo.rewards.prompt_color import PromptColorReward
@@ -69,7 +68,7 @@ def step(mode: str, gen, vae, reward, noise, emb, sched, device) -> tuple[float,
     with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
         out = rollout(gen, noise, emb, schedule=sched, exit_step=sched.num_steps - 1,
                       grad_from_chunk=0 if mode == "a" else m - 1)  # fmt: skip
-        lat = rearrange(out.latents, "b c f h w -> b f c h w")
+        lat = out.latents  # (b c f h w), the VAE's layout too
         video = vae.decode(lat)[:, -1:] if mode == "a" else vae.decode_last(lat, 1, checkpoint=True)
         loss = -reward(video, ["a red square"] * video.shape[0]).mean()
     loss.backward()
@@ -84,7 +83,7 @@ def stage2_step(gen, opt, vae, reward, noise, emb, sched, context: int | None) -
     """One whole stage-2 step: rollout (grad in the last chunk), decode_last, reward, backward, AdamW."""
     m = noise.shape[2] // gen.num_frames_per_chunk
     out = rollout(gen, noise, emb, schedule=sched, exit_step=sched.num_steps - 1, grad_from_chunk=m - 1)
-    lat = rearrange(out.latents, "b c f h w -> b f c h w")
+    lat = out.latents
     kw = {} if context is None else {"context": context}
     video = vae.decode_last(lat, 1, checkpoint=True, **kw)
     loss = -reward(video, ["a red square"] * video.shape[0]).mean()

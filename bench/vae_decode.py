@@ -63,9 +63,9 @@ def real_vae(seed: int, dtype: torch.dtype = torch.float32) -> WanVAE:
 
 
 def latents_of(f: int, hw: int, seed: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Normalised latents (1 f 16 hw hw): unit Gaussian, like the generator's output scale."""
+    """Normalised latents (1 16 f hw hw): unit Gaussian, like the generator's output scale."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(1, f, 16, hw, hw, generator=g, dtype=torch.float64).to(dtype)
+    return torch.randn(1, 16, f, hw, hw, generator=g, dtype=torch.float64).to(dtype)  # (b c f h w)
 
 
 def causal_chain() -> list[tuple[str, float]]:
@@ -95,7 +95,7 @@ def reach(vae: WanVAE, lat: torch.Tensor, seed: int) -> dict:
     """Perturb latent frame 0 by unit noise; change of every later latent frame's pixels."""
     g = torch.Generator().manual_seed(seed)
     pert = lat.clone()
-    pert[:, 0] += torch.randn(pert[:, 0].shape, generator=g, dtype=torch.float64).to(lat.dtype)
+    pert[:, :, 0] += torch.randn(pert[:, :, 0].shape, generator=g, dtype=torch.float64).to(lat.dtype)
     with torch.no_grad():
         change = per_latent_change(vae.decode(lat), vae.decode(pert))
     nonzero = [d for d, c in enumerate(change) if c > 0]
@@ -110,7 +110,7 @@ def nan_reach(vae: WanVAE, lat: torch.Tensor, j: int) -> int:
     special cases (frame 0 skips the time upsamplers), so it holds in the middle of any video.
     """
     marked = lat.clone()
-    marked[:, j] = float("nan")
+    marked[:, :, j] = float("nan")
     with torch.no_grad():
         bad = vae.decode(marked)[:, ::4].isnan().flatten(2).any(-1)[0]  # (f): last pixel of each latent
     return max(int(i) for i in bad.nonzero().flatten()) - j
@@ -120,7 +120,7 @@ def last_frame_change(vae: WanVAE, lat: torch.Tensor, j: int, seed: int) -> floa
     """Max abs change of the last pixel frame when latent frame j gets unit noise."""
     g = torch.Generator().manual_seed(seed)
     pert = lat.clone()
-    pert[:, j] += torch.randn(pert[:, j].shape, generator=g, dtype=torch.float64).to(lat.dtype)
+    pert[:, :, j] += torch.randn(pert[:, :, j].shape, generator=g, dtype=torch.float64).to(lat.dtype)
     with torch.no_grad():
         return float((vae.decode_last(lat, 1) - vae.decode_last(pert, 1)).abs().max())
 
@@ -137,7 +137,7 @@ def psnr(err_mse: float) -> float:
 
 
 def truncation(vae: WanVAE, lat: torch.Tensor) -> dict:
-    f = lat.shape[1]
+    f = lat.shape[2]
     exact, t_exact = timed(lambda: vae.decode_last(lat, 1, context=None))
     rows = []
     for k in range(f):
