@@ -3,7 +3,7 @@
 from rfvideo.modules.base import FROZEN_PREFIXES, VideoGeneratorModule, paper_adamw
 from rfvideo.modules.ode_init import ODEInitModule, trajectory_step_indices
 from rfvideo.modules.pipeline_config import pipeline_from_config
-from rfvideo.modules.reward_forcing import RewardForcingModule, pixel_to_latent_frame
+from rfvideo.modules.reward_forcing import RewardForcingModule
 
 __all__ = [
     "FROZEN_PREFIXES",
@@ -12,6 +12,5 @@ __all__ = [
     "VideoGeneratorModule",
     "paper_adamw",
     "pipeline_from_config",
-    "pixel_to_latent_frame",
     "trajectory_step_indices",
 ]

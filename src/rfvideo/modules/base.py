@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,7 +32,7 @@ from rfvideo.modules.optimizer_resume import reapply as reapply_optim
 from rfvideo.pipeline import RFVideoPipeline
 from rfvideo.sampling import FlowMatchSchedule
 
-__all__ = ["FROZEN_PREFIXES", "TooManySkippedStepsError", "VideoGeneratorModule", "paper_adamw"]
+__all__ = ["FROZEN_PREFIXES", "Salt", "TooManySkippedStepsError", "VideoGeneratorModule", "paper_adamw"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,22 @@ def _is_frozen_key(key: str, prefix: str = "", lora: bool = False) -> bool:
 def paper_adamw(params: Any) -> torch.optim.Optimizer:
     """AdamW with the paper's stage-2 settings: betas (0, 0.999), lr 2e-6, weight decay 0.01."""
     return torch.optim.AdamW(params, lr=2e-6, betas=(0.0, 0.999), weight_decay=0.01)
+
+
+class Salt(enum.IntEnum):
+    """Which random stream of a training step a `step_generator` draws (mixed into its seed): each stream is
+    independent of the others and the same after a resume."""
+
+    ODE_STATE = 1
+    """Stage 1: which trajectory state each chunk is trained on."""
+    ROLLOUT_NOISE = 2
+    """Stage 2: the rollout's initial noise (per rank)."""
+    RENOISE = 3
+    """Stage 2: the re-noising between denoising steps (per rank)."""
+    EXIT_STEPS = 4
+    """Stage 2: the exit step of each chunk (the same on every rank)."""
+    FRAME_PLAN = 5
+    """Stage 2: which pixel frames are decoded and scored (the same on every rank)."""
 
 
 class TooManySkippedStepsError(RuntimeError):

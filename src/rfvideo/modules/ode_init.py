@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from einops import rearrange, repeat
 
-from rfvideo.modules.base import VideoGeneratorModule
+from rfvideo.modules.base import Salt, VideoGeneratorModule
 from rfvideo.sampling import x0_from_flow
 
 __all__ = ["ODEInitModule", "trajectory_step_indices"]
@@ -82,7 +82,7 @@ class ODEInitModule(VideoGeneratorModule):
         if f % k != 0:
             raise ValueError(f"trajectory has f={f} latent frames, not a multiple of the chunk size {k}")
         m = f // k
-        g = self.step_generator(batch_idx, per_rank=True, salt=1)
+        g = self.step_generator(batch_idx, per_rank=True, salt=Salt.ODE_STATE)
         choices = [*steps, clean] if self.draw_clean_state else steps
         j = torch.randint(0, len(choices), (b, m), generator=g)  # (b m) state per chunk
         j_frame = repeat(j, "b m -> b (m k)", k=k)  # (b f)

@@ -22,17 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from rfvideo.modules.base import VideoGeneratorModule
+from rfvideo.models.vae import latent_frames_for_pixel_frames, num_pixel_frames
+from rfvideo.modules.base import Salt, VideoGeneratorModule
 from rfvideo.rewards.ensemble import RewardEnsemble
 from rfvideo.rewards.frames import FramePlan
 from rfvideo.sampling import rollout
 
-__all__ = ["RewardForcingModule", "pixel_to_latent_frame"]
-
-
-def pixel_to_latent_frame(pixel_frame: int, temporal_factor: int = 4) -> int:
-    """Latent frame from which a causal Wan VAE decodes pixel frame `p` (frame 0 alone, then groups of 4)."""
-    return 0 if pixel_frame == 0 else 1 + (pixel_frame - 1) // temporal_factor
+__all__ = ["RewardForcingModule"]
 
 
 class RewardForcingModule(VideoGeneratorModule):
@@ -97,7 +93,7 @@ class RewardForcingModule(VideoGeneratorModule):
     def frame_plan(self, num_pixel_frames: int, batch_idx: int) -> FramePlan:
         """This step's frames: drawn once from a generator shared by all ranks (resumable)."""
         return self.rewards.plan_frames(
-            num_pixel_frames, self.step_generator(batch_idx, per_rank=False, salt=5)
+            num_pixel_frames, self.step_generator(batch_idx, per_rank=False, salt=Salt.FRAME_PLAN)
         )
 
     def _place_anchor(self) -> None:
@@ -135,19 +131,19 @@ class RewardForcingModule(VideoGeneratorModule):
         b, f = len(prompts), self.num_latent_frames
         k = int(self.generator.num_frames_per_chunk)
         tf = int(getattr(self.vae, "temporal_factor", 4))
-        num_pixel = 1 + tf * (f - 1)
+        num_pixel = num_pixel_frames(f, tf)
         # One draw, the same on every rank, decides both what is decoded and what is scored.
         plan = self.frame_plan(num_pixel, batch_idx)
         first_pixel = plan.decoded[0]
-        first_latent = pixel_to_latent_frame(first_pixel, tf)
-        noise = self.noise(b, f, self.step_generator(batch_idx, per_rank=True, salt=2))
+        first_latent = latent_frames_for_pixel_frames([first_pixel], num_pixel, tf)[0]
+        noise = self.noise(b, f, self.step_generator(batch_idx, per_rank=True, salt=Salt.ROLLOUT_NOISE))
         out = rollout(
             self.generator,
             noise,
             emb,
             schedule=self.schedule,
-            generator=self.step_generator(batch_idx, per_rank=True, salt=3),
-            exit_generator=self.step_generator(batch_idx, per_rank=False, salt=4),
+            generator=self.step_generator(batch_idx, per_rank=True, salt=Salt.RENOISE),
+            exit_generator=self.step_generator(batch_idx, per_rank=False, salt=Salt.EXIT_STEPS),
             exit_per_chunk=self.exit_per_chunk,
             grad_from_chunk=first_latent // k,
         )
