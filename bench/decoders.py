@@ -27,6 +27,12 @@ one warm-up of each; medians over repeats. Quantities per decoder (pixel frames 
                           video's latents through it; CUDA: `max_memory_allocated` during that decode
 Ratios are against the Wan VAE of the same tier, measured in the same run.
 
+Quiet machine only. On a loaded CPU, PyTorch's OpenMP team of the main thread stalls at its barriers while
+a worker thread's work does not (seen here at load ~6 on 2 cores: the tiny generator ran ~15x slower on
+the main thread with 2 threads than with 1, and a worker thread ran at the 1-thread speed), so overlapped
+runs look several times faster than sequential ones for reasons that have nothing to do with overlap. With
+`--threads 1` both paths use one thread per Python thread; compare the default against it.
+
 Legend: `b` batch, `c` latent channels, `f` latent frames, `k` latent frames per chunk, `h w` latent size.
 """
 
@@ -122,16 +128,6 @@ def build_decoder(spec: dict[str, Any], device: torch.device) -> Any:
     return TinyVideoDecoder(latent_space=space, **kwargs).eval().requires_grad_(False).to(device)
 
 
-def slot_layout(decoder: Any, chunk: torch.Tensor) -> torch.Tensor:
-    """The chunk in the layout the decoder takes: the slot's (b c k h w), or (b k c h w) for a WanVAE that
-    predates the slot's layout (remove once every decoder takes (b c k h w))."""
-    try:
-        decoder._check_latents(chunk)
-        return chunk
-    except ValueError:
-        return chunk.transpose(1, 2)
-
-
 # ------------------------------------------------------------------ one video
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -141,13 +137,13 @@ def sync(device: torch.device) -> None:
 class _TimedStream:
     """A stream decoder that adds up the seconds of its calls (synchronised on CUDA: sequential runs only)."""
 
-    def __init__(self, stream: Any, decoder: Any, device: torch.device) -> None:
-        self.stream, self.decoder, self.device = stream, decoder, device
+    def __init__(self, stream: Any, device: torch.device) -> None:
+        self.stream, self.device = stream, device
         self.seconds: list[float] = []
 
     def __call__(self, chunk: torch.Tensor, *, frame_offset: int | None = None) -> torch.Tensor:
         t0 = time.perf_counter()
-        out = self.stream(slot_layout(self.decoder, chunk))
+        out = self.stream(chunk)
         sync(self.device)
         self.seconds.append(time.perf_counter() - t0)
         return out
@@ -157,13 +153,6 @@ class _TimedStream:
 
     def cache_bytes(self) -> int:
         return int(self.stream.cache_bytes())
-
-
-class _LayoutStream(_TimedStream):
-    """Layout only, no timing and no synchronisation (the overlapped runs)."""
-
-    def __call__(self, chunk: torch.Tensor, *, frame_offset: int | None = None) -> torch.Tensor:
-        return self.stream(slot_layout(self.decoder, chunk))
 
 
 def _timed_chunks(chunks: Iterator[tuple[int, torch.Tensor]], seconds: list[float], device: torch.device):
@@ -187,7 +176,7 @@ def run_video(
     from rfvideo.sampling import FlowMatchSchedule, stream_chunks
 
     gen_s: list[float] = []
-    stream = (_LayoutStream if overlap else _TimedStream)(decoder.stream_decoder(), decoder, device)
+    stream = decoder.stream_decoder() if overlap else _TimedStream(decoder.stream_decoder(), device)
     chunks = stream_chunks(
         model, noise, emb, schedule=FlowMatchSchedule(), generator=torch.Generator(device).manual_seed(1)
     )
@@ -228,7 +217,7 @@ def _peak_child(spec_json: str, latents_path: str, device_name: str) -> None:
     stream = decoder.stream_decoder()
     with torch.no_grad():
         for z in chunks:
-            stream(slot_layout(decoder, z.to(device)))
+            stream(z.to(device))
     sync(device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - base

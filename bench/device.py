@@ -316,7 +316,7 @@ def decoder_rows(
         stream = dec.stream_decoder()
         with torch.no_grad():
             for z in chunks:
-                stream(bench.slot_layout(dec, z))
+                stream(z)
         sync(device)
         peak = human_bytes(torch.cuda.max_memory_allocated(device) - held) if device.type == "cuda" else "n/a"
         fps, fps_o = seq["frames"] / seq["total"], ovl["frames"] / ovl["total"]

@@ -89,3 +89,18 @@ def test_errors_propagate_and_early_stop_returns():
     it = decode_overlapped(chunks(), model.stream_decoder())
     assert next(it)[0] == 0
     it.close()  # waits for the running decode, no hang
+
+
+@torch.no_grad()
+def test_overlap_with_the_wan_vae_stream_equals_its_full_decode():
+    from diffusers import AutoencoderKLWan
+
+    from helpers import randomize_
+    from rfvideo.models.vae import WanVAE
+
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+    vae = WanVAE(randomize_(vae, torch.Generator().manual_seed(1), scale=0.1))
+    parts = list(chunks())
+    out = torch.cat([f for _, f in decode_overlapped(iter(parts), vae.stream_decoder())], 1)
+    torch.testing.assert_close(out, vae.decode(torch.cat([z for _, z in parts], 2)), atol=1e-5, rtol=0)

@@ -42,11 +42,6 @@ def test_every_builder_gives_a_slot_decoder(tmp_path):
     for name, dec in built.items():
         assert isinstance(dec, VideoDecoder), name
         assert (dec.temporal_factor, dec.spatial_factor, dec.latent_channels) == (4, 8, 16), name
-        if name == "wan":
-            try:
-                dec._check_latents(z)
-            except ValueError:  # WanVAE still speaking (b f c h w): the lead switches it to the slot's layout
-                continue
         video = dec.decode(z)
         assert video.shape == (1, num_pixel_frames(3, dec.temporal_factor), 3, 16, 24), name
         stream = dec.stream_decoder()
