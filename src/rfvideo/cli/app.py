@@ -41,6 +41,10 @@ def _help_text() -> str:
     return "\n".join(lines) + "\n"
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help; the module docstring kept as written."""
+
+
 def _traceback_wanted(argv: list[str]) -> bool:
     return TRACEBACK_FLAG in argv or os.environ.get(TRACEBACK_ENV, "").strip() not in ("", "0")
 
@@ -48,7 +52,12 @@ def _traceback_wanted(argv: list[str]) -> bool:
 def _run_command(name: str, argv: list[str]) -> int:
     module_path, text = COMMANDS[name]
     module = importlib.import_module(module_path)
-    parser = argparse.ArgumentParser(prog=f"rfvideo {name}", description=module.__doc__ or text)
+    # Every option's default in --help (an option with help text shows "(default: ...)").
+    parser = argparse.ArgumentParser(
+        prog=f"rfvideo {name}",
+        description=module.__doc__ or text,
+        formatter_class=_HelpFormatter,
+    )
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     code = module.run(args)

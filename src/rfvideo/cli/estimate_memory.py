@@ -7,6 +7,8 @@ nothing at real size.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from rfvideo.cli.errors import UsageError
 
@@ -15,7 +17,12 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `rfvideo estimate-memory`."""
-    parser.add_argument("--config", action="append", required=True, help="experiment YAML (repeatable)")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=None,
+        help="experiment YAML (repeatable); default with --preset: the preset's published experiment",
+    )
     parser.add_argument(
         "--world-size", type=int, nargs="+", default=None, help="GPUs (default: the trainer's devices)"
     )
@@ -35,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+# The experiment each preset describes (repository-relative): `--preset` alone estimates it.
+PRESET_CONFIGS = {"wan2.1-t2v-1.3b": "experiments/wan2.1-1.3b/reward_forcing.yaml"}
+_REPO = Path(__file__).resolve().parents[3]
+
 _NOTE = (
     "How: one fake step (FakeTensorMode + MemTracker, nothing allocated) per (full / LoRA, checkpointing),\n"
     "counted on 2 and 3 blocks and extended linearly to the full depth (the blocks are identical). Every\n"
@@ -47,9 +58,21 @@ _NOTE = (
 
 def run(args: argparse.Namespace) -> int:
     """Print the per-part estimate for the config's strategy, then the summary table."""
-    from rfvideo.memory import estimate_table, format_table
-    from rfvideo.memory.estimate import _parse
+    import rfvideo.memory as memory
+    from rfvideo.cli.preflight import estimate_problems
+    from rfvideo.memory.estimate import _load_yamls, _parse, _preset, _read_json
 
+    if not args.config:
+        if args.preset is None:
+            raise UsageError("--config is required (or --preset NAME to estimate its published experiment)")
+        if args.preset not in PRESET_CONFIGS:
+            raise UsageError(f"--preset {args.preset!r}: unknown (known: {sorted(PRESET_CONFIGS)})")
+        default = _REPO / PRESET_CONFIGS[args.preset]
+        if not default.is_file():
+            raise UsageError(
+                f"--preset {args.preset!r} alone needs {PRESET_CONFIGS[args.preset]}; pass --config"
+            )
+        args.config = [str(default)]
     for ws in args.world_size or []:
         if ws <= 0:
             raise UsageError(f"--world-size {ws} must be > 0")
@@ -58,15 +81,39 @@ def run(args: argparse.Namespace) -> int:
     if args.lora_rank is not None and args.lora_rank <= 0:
         raise UsageError(f"--lora-rank {args.lora_rank} must be > 0")
     try:
+        # fit's preflight, on the YAML as written, before anything is built
+        cfg = _load_yamls(args.config)
+        gen = ((cfg.get("model") or {}).get("init_args") or {}).get("generator") or {}
+        gen_args = gen.get("init_args") or {} if isinstance(gen, dict) else {}
+        source = "the generator's config.json"
+        try:
+            tcfg = _read_json(
+                gen_args["path"], gen_args.get("subfolder", "transformer"), "generator", _preset(args.preset),
+                "transformer",
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError, OSError):
+            tcfg = None  # _parse names a missing or unreadable model config below
+        problems = estimate_problems(cfg, tcfg, source)
+        if problems:
+            raise UsageError("; ".join(problems))
         parsed = _parse(args.config, None, args.strategy, args.preset)
-        rank = args.lora_rank or parsed.lora_rank or 16
+        rank = args.lora_rank if args.lora_rank is not None else parsed.lora_rank
+        rank = 16 if rank is None else rank
         sizes = args.world_size or ([1, 2, 8] if args.table else [parsed.world_size])
         strategies = ("ddp", "fsdp") if args.table or args.strategy is None else (args.strategy,)
-        table = estimate_table(
+        print(
+            f"estimating: one fake training step per (full / LoRA rank {rank}, checkpointing) on 2 and 3 "
+            "blocks, nothing allocated (up to a minute on a laptop CPU)...",
+            file=sys.stderr,
+            flush=True,
+        )
+        table = memory.estimate_table(
             args.config, world_sizes=sizes, strategies=strategies, lora_ranks=(None, rank), preset=args.preset
         )
     except ValueError as e:
         raise UsageError(str(e)) from e
+    except (TypeError, KeyError, AttributeError) as e:  # a value of the wrong kind deep in the YAML
+        raise UsageError(f"could not read the config: {type(e).__name__}: {e}") from e
     if not args.table:
         for est in table:
             if est.strategy != parsed.strategy and args.strategy is None:
@@ -78,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {name:<48} {'unknown' if gib is None else f'{gib:9.2f} GiB'}")
         print()
     print("per-GPU peak of one training step (GiB):")
-    print(format_table(table))
+    print(memory.format_table(table))
     print()
     print(_NOTE)
     return 0

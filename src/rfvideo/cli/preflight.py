@@ -25,7 +25,13 @@ from typing import Any
 
 from rfvideo.cli.errors import UsageError
 
-__all__ = ["preflight_checkpoint", "preflight_config", "config_problems"]
+__all__ = [
+    "config_problems",
+    "estimate_problems",
+    "preflight_checkpoint",
+    "preflight_config",
+    "rope_problems",
+]
 
 # Keys whose string value is an input that may be a local folder or a hub id.
 HUB_OR_PATH_KEYS = frozenset(
@@ -170,22 +176,83 @@ def _transformer_config(generator: Any) -> tuple[dict[str, Any], Path] | None:
 def _rope_problems(cfg: dict[str, Any]) -> list[str]:
     model = _init_args(cfg.get("model"))
     found = _transformer_config(model.get("generator"))
-    frames = model.get("num_latent_frames")
-    if found is None or not isinstance(frames, int) or isinstance(frames, bool):
+    if found is None:
         return []
     config, file = found
+    return rope_problems(config, model.get("num_latent_frames"), model.get("latent_size"), str(file))
+
+
+def rope_problems(config: dict[str, Any], frames: Any, size: Any, source: str) -> list[str]:
+    """Latent frames / height / width needing more RoPE positions than the transformer `config` has."""
+    if not isinstance(frames, int) or isinstance(frames, bool):
+        return []
     rope = int(config.get("rope_max_seq_len", 1024))
     patch = config.get("patch_size") or (1, 2, 2)
     positions = {"latent frames": math.ceil(frames / int(patch[0]))}
-    size = model.get("latent_size")
     if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) for s in size):
         positions["latent height"] = math.ceil(size[0] / int(patch[1]))
         positions["latent width"] = math.ceil(size[1] / int(patch[2]))
     return [
-        f"{what} need {n} RoPE positions but {file} has rope_max_seq_len={rope}"
+        f"{what} need {n} RoPE positions but {source} has rope_max_seq_len={rope}"
         for what, n in positions.items()
         if n > rope
     ]
+
+
+# Lightning's precision names (Trainer(precision=...)), as strings.
+PRECISIONS = frozenset(
+    {"64", "64-true", "32", "32-true", "16", "16-mixed", "16-true", "bf16", "bf16-mixed", "bf16-true",
+     "transformer-engine", "transformer-engine-float16"}
+)  # fmt: skip
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def estimate_problems(
+    cfg: dict[str, Any], transformer_config: dict[str, Any] | None, source: str
+) -> list[str]:
+    """What `fit`'s preflight would refuse in a config `estimate-memory` reads (its YAML, unparsed), plus
+    the numbers the estimate itself reads: sizes, precision, EMA decay, LoRA rank, devices.
+
+    Args:
+        cfg: the merged YAML mapping.
+        transformer_config: the generator's config.json (from its folder or a preset), for the RoPE check.
+        source: where that config came from (named in the RoPE message).
+    """
+    problems = _frame_and_lr_problems(cfg)
+    model = _init_args(cfg.get("model"))
+    trainer = cfg.get("trainer") or {}
+    data = _init_args(cfg.get("data"))
+    size = model.get("latent_size")
+    if size is not None and not (
+        isinstance(size, (list, tuple)) and len(size) == 2 and all(_positive_int(v) for v in size)
+    ):
+        problems.append(f"model.init_args.latent_size must be [h, w] with positive integers, got {size!r}")
+    decay = model.get("ema_decay")
+    if decay is not None and (_number(decay) is None or not 0.0 <= float(decay) < 1.0):
+        problems.append(f"model.init_args.ema_decay must lie in [0, 1) or be null, got {decay!r}")
+    lora = model.get("generator_lora")
+    if isinstance(lora, dict) and "rank" in lora and not _positive_int(lora["rank"]):
+        problems.append(
+            f"model.init_args.generator_lora.rank must be a positive integer, got {lora['rank']!r}"
+        )
+    precision = trainer.get("precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        problems.append(
+            f"trainer.precision {str(precision)!r} is not a precision (use e.g. 32-true, bf16-mixed)"
+        )
+    devices = trainer.get("devices")
+    device_list = isinstance(devices, list) and bool(devices) and all(_positive_int(d + 1) for d in devices)
+    if devices is not None and not (_positive_int(devices) or devices in ("auto", -1) or device_list):
+        problems.append(f"trainer.devices must be a positive integer (GPUs per node), got {devices!r}")
+    batch = data.get("batch_size")
+    if batch is not None and not _positive_int(batch):
+        problems.append(f"data.init_args.batch_size must be a positive integer, got {batch!r}")
+    if transformer_config is not None and not problems:
+        problems += rope_problems(transformer_config, model.get("num_latent_frames"), size, source)
+    return problems
 
 
 def _store_problems(cfg: dict[str, Any]) -> list[str]:

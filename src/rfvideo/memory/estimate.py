@@ -491,10 +491,14 @@ def _parse(
     latent = model.get("latent_size", [60, 104])
     lora = model.get("generator_lora")
     lora_rank = int(lora.get("rank", 16)) if isinstance(lora, Mapping) else None
+    if not isinstance(latent, (list, tuple)) or len(latent) != 2:
+        raise ValueError(f"model.init_args.latent_size must be [h, w], got {latent!r}")
     kwargs = dict(
-        batch_size=int(data.get("batch_size", 1)),
-        num_latent_frames=int(model.get("num_latent_frames", 21)),
-        latent_size=(int(latent[0]), int(latent[1])),
+        batch_size=_strict_int("data.init_args.batch_size", data.get("batch_size", 1)),
+        num_latent_frames=_strict_int(
+            "model.init_args.num_latent_frames", model.get("num_latent_frames", 21)
+        ),
+        latent_size=(_strict_int("latent_size[0]", latent[0]), _strict_int("latent_size[1]", latent[1])),
         text_shape=(int(te.get("max_length", 512)), int(cfg_json.get("text_dim", 4096))),
         compute_dtype=compute,
         ema=float(model.get("ema_decay", 0.99) or 0) > 0,
@@ -504,6 +508,13 @@ def _parse(
 
 
 _DEFAULT = object()
+
+
+def _strict_int(name: str, value: Any) -> int:
+    """A positive int as written (2.7 is not 2, "4" is not 4, True is not 1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 def estimate_from_config(
