@@ -1,13 +1,19 @@
 """Log sample videos of fixed prompts and seeds during training: mp4 files, one animated TensorBoard summary
-per video (`samples/video_<i>`, a GIF image summary: it plays in TensorBoard's image tab and needs no
-moviepy) and an image of the first, middle and last frames. Calls only `pl_module.generate`
-(docs/interfaces.md), on every rank, and writes on rank zero.
+per video (a GIF image summary: it plays in TensorBoard's image tab and needs no moviepy) and an image of
+the first, middle and last frames. Calls only `pl_module.generate` (docs/interfaces.md), on every rank, and
+writes on rank zero.
+
+Every sample names its prompt: files `videos/step_<step>/<i>_<prompt slug>_seed<seed>.mp4` (with a
+`prompts.json` listing each file's prompt and seed), TensorBoard tags `samples/<i>_<prompt slug>` whose
+description holds the full prompt and seed.
 
 Legend: `b` videos, `F` pixel frames, `H W` pixel size.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +21,23 @@ import lightning as L
 import torch
 from einops import rearrange
 
-__all__ = ["VideoLogger", "add_animated_summary"]
+__all__ = ["VideoLogger", "add_animated_summary", "prompt_slug"]
+
+_SLUG_CHARS = 48
 
 
-def add_animated_summary(writer: Any, tag: str, video: torch.Tensor, step: int, *, fps: float) -> None:
+def prompt_slug(prompt: str, limit: int = _SLUG_CHARS) -> str:
+    """A file- and tag-safe short form of a prompt: lower case, [a-z0-9] runs joined by "_", `limit` chars."""
+    slug = "_".join(re.findall(r"[a-z0-9]+", prompt.lower()))[:limit].strip("_")
+    return slug or "prompt"
+
+
+def add_animated_summary(
+    writer: Any, tag: str, video: torch.Tensor, step: int, *, fps: float, description: str = ""
+) -> None:
     """Write `video (F 3 H W)` in [0, 1] as an animated GIF image summary to a TensorBoard `SummaryWriter`
-    (what `add_video` writes, encoded with Pillow instead of moviepy)."""
-    from tensorboard.compat.proto.summary_pb2 import Summary
+    (what `add_video` writes, encoded with Pillow instead of moviepy); `description` is shown with it."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 
     from rfvideo.callbacks.vbench import gif_bytes
 
@@ -30,7 +46,11 @@ def add_animated_summary(writer: Any, tag: str, video: torch.Tensor, step: int, 
         return
     _, _, h, w = video.shape
     image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif_bytes(video, fps))
-    file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    meta = SummaryMetadata(summary_description=description) if description else None
+    value = (
+        Summary.Value(tag=tag, image=image, metadata=meta) if meta else Summary.Value(tag=tag, image=image)
+    )
+    file_writer.add_summary(Summary(value=[value]), step)
 
 
 class VideoLogger(L.Callback):
@@ -65,6 +85,10 @@ class VideoLogger(L.Callback):
         self.num_latent_frames = num_latent_frames
         self.fps = fps
         self._last_logged = -1
+        slugs = [prompt_slug(p) for p in self.prompts]
+        # Names carry the index too: two prompts with one slug (or one prompt twice) never collide.
+        self.filenames = [f"{i:03d}_{slug}_seed{s}.mp4" for i, (slug, s) in enumerate(zip(slugs, self.seeds))]
+        self.tags = [f"samples/{i}_{slug}" for i, slug in enumerate(slugs)]
 
     def log_videos(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
@@ -77,12 +101,14 @@ class VideoLogger(L.Callback):
         from rfvideo.data.video_io import write_video
 
         root = Path(trainer.log_dir or trainer.default_root_dir) / "videos" / f"step_{step:07d}"
-        for i, v in enumerate(video):
-            write_video(root / f"{i:03d}.mp4", v, fps=self.fps)
+        for name, v in zip(self.filenames, video, strict=True):
+            write_video(root / name, v, fps=self.fps)
+        index = {n: {"prompt": p, "seed": s} for n, p, s in zip(self.filenames, self.prompts, self.seeds)}
+        (root / "prompts.json").write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n")
         exp = getattr(trainer.logger, "experiment", None)
         if exp is not None and hasattr(exp, "_get_file_writer"):
-            for i, v in enumerate(video):
-                add_animated_summary(exp, f"samples/video_{i}", v, step, fps=self.fps)
+            for tag, p, s, v in zip(self.tags, self.prompts, self.seeds, video, strict=True):
+                add_animated_summary(exp, tag, v, step, fps=self.fps, description=f"{p} (seed {s})")
         if exp is not None and hasattr(exp, "add_image"):
             f = video.shape[1]
             frames = video[:, [0, f // 2, f - 1]]  # (b 3 3 H W)
