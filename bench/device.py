@@ -171,7 +171,6 @@ def stream_rows(
 ) -> list[tuple[str, str, str]]:
     """Section 6: streamed-decode numbers, decode-after first-frame time, compiled vs eager."""
     import diffusers
-    from einops import rearrange
 
     from rfvideo.models import WanVAE
     from rfvideo.sampling import sample_chunkwise
@@ -202,7 +201,7 @@ def stream_rows(
         with torch.no_grad():
             gen = torch.Generator(device).manual_seed(0)
             lat = sample_chunkwise(model, z, emb, schedule=sched, generator=gen)
-            vae.decode(rearrange(lat, "b c f h w -> b f c h w"))
+            vae.decode(lat)  # the slot speaks (b c f h w)
 
     streamed()  # warm-up
     runs = [streamed() for _ in range(size.repeats)]
@@ -361,8 +360,6 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 references must be fp32
     torch.backends.cudnn.allow_tf32 = False
 
-    from einops import rearrange
-
     from rfvideo.models import WanVAE
     from rfvideo.sampling import FlowMatchSchedule, rollout, stream_chunks
 
@@ -440,7 +437,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
                 ]
             return torch.cat(chunks, dim=2)  # (b c f h w)
 
-        lat = rearrange(video(), "b c f h w -> b f c h w")
+        lat = video()  # (b c f h w): the decoder slot's layout
         t_first = median_time(first_chunk, device, size.repeats)
         t_gen = median_time(video, device, size.repeats)
         with torch.no_grad():
@@ -509,7 +506,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             out = rollout(gen, noise, text, schedule=sched, generator=torch.Generator(device).manual_seed(0),
                           exit_step=sched.num_steps - 1, grad_from_chunk=f // CHUNK - 1)  # fmt: skip
-            frame = vae.decode_last(rearrange(out.latents, "b c f h w -> b f c h w"), 1, checkpoint=True)
+            frame = vae.decode_last(out.latents, 1, checkpoint=True)
             loss = -frame.float().mean()  # a pixel reward: the step's cost does not depend on which
         loss.backward()
         sync(device)
