@@ -15,6 +15,7 @@ from rfvideo.eval.aggregate import (
 )
 from rfvideo.eval.backbones import HFCLIP, HFDINO, load_backbones
 from rfvideo.eval.consistency import background_consistency, subject_consistency
+from rfvideo.eval.dimensions import BUILTIN
 from rfvideo.eval.dispatch import IMPLEMENTED_DIMENSIONS, score_dimension
 from rfvideo.eval.dynamic import RAFTFlow, dynamic_degree
 from rfvideo.eval.flicker import temporal_flickering
@@ -28,6 +29,7 @@ __all__ = [
     "ALL_DIMENSIONS",
     "AMTInterpolator",
     "Aggregate",
+    "BUILTIN",
     "DimensionScore",
     "HFCLIP",
     "HFDINO",
