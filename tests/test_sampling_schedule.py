@@ -58,7 +58,7 @@ def test_conversions_round_trip():
     sigma = expand_sigma(torch.rand(2, 6, generator=g) * 0.9 + 0.05)
     assert sigma.shape == (2, 1, 6, 1, 1)
     x_t = add_noise(x0, eps, sigma)
-    v = eps - x0  # the model's target (design.md §2)
+    v = eps - x0  # the model's target (flow matching)
     torch.testing.assert_close(x0_from_flow(x_t, v, sigma), x0)
     torch.testing.assert_close(eps_from_flow(x_t, v, sigma), eps)
     torch.testing.assert_close(flow_from_x0(x_t, x0, sigma), v)

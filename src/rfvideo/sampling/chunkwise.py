@@ -1,6 +1,6 @@
 """Few-step chunk-wise autoregressive sampler over a KV-cached causal generator (inference).
 
-Per chunk of `model.num_frames_per_chunk` latent frames (design.md §2, Self-Forcing):
+Per chunk of `model.num_frames_per_chunk` latent frames (Self-Forcing's few-step sampler):
 
     x <- eps_k                                   (the chunk's slice of `noise`, s_0 = 1)
     for j in 0..S-1:
