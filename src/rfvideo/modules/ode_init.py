@@ -1,4 +1,4 @@
-"""Stage 1: ODE initialisation of the causal student (Self-Forcing / CausVid's ODE initialisation, as Reward-Forcing's stage 1).
+"""Stage 1: ODE initialisation of the causal student (CausVid / Self-Forcing's, Reward-Forcing's stage 1).
 
 For each chunk `k` a step index `j_k` is drawn uniformly from the few-step schedule; every latent frame of
 the chunk is fed the ODE trajectory's state at `t_{j_k}` (per **chunk**, not per frame, because at

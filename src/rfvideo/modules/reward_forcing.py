@@ -1,4 +1,6 @@
-"""Stage 2: reward forcing: self-rollout, decode what the rewards score, maximise the reward (Reward-Forcing, arXiv 2601.16933, stage 2).
+"""Stage 2: reward forcing: self-rollout, decode what the rewards score, maximise the reward.
+
+Reward-Forcing (Zhang et al., arXiv 2601.16933), stage 2.
 
 Per micro-batch:
   1. rollout: the generator produces the whole video chunk by chunk from its own KV cache exactly as at

@@ -1,6 +1,6 @@
 """Conversions between the clean latent, the noise, the noisy latent and the flow of rectified flow.
 
-The flow-matching forward process (rectified flow / flow matching, as Wan2.1 is trained) and the model's target:
+The flow-matching forward process (rectified flow, Wan2.1's training objective) and the model's target:
 
     (1)  x_t = (1 - s) x_0 + s eps            (`add_noise`)
     (2)  v   = eps - x_0 = dx_t / ds          (what the model predicts)

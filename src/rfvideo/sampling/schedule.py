@@ -36,8 +36,8 @@ def shift_sigma(sigma: float | torch.Tensor, shift: float) -> float | torch.Tens
 class FlowMatchSchedule:
     """The few-step denoising schedule of the chunk-wise sampler.
 
-    Flow matching (Wan2.1's training objective): `x_t = (1 - s) x_0 + s eps`, `t = num_train_timesteps * s`, and the
-    model predicts `v = eps - x_0`. `denoising_steps` are given *before* the shift, in timestep units;
+    Flow matching (Wan2.1's training objective): `x_t = (1 - s) x_0 + s eps`, `t = num_train_timesteps * s`,
+    and the model predicts `v = eps - x_0`. `denoising_steps` are given *before* the shift, in timestep units;
     `timesteps` are after it: (1000, 750, 500, 250) with shift 5 -> (1000, 937.5, 833.33, 625).
     """
 
