@@ -1,4 +1,4 @@
-"""Stage-1 data: deterministic ODE trajectories of the bidirectional base (CausVid / Self-Forcing's ODE pairs).
+"""Stage-1 data: deterministic ODE trajectories of the bidirectional base (CausVid / Self-Forcing's pairs).
 
 The base model runs with full attention and classifier-free guidance through `sampling.euler_sample_cfg`;
 the states at the few-step schedule's timesteps and at t = 0 are kept, the layout the ODEInitModule reads
