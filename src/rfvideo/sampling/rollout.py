@@ -5,8 +5,11 @@ sampler of `chunkwise.py` from its own KV cache, exactly as at inference, but st
 steps `j < e` run under no_grad, step `e` runs with grad and its x0 prediction (flow.py eq. 3) is the chunk's
 output. The t = 0 context pass runs under no_grad and writes only detached tensors to the cache, so gradients
 never cross chunks. Chunks before `grad_from_chunk` run entirely under no_grad (a last-frame reward needs only
-the last chunk's graph; this saves most activation memory). Legend: `b` batch, `c` latent channels, `f` latent
-frames, `k` frames per chunk, `h w` latent height/width, `n d` text tokens / width, `m` number of chunks."""
+the last chunk's graph; this saves most activation memory).
+
+Legend: `b` batch, `c` latent channels, `f` latent frames, `k` frames per chunk, `h w` latent height/width,
+`n d` text tokens / width, `m` number of chunks.
+"""
 
 from __future__ import annotations
 
