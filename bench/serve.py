@@ -400,12 +400,12 @@ def main() -> int:
         "--hostile-s", type=float, default=30.0, help="seconds of each phase of the hostile-client run"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 3 chunks, 4 s phases, nothing written"
+        "--quick", action="store_true", help="smoke run: 3 chunks, 10 s phases, nothing written"
     )
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     a = parser.parse_args()
     if a.quick:
-        a.chunks, a.hostile_s, a.no_write = 3, 4.0, True
+        a.chunks, a.hostile_s, a.no_write = 3, 10.0, True
     if a.chunks < 2:
         raise ValueError(f"--chunks must be >= 2, got {a.chunks}")
     if a.hostile_s <= 0:
