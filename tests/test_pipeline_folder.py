@@ -159,3 +159,22 @@ def test_save_refuses_nonfinite_weights_and_a_used_folder(tmp_path: Path) -> Non
     (tmp_path / "used" / "x").write_text("x")
     with pytest.raises(ValueError, match="not an empty folder"):
         demo_like_pipe(False).save_pretrained(tmp_path / "used")
+
+
+def test_a_tiny_decoder_in_the_slot_saves_and_loads_back(tmp_path: Path) -> None:
+    """The decoder registry's tiny decoder replaces the VAE (`set_decoder`) and the folder restores it."""
+    from rfvideo.decoders.tiny import TinyVideoDecoder
+
+    pipe = demo_like_pipe(False, vae=tiny_wan_vae(seed=2))
+    tiny = TinyVideoDecoder(latent_channels=4, widths=(8, 8, 8, 8)).eval()
+    with torch.no_grad():
+        for p in tiny.parameters():
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
+    pipe.set_decoder(tiny)
+    want = frames(pipe)
+    assert want.shape == (1, 9, 3, 16, 16) and want.std() > 1e-3
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = RFVideoPipeline.from_pretrained(tmp_path / "p")
+    assert type(loaded.vae).__name__ == "TinyVideoDecoder" and torch.equal(frames(loaded), want)
+    with pytest.raises(ValueError, match="takes 3 latent channels; the transformer makes 4"):
+        pipe.set_decoder(TinyVideoDecoder(latent_channels=3, widths=(8, 8, 8, 8)))

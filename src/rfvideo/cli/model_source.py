@@ -59,6 +59,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, demo: bool = False) 
     parser.add_argument(
         "--preset", default=None, help="inference preset for a peer's checkpoint (rfvideo.pipeline.presets)"
     )
+    parser.add_argument(
+        "--decoder",
+        default=None,
+        help="replace the VAE: wan | tae | lighttae | lightvae (rfvideo.decoders; with --decoder-path)",
+    )
+    parser.add_argument("--decoder-path", default=None, help="the decoder's file, folder or hub id")
+    parser.add_argument("--decoder-file", default=None, help="the weights file inside --decoder-path")
 
 
 def check_model_arguments(args: argparse.Namespace) -> list[str]:
@@ -75,6 +82,13 @@ def check_model_arguments(args: argparse.Namespace) -> list[str]:
             problems.append(f"--ckpt: no such file: {args.ckpt!r}")
         elif p.stat().st_size == 0:
             problems.append(f"--ckpt: {args.ckpt!r} is empty (0 bytes)")
+    if args.decoder is not None:
+        from rfvideo.decoders.registry import DECODERS  # names only: no weights load here
+
+        if args.decoder not in DECODERS:
+            problems.append(f"--decoder: unknown decoder {args.decoder!r}; valid: {', '.join(DECODERS)}")
+        if not args.decoder_path:
+            problems.append(f"--decoder {args.decoder}: needs --decoder-path (its file, folder or hub id)")
     if getattr(args, "demo", False) and not (DEMO_PIPELINE / "model_index.json").is_file():
         problems.append(f"--demo: no exported demo model at {DEMO_PIPELINE}; run `make demo` first")
     return problems
@@ -151,6 +165,11 @@ def load_pipeline(args: argparse.Namespace) -> Any:
             pipe = RFVideoPipeline.from_pretrained(
                 source, device=device, allow_classes=args.allow_class, preset=args.preset
             )
+        if args.decoder is not None:
+            from rfvideo.decoders import build_decoder
+
+            kw = {"filename": args.decoder_file} if args.decoder_file else {}
+            pipe.set_decoder(build_decoder(args.decoder, args.decoder_path, device=pipe.device, **kw))
     except ValueError as e:
         raise UsageError(str(e)) from None
     print(f"loaded in {pipe.load_seconds:.1f} s", flush=True)

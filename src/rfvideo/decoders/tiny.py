@@ -1,6 +1,6 @@
 """TinyVideoDecoder: the TAEHV tiny video autoencoder (taew2_1 / lighttaew2_1), exact when streamed.
 
-Written from TAEHV's description (MIT, github.com/madebyollin/taehv) and docs/design.md §7; the module
+Written from TAEHV's description (MIT, github.com/madebyollin/taehv: its README's layer list); the module
 tree reproduces the checkpoint's key layout (`decoder.{i}.*` / `encoder.{i}.*` by `nn.Sequential` index)
 so its files load strictly.
 
@@ -33,8 +33,10 @@ pixel frames, `h w` latent height/width, `H W` pixel height/width, `C` feature c
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import einops
@@ -45,6 +47,9 @@ from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from rfvideo.decoders.weights import load_state_dict_file, resolve_weights_file
 from rfvideo.models.vae import latent_frames_for_pixel_frames, num_pixel_frames
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
 
 __all__ = [
     "MemBlock",
@@ -126,7 +131,7 @@ class TPool(nn.Module):
 
 
 def _decoder_layers(latent_channels: int, widths: Sequence[int], out_channels: int) -> nn.Sequential:
-    """design.md §7: clamp, conv, 3 x (3 MemBlocks, 2x upsample, TGrow, conv), ReLU, conv.
+    """TAEHV's decoder: clamp, conv, 3 x (3 MemBlocks, 2x upsample, TGrow, conv), ReLU, conv.
 
     TGrow strides (1, 2, 2) at indices 7, 13, 19; the convs after a TGrow have no bias.
     """
@@ -257,6 +262,7 @@ class TinyVideoDecoder(nn.Module):
         path_or_hub_id: str | os.PathLike[str],
         *,
         filename: str | None = None,
+        subfolder: str | None = None,
         latent_space: LatentSpace = "normalized",
         torch_dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
@@ -269,6 +275,8 @@ class TinyVideoDecoder(nn.Module):
             path_or_hub_id: A `.pth` / `.safetensors` file, a folder holding one, or a hub id (with
                 `filename`, e.g. `madebyollin/taehv` + `taew2_1.pth`).
             filename: The file inside a folder or hub repository.
+            subfolder: A subfolder of `path_or_hub_id` (a pipeline folder's `vae`). A folder written by
+                `save_pretrained` holds `config.json` with the constructor arguments, which are used.
             latent_space: The latent space the weights were trained on (see the class docstring).
             torch_dtype, device: Where the loaded module lives (default float32, CPU).
             load_encoder: Also build and load the encoder half (`encode`); else `encoder.*` is skipped.
@@ -278,6 +286,16 @@ class TinyVideoDecoder(nn.Module):
             ValueError: A missing / unexpected `decoder.*` (or, with `load_encoder`, `encoder.*`) key or a
                 shape mismatch, named in one line; an unknown top-level key.
         """
+        if subfolder is not None:  # a pipeline folder's `vae/` (written by `save_pretrained`)
+            path_or_hub_id = Path(path_or_hub_id) / subfolder
+        config_file = Path(path_or_hub_id) / CONFIG_NAME
+        if config_file.is_file():  # save_pretrained's own layout: the constructor arguments are recorded
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            if config.pop("_class_name", None) != cls.__name__:
+                raise ValueError(f"{str(config_file)!r} does not describe a {cls.__name__}")
+            latent_space = config.pop("latent_space", latent_space)
+            kwargs = config | kwargs
+            filename = filename or WEIGHTS_NAME
         sd = load_state_dict_file(resolve_weights_file(path_or_hub_id, filename, what="tiny decoder"))
         if load_encoder:
             enc = [k for k in sd if k.startswith("encoder.")]
@@ -288,6 +306,28 @@ class TinyVideoDecoder(nn.Module):
         model.load_checkpoint_state_dict(sd, source=os.fspath(path_or_hub_id))
         model.requires_grad_(False).eval()
         return model.to(device=device, dtype=torch_dtype)
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """Write `config.json` (the constructor arguments) and `model.safetensors` (TAEHV's key layout), which
+        `from_pretrained(directory)` reads back exactly (the pipeline folder's `vae/`)."""
+        from safetensors.torch import save_file
+
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True)
+        config: dict[str, Any] = {
+            "_class_name": type(self).__name__,
+            "latent_channels": self.latent_channels,
+            "widths": list(self.widths),
+            "latent_space": self.latent_space,
+            "patch_size": self.patch_size,
+            "encoder_width": None if self.encoder is None else int(self.encoder[0].weight.shape[0]),
+        }
+        if self.latent_space == "raw":
+            config["latents_mean"] = self.latents_mean.flatten().tolist()
+            config["latents_std"] = self.latents_std.flatten().tolist()
+        (root / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, root / WEIGHTS_NAME)
 
     def load_checkpoint_state_dict(
         self, sd: Mapping[str, torch.Tensor], *, source: str = "state dict"

@@ -48,6 +48,7 @@ ALLOWED_CLASSES: dict[str, set[str]] = {
         "rfvideo.models.vae.WanVAE",
         "rfvideo.demo_world.keyframe_codec.KeyframeCodec",
         "rfvideo.demo_world.codec.PoolingVideoCodec",
+        "rfvideo.decoders.tiny.TinyVideoDecoder",
     },
     "text_encoder": {
         "transformers.UMT5EncoderModel",

@@ -226,6 +226,17 @@ class RFVideoPipeline(DiffusionPipeline):
             raise ValueError(f"unsupported save_pretrained arguments: {sorted(kwargs)}")
         save_pipeline(self, save_directory, references=references or {})
 
+    def set_decoder(self, vae: Any) -> None:
+        """Put another decoder in the VAE slot (`rfvideo.decoders.build_decoder`: wan, tae, lighttae,
+        lightvae); it must take the transformer's latent channels."""
+        want = int(self.transformer.config.in_channels)
+        got = getattr(vae, "latent_channels", None)
+        if got is not None and int(got) != want:
+            raise ValueError(
+                f"decoder {type(vae).__name__} takes {got} latent channels; the transformer makes {want}"
+            )
+        self.register_modules(vae=vae)
+
     def apply_preset(self, name: str) -> None:
         """Set the transformer's causal options and the schedule to a named inference preset."""
         from rfvideo.pipeline.presets import apply_preset
