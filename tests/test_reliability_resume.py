@@ -33,37 +33,44 @@ def _first_run(tmp_path: Path, extra: str) -> tuple[Path, Path]:
     return config, tmp_path / "ckpt" / "last.ckpt"
 
 
-def test_resume_applies_a_changed_learning_rate_and_weight_decay(tmp_path: Path) -> None:
-    config, last = _first_run(tmp_path, ADAMW)
-    stored = torch.load(last, weights_only=True)["optimizer_states"][0]["param_groups"][0]
-    assert stored["lr"] == 1e-4
-    args = ["fit", "--config", str(config), "--ckpt_path", str(last), "--trainer.max_steps=2"]
-    args += ["--model.init_args.optimizer.init_args.lr=0.05"]
-    args += ["--model.init_args.optimizer.init_args.weight_decay=0.2"]
-    with pytest.warns(
-        UserWarning, match=r"optimizer settings .* lr: 0\.0001 -> 0\.05; weight_decay: 0\.01 -> 0\.2"
-    ):
-        cli = RFVideoCLI(args)
-    assert cli.trainer.global_step == 2
-    group = cli.trainer.optimizers[0].param_groups[0]
-    assert group["lr"] == 0.05 and group["weight_decay"] == 0.2
-    # the Adam moments were restored (not reset): only the settings changed
-    state = cli.trainer.optimizers[0].state
-    assert all(int(s["step"]) == 2 for s in state.values())
-
-
-def test_resume_applies_a_changed_scheduler_setting_and_base_lr(tmp_path: Path) -> None:
+def test_resume_applies_changed_optimizer_and_scheduler_settings(tmp_path: Path) -> None:
     config, last = _first_run(tmp_path, ADAMW + SCHEDULER)
+    stored = torch.load(last, weights_only=True)["optimizer_states"][0]["param_groups"][0]
+    assert stored["initial_lr"] == 1e-4 and stored["weight_decay"] == 0.01
     args = ["fit", "--config", str(config), "--ckpt_path", str(last), "--trainer.max_steps=2"]
-    args += [
-        "--model.init_args.optimizer.init_args.lr=0.002",
-        "--model.init_args.scheduler.init_args.gamma=0.1",
-    ]
-    with pytest.warns(UserWarning, match=r"initial_lr: 0\.0001 -> 0\.002.*gamma: 0\.5 -> 0\.1"):
+    args += ["--model.init_args.optimizer.init_args.lr=0.002"]
+    args += ["--model.init_args.optimizer.init_args.weight_decay=0.2"]
+    args += ["--model.init_args.scheduler.init_args.gamma=0.1"]
+    with pytest.warns(UserWarning, match="optimizer settings that differ") as caught:
         cli = RFVideoCLI(args)
+    text = next(str(w.message) for w in caught if "optimizer settings" in str(w.message))
+    for change in ("initial_lr: 0.0001 -> 0.002", "weight_decay: 0.01 -> 0.2", "scheduler gamma: 0.5 -> 0.1"):
+        assert change in text, text
+    assert cli.trainer.global_step == 2  # resumed: one more step
+    group = cli.trainer.optimizers[0].param_groups[0]
+    assert group["lr"] == pytest.approx(0.002) and group["weight_decay"] == 0.2  # step 2 < step_size
     sched = cli.trainer.lr_scheduler_configs[0].scheduler
     assert sched.gamma == 0.1 and sched.base_lrs == [0.002]
-    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.002)  # step 2 < step_size
+    # the Adam moments were restored (not reset): only the settings changed
+    assert all(int(st["step"]) == 2 for st in cli.trainer.optimizers[0].state.values())
+
+
+def test_reapply_without_a_scheduler_restores_the_configured_lr() -> None:
+    from rfvideo.modules.optimizer_resume import capture, reapply
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, generator=g))
+    old = torch.optim.AdamW([w], lr=1e-4, betas=(0.0, 0.999))
+    w.grad = torch.randn(4, generator=g)
+    old.step()
+    new = torch.optim.AdamW([w], lr=0.05, betas=(0.9, 0.999))
+    configured = capture(new)
+    new.load_state_dict(old.state_dict())  # what Lightning's restore does
+    assert new.param_groups[0]["lr"] == 1e-4
+    changes = reapply(configured, new)
+    assert changes == [("lr", 1e-4, 0.05), ("betas", [0.0, 0.999], [0.9, 0.999])]
+    assert new.param_groups[0]["lr"] == 0.05 and tuple(new.param_groups[0]["betas"]) == (0.9, 0.999)
+    assert int(new.state[w]["step"]) == 1  # moments kept
 
 
 def test_optimizer_flag_is_refused_in_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
