@@ -15,9 +15,7 @@ def test_missing_cuda_device_is_one_line(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("cuda:1") == "cuda:1" and resolve_device("cuda") == "cuda"
-    with pytest.raises(
-        UsageError, match=r"cuda:7.*this machine has 2 CUDA device\(s\).*cuda:0..cuda:1"
-    ):
+    with pytest.raises(UsageError, match=r"cuda:7.*this machine has 2 CUDA device\(s\).*cuda:0..cuda:1"):
         resolve_device("cuda:7")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
