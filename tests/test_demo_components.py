@@ -113,3 +113,23 @@ def test_word_text_encoder_is_zero_padded_and_without_context_layers_differs_onl
     assert changed.tolist() == [False, True, False, False, False, False, False, False]
     again, _ = word_text_encoder(d_model=16, max_length=8, seed=0).encode(["a red square moving left"])
     assert torch.equal(again[0], emb[0])  # seeded: the same encoder every build
+
+
+def test_tiny_causal_wan_loads_the_saved_stage1_weights_or_says_it_cannot(tmp_path):
+    from rfvideo.demo.stages import save_generator
+    from rfvideo.demo_world.components import tiny_causal_wan
+
+    kw = {"num_layers": 1, "in_channels": 3, "absolute_positions": True}
+    trained = tiny_causal_wan(seed=5, init_scale=0.1, **kw)
+    with torch.no_grad():
+        trained.pos_row.add_(torch.randn(trained.pos_row.shape, generator=torch.Generator().manual_seed(2)))
+    path = save_generator(trained, tmp_path / "stage1" / "generator.safetensors")
+    loaded = tiny_causal_wan(seed=0, weights=str(path), **kw)  # another init, then the saved weights
+    want, got = trained.state_dict(), loaded.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    missing = str(tmp_path / "none.safetensors")
+    with pytest.raises(ValueError, match="none.safetensors"):
+        tiny_causal_wan(weights=missing, **kw)
+    with pytest.warns(UserWarning, match="make demo"):
+        fallback = tiny_causal_wan(seed=0, weights=missing, require_weights=False, **kw)
+    assert torch.equal(fallback.pos_row, tiny_causal_wan(seed=0, **kw).pos_row)

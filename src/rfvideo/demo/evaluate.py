@@ -25,7 +25,7 @@ from rfvideo.demo_world.world import DIRECTIONS, render_clip
 from rfvideo.pipeline import RFVideoPipeline
 from rfvideo.rewards.prompt_color import PromptColorReward
 
-__all__ = ["METRICS", "clip_videos", "evaluate_videos", "save_grid"]
+__all__ = ["METRICS", "clip_videos", "evaluate_videos", "grid_tensor", "labelled_grid", "save_grid"]
 
 METRICS = ("reward_last", "reward_all", "colour_last", "shape", "motion", "direction", "area")
 
@@ -84,11 +84,41 @@ def grid_tensor(rows: dict[str, torch.Tensor], prompt_ids: list[int], *, scale: 
     return img.repeat_interleave(scale, 1).repeat_interleave(scale, 2).clamp(0, 1)
 
 
-def save_grid(path: Path, rows: dict[str, torch.Tensor], prompt_ids: list[int]) -> torch.Tensor:
-    """Write the grid as a PNG; returns it `(3 H' W')` (for TensorBoard)."""
+def labelled_grid(
+    rows: dict[str, torch.Tensor], prompt_ids: list[int], prompts: list[str] | None = None, *, scale: int = 3
+) -> torch.Tensor:
+    """`grid_tensor` with the row names drawn at the left of each row and, given `prompts`, each block's
+    prompt above it (a picture that explains itself in TensorBoard or a README). Returns `(3 H'' W'')`."""
+    from PIL import Image, ImageDraw
+
+    img = grid_tensor(rows, prompt_ids, scale=scale)
+    _, h, w = img.shape
+    row_h = (rows[next(iter(rows))].shape[-2] + 2) * scale  # one video row and its gutter
+    block_h = row_h * len(rows) + 8 * scale
+    title_h = 14 if prompts is not None else 0
+    margin = 6 * max(len(n) for n in rows) + 12  # the default bitmap font: about 6 px a character
+    arr = (img.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    canvas = Image.new("RGB", (w + margin, h + title_h * len(prompt_ids)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for b, p in enumerate(prompt_ids):
+        top = b * (block_h + title_h)
+        src = Image.fromarray(arr[b * block_h : min(h, b * block_h + block_h - 8 * scale)])
+        canvas.paste(src, (margin, top + title_h))
+        if prompts is not None:
+            draw.text((margin, top + 1), f"held-out prompt: {prompts[p]!r}", fill="black")
+        for r, name in enumerate(rows):
+            draw.text((4, top + title_h + r * row_h + row_h // 2 - 6), name, fill="black")
+    out = torch.from_numpy(__import__("numpy").asarray(canvas).copy()).permute(2, 0, 1)
+    return out.float() / 255
+
+
+def save_grid(
+    path: Path, rows: dict[str, torch.Tensor], prompt_ids: list[int], prompts: list[str] | None = None
+) -> torch.Tensor:
+    """Write the labelled grid as a PNG; returns it `(3 H' W')` (for TensorBoard)."""
     from PIL import Image
 
-    img = grid_tensor(rows, prompt_ids)
+    img = labelled_grid(rows, prompt_ids, prompts)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = (img.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     Image.fromarray(arr).save(path)

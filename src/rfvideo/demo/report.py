@@ -1,13 +1,20 @@
-"""Tables and claims from per-training-seed results, and the check of one run against the stored claims.
+"""Tables and claims from per-world, per-training-seed results, and the check of one run against them.
 
-`results[seed][row][metric]` is one number per training seed (the mean over held-out prompts and evaluation
-seeds). A claim compares two rows on one metric through the per-seed differences `d_i`; the rule:
+`results[world][seed][row][metric]` is one number per (world seed, training seed) run (the mean over
+held-out prompts and evaluation seeds). The world seed draws the base model and its trajectories (what
+another machine, summing floats in another order, also redraws); the training seed draws stage 1 and
+stage 2 on top of one base. A claim compares two rows on one metric through the per-run differences
+`d[w][s]`; with `m_w` the mean of `d[w][.]` over training seeds:
 
-    a difference is a finding only when |mean(d)| >= 2 std(d) over training seeds (n >= 2);
-    otherwise it is reported as "not distinguishable".
+    across-world std   std of `m_w` over worlds (the spread another machine sees);
+    within-world std   mean over worlds of the std of `d[w][.]` over training seeds;
+    run range          mean ± 2 std of every single-run difference `d[w][s]` (where one `make demo` lands);
+    finding            >= 3 worlds, |mean(m)| >= 2 x the across-world std, and every `m_w` of its sign.
 
-The results file is Markdown for the README plus the per-seed values and claims as JSON inside an HTML
-comment, which `check_claims` reads back at the end of `make demo`.
+A run of one world makes no verdict: it reports its differences only.
+
+The results file is Markdown plus the per-run values and claims as JSON inside an HTML comment, which
+`check_claims` reads back at the end of `make demo`.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CLAIMS", "ROWS", "check_claims", "claims_from", "read_results", "render_results"]
+__all__ = ["CLAIMS", "MIN_WORLDS", "ROWS", "check_claims", "claims_from", "read_results", "render_results"]
 
 ROWS = {
     "stage1": "stage 1 (ODE init)",
@@ -45,75 +52,145 @@ CLAIMS = [
     ("ablation_reward_all", "ablation_all_frames", "stage2_last_frame", "reward_all"),
     ("hacking_area", "hacking_colour_only", "stage2_last_frame", "area"),
 ]
+#: Fewest worlds for a verdict: the std of two world means is one number, not a spread.
+MIN_WORLDS = 3
 _JSON_TAG = "demo-results-json"
 
-
-def _std(xs: list[float]) -> float:
-    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+Results = dict[str, dict[str, dict[str, dict[str, float]]]]
 
 
-def claims_from(results: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
-    """Each claim's per-seed differences, mean, std, sign count and verdict."""
-    seeds = sorted(results, key=int)
+def _std(xs: list[float]) -> float | None:
+    return statistics.stdev(xs) if len(xs) > 1 else None
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _keys(d: dict[str, Any]) -> list[str]:
+    return sorted(d, key=int)
+
+
+def claims_from(results: Results) -> list[dict[str, Any]]:
+    """Each claim's per-run differences, across-world and within-world spread, run range and verdict."""
+    worlds = _keys(results)
     out = []
     for cid, a, b, metric in CLAIMS:
-        if any(a not in results[s] or b not in results[s] for s in seeds):
+        runs = {w: {s: r for s, r in results[w].items()} for w in worlds}
+        if any(a not in r or b not in r for w in worlds for r in runs[w].values()):
             continue
-        d = [results[s][a][metric] - results[s][b][metric] for s in seeds]
-        mean, std = statistics.mean(d), _std(d)
-        same = sum(1 for x in d if (x > 0) == (mean > 0) and x != 0)
-        finding = len(d) >= 2 and abs(mean) >= 2 * std and mean != 0
-        verb = "raises" if mean > 0 else "lowers"
-        if finding:
+        d = {w: {s: runs[w][s][a][metric] - runs[w][s][b][metric] for s in _keys(runs[w])} for w in worlds}
+        world_means = [statistics.mean(d[w].values()) for w in worlds]
+        flat = [x for w in worlds for x in d[w].values()]
+        mean = statistics.mean(world_means)
+        across = _std(world_means)
+        withins = [sd for w in worlds if (sd := _std(list(d[w].values()))) is not None]
+        within = statistics.mean(withins) if withins else None
+        run_std = _std(flat)
+        same = sum(1 for m in world_means if m != 0 and (m > 0) == (mean > 0))
+        finding = (
+            len(worlds) >= MIN_WORLDS
+            and across is not None
+            and mean != 0
+            and abs(mean) >= 2 * across
+            and same == len(worlds)
+        )
+        pair = f"{ROWS[a]} vs {ROWS[b]}, {METRIC_NAMES[metric]}"
+        spread = f"{mean:+.3f} ± {_fmt(across)} across worlds (within a world ± {_fmt(within)})"
+        if len(worlds) < MIN_WORLDS:
+            verdict = f"no verdict ({len(worlds)} world(s); a verdict needs {MIN_WORLDS})"
+            text = f"{pair}: {mean:+.3f}; {verdict}"
+        elif finding:
+            verb = "raises" if mean > 0 else "lowers"
             text = (
-                f"{ROWS[a]} {verb} {METRIC_NAMES[metric]} against {ROWS[b]} in {same} of {len(d)} seeds, "
-                f"by {mean:+.3f} ± {std:.3f}"
+                f"{ROWS[a]} {verb} {METRIC_NAMES[metric]} against {ROWS[b]} in {same} of {len(worlds)} "
+                f"worlds, by {spread}"
             )
         else:
-            text = (
-                f"{ROWS[a]} vs {ROWS[b]}, {METRIC_NAMES[metric]}: not distinguishable "
-                f"({mean:+.3f} ± {std:.3f}, {same} of {len(d)} seeds {'above' if mean > 0 else 'below'} 0)"
+            why = (
+                f"only {same} of {len(worlds)} worlds {'above' if mean > 0 else 'below'} 0"
+                if same < len(worlds)
+                else "under twice the across-world std"
             )
-        out.append({"id": cid, "a": a, "b": b, "metric": metric, "diffs": d, "mean": mean, "std": std,
-                    "same_sign": same, "n": len(d), "finding": finding, "text": text})  # fmt: skip
+            text = f"{pair}: not a finding ({spread}; {why})"
+        rng = None if run_std is None else [mean - 2 * run_std, mean + 2 * run_std]
+        out.append({"id": cid, "a": a, "b": b, "metric": metric, "diffs": d, "world_means": world_means,
+                    "mean": mean, "across_std": across, "within_std": within, "run_std": run_std,
+                    "range": rng, "same_sign_worlds": same, "n_worlds": len(worlds), "n_runs": len(flat),
+                    "finding": finding, "text": text})  # fmt: skip
     return out
 
 
+def _world_means(results: Results, row: str, metric: str) -> list[float]:
+    return [statistics.mean(results[w][s][row][metric] for s in results[w]) for w in _keys(results)]
+
+
 def _cell(xs: list[float]) -> str:
-    per = " / ".join(f"{x:.3f}" for x in xs)
-    return f"{statistics.mean(xs):.3f} ± {_std(xs):.3f} ({per})" if len(xs) > 1 else f"{xs[0]:.3f}"
+    return f"{statistics.mean(xs):.3f} ± {_std(xs):.3f}" if len(xs) > 1 else f"{xs[0]:.3f}"
 
 
-def render_results(
-    results: dict[str, dict[str, dict[str, float]]],
-    reference: dict[str, dict[str, float]],
-    *,
-    meta: dict[str, Any],
-) -> str:
-    """Markdown: one table (mean ± std over training seeds, then every per-seed value), the reference rows,
-    the claims, and the JSON block."""
-    seeds = sorted(results, key=int)
+def render_results(results: Results, reference: dict[str, dict[str, float]], *, meta: dict[str, Any]) -> str:
+    """Markdown: the table (mean ± across-world std of the per-world means), every per-world and per-run
+    value, the reference rows, the claims (or, for one world, the differences only), and the JSON block."""
+    worlds = _keys(results)
+    seeds = sorted({int(s) for w in worlds for s in results[w]})
     metrics = list(METRIC_NAMES)
+    rows = [k for k in ROWS if all(k in r for w in worlds for r in results[w].values())]
+    n_runs = sum(len(results[w]) for w in worlds)
     lines = [
-        f"Held-out prompts (unseen colour x direction pairs), training seeds {', '.join(seeds)}; each cell: "
-        "mean ± std over training seeds (then the per-seed values), each value the mean over the held-out "
-        f"prompts and {meta.get('eval_seeds', '?')} evaluation seeds.",
+        f"Held-out prompts (unseen colour x direction pairs); worlds (base seeds) {', '.join(worlds)} x "
+        f"training seeds {', '.join(map(str, seeds))} ({n_runs} runs). Each value is the mean over the "
+        f"held-out prompts and {meta.get('eval_seeds', '?')} evaluation seeds"
+        + (
+            "; each cell: mean ± std over worlds of the per-world means (the spread another machine sees)."
+            if len(worlds) > 1
+            else "."
+        ),
         "",
         "| model | " + " | ".join(METRIC_NAMES[m] for m in metrics) + " |",
         "| --- |" + " --- |" * len(metrics),
     ]
-    for key, name in ROWS.items():
-        if all(key in results[s] for s in seeds):
-            cells = [_cell([results[s][key][m] for s in seeds]) for m in metrics]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for key in rows:
+        cells = [_cell(_world_means(results, key, m)) for m in metrics]
+        lines.append(f"| {ROWS[key]} | " + " | ".join(cells) + " |")
     for name, r in reference.items():
         lines.append(f"| reference: {name} | " + " | ".join(f"{r[m]:.3f}" for m in metrics) + " |")
+    if n_runs > 1:
+        lines += ["", "Every run (world / training seed):", "",
+                  "| model | world | seed | " + " | ".join(METRIC_NAMES[m] for m in metrics) + " |",
+                  "| --- | --- | --- |" + " --- |" * len(metrics)]  # fmt: skip
+        for key in rows:
+            for w in worlds:
+                for s in _keys(results[w]):
+                    vals = " | ".join(f"{results[w][s][key][m]:.3f}" for m in metrics)
+                    lines.append(f"| {ROWS[key]} | {w} | {s} | {vals} |")
     claims = claims_from(results)
-    lines += ["", "Claims (a difference is a finding only when it exceeds twice its seed-to-seed std):", ""]
-    lines += [f"- {c['text']}" for c in claims]
-    blob = json.dumps(
-        {"meta": meta, "results": results, "reference": reference, "claims": claims}, indent=None
-    )
+    if len(worlds) >= MIN_WORLDS:
+        lines += [
+            "",
+            "Claims (a finding: at least twice the across-world std, and the same sign in every world; run "
+            "range: mean ± 2 std of the single-run differences, where one `make demo` lands):",
+            "",
+            "| claim | mean | across-world std | within-world std | per-world means | run range | verdict |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for c in claims:
+            per = " / ".join(f"{x:+.3f}" for x in c["world_means"])
+            rng = "n/a" if c["range"] is None else f"[{c['range'][0]:+.3f}, {c['range'][1]:+.3f}]"
+            verdict = "finding" if c["finding"] else "not a finding"
+            name = f"{ROWS[c['a']]} - {ROWS[c['b']]}, {METRIC_NAMES[c['metric']]}"
+            lines.append(
+                f"| {name} | {c['mean']:+.3f} | {_fmt(c['across_std'])} | {_fmt(c['within_std'])} | {per} | "
+                f"{rng} | {verdict} |"
+            )
+        lines += [""] + [f"- {c['text']}" for c in claims]
+    else:
+        lines += ["", f"Differences of this run ({len(worlds)} world: no verdict on distinguishability; "
+                  "the committed claims are in docs/demo_results.md):", ""]  # fmt: skip
+        for c in claims:
+            per = ", ".join(f"{x:+.3f}" for w in _keys(c["diffs"]) for x in c["diffs"][w].values())
+            lines.append(f"- {ROWS[c['a']]} - {ROWS[c['b']]}, {METRIC_NAMES[c['metric']]}: {per}")
+    blob = json.dumps({"meta": meta, "results": results, "reference": reference, "claims": claims})
     lines += ["", f"<!-- {_JSON_TAG}", blob, "-->", ""]
     return "\n".join(lines)
 
@@ -128,30 +205,25 @@ def read_results(path: str | Path) -> dict[str, Any]:
 
 
 def check_claims(stored: dict[str, Any], run: dict[str, dict[str, float]]) -> list[tuple[str, bool, str]]:
-    """This run's rows against each stored claim: `(claim id, agrees, line)`.
+    """One run's rows against each stored claim: `(claim id, within, line)`.
 
-    A finding agrees when this run's difference has the claim's sign and lies within mean ± 2 std; a
-    "not distinguishable" claim agrees when this run's difference lies within |mean| + 2 std of zero.
+    `within`: this run's difference lies in the claim's run range (mean ± 2 std of the stored single-run
+    differences over worlds and training seeds), and, for a finding, has its sign. The line shows this
+    run's difference beside the committed claim; it makes no verdict on distinguishability (one run
+    cannot).
     """
     out = []
     for c in stored["claims"]:
-        if c["a"] not in run or c["b"] not in run:
+        if c["a"] not in run or c["b"] not in run or c.get("range") is None:
             continue
         d = run[c["a"]][c["metric"]] - run[c["b"]][c["metric"]]
-        lo, hi = c["mean"] - 2 * c["std"], c["mean"] + 2 * c["std"]
-        if c["finding"]:
-            direction = (d > 0) == (c["mean"] > 0)
-            ok = direction and lo <= d <= hi
-            why = (
-                "direction and size" if ok else ("direction only, size outside" if direction else "direction")
-            )
-            verdict = "AGREES" if ok else "DIFFERS"
-            line = f"{verdict} ({why}): this run {d:+.3f}, claim {c['mean']:+.3f} ± {c['std']:.3f}"
-        else:
-            ok = abs(d) <= abs(c["mean"]) + 2 * c["std"]
-            line = (
-                f"{'AGREES' if ok else 'DIFFERS'} (claim: not distinguishable): this run {d:+.3f}, "
-                f"claim {c['mean']:+.3f} ± {c['std']:.3f}"
-            )
-        out.append((c["id"], ok, f"{c['text']}\n    -> {line}"))
+        lo, hi = c["range"]
+        ok = lo <= d <= hi and (not c["finding"] or (d > 0) == (c["mean"] > 0))
+        where = "within" if ok else ("OUTSIDE" if not lo <= d <= hi else "OUTSIDE (sign)")
+        name = f"{ROWS[c['a']]} - {ROWS[c['b']]}, {METRIC_NAMES[c['metric']]}"
+        line = (
+            f"{name}: this run {d:+.3f}; range another machine sees [{lo:+.3f}, {hi:+.3f}]: {where}\n"
+            f"    committed claim: {c['text']}"
+        )
+        out.append((c["id"], ok, line))
     return out

@@ -35,7 +35,12 @@ class DemoSettings:
     `KeyframeCodec(spatial_factor, codec_cells, latents_std)` (latents_std 1/4 gives the latents unit
     variance, as Wan's normalisation does; unscaled, the square is 1/16 of the loss and the base barely
     learns it).
-    Stages: base flow matching (`base_steps`, `base_lr` with warm-up and cosine decay), ODE trajectories
+    World seed: `world_seed` draws the text embeddings, the base's init, batches and noise, hence the base and
+    its trajectories: what another machine also redraws (its CPU kernels sum floats in another order), so
+    the claims are made across world seeds (`python -m rfvideo.demo --worlds ...`).
+    Stages: base flow matching (`base_steps`, `base_lr` with warm-up and cosine decay; 1500 steps, down from
+    4000: the base was three quarters of the demo's time, and a 4000-step base did not make the claims hold
+    on another machine, see docs/demo_results.md), ODE trajectories
     (`traj_per_prompt` per training prompt, `ode_euler_steps` Euler steps, CFG `cfg_scale`), ODE init
     (`ode_steps`), reward forcing (`reward_steps` per run).
     """
@@ -60,7 +65,7 @@ class DemoSettings:
     ffn_dim: int = 512
     absolute_positions: bool = True
     patch_size: int = 2
-    base_steps: int = 4000
+    base_steps: int = 1500
     base_batch: int = 8
     base_lr: float = 2e-3
     traj_per_prompt: int = 4

@@ -10,9 +10,11 @@
              world's reward on the last frame, on all frames (the paper's ablation), or colour only (the
              reward-hacking control).
 
-The world (codec, text encoder, base, trajectories) depends only on `DemoSettings` and `world_seed`, and is
-cached under `<out>/cache/world-<key>/`; the training seed changes stage 1 and stage 2 (weights' noise,
-data order, exit steps), as a real run changes them on top of a fixed pretrained model.
+The world (codec, text encoder, base, trajectories) depends only on `DemoSettings`, `world_seed` included,
+and is cached under `<out>/cache/world-<key>/`. The world seed draws the text embeddings, the base's init and
+its training batches and noise, hence its trajectories: what another machine also redraws when its CPU
+kernels sum floats in another order. The training seed changes stage 1 and stage 2 (weights' noise, data
+order, exit steps) on top of one base.
 
 Legend: `N` clips, `F` pixel frames, `f` latent frames, `c` channels, `h w` latent size, `n d` text.
 """
@@ -50,7 +52,7 @@ from rfvideo.rewards.prompt_color import PromptColorReward
 from rfvideo.sampling import FlowMatchSchedule, add_noise, shift_sigma
 
 __all__ = ["World", "build_world", "export_pipeline", "make_trajectories", "ode_init", "quiet_lightning",
-           "reward_forcing", "train_base"]  # fmt: skip
+           "reward_forcing", "save_generator", "train_base"]  # fmt: skip
 
 
 def quiet_lightning() -> None:
@@ -242,7 +244,8 @@ class _Progress(L.Callback):
 def _trainer(out: Path, name: str, steps: int, callback: _Progress) -> L.Trainer:
     return L.Trainer(
         accelerator="cpu", devices=1, max_steps=steps,
-        logger=TensorBoardLogger(out / "tensorboard", name=name), enable_checkpointing=False,
+        logger=TensorBoardLogger(out / "tensorboard", name=name, default_hp_metric=False),
+        enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1, deterministic=True,
         callbacks=[callback],
     )  # fmt: skip
@@ -321,3 +324,13 @@ def export_pipeline(module: RewardForcingModule, folder: Path) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     tmp.replace(folder)
     return folder
+
+
+def save_generator(generator: CausalWanTransformer, path: Path) -> Path:
+    """Write a generator's state dict as safetensors (the stage-1 weights `tiny_causal_wan(weights=...)`
+    loads in experiments/demo/*.yaml); written to a temporary name first, so a cut run leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous() for k, v in generator.state_dict().items()}, str(tmp))
+    tmp.replace(path)
+    return path

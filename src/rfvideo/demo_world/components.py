@@ -44,11 +44,16 @@ def tiny_causal_wan(
     init_scale: float | None = None,
     patch_size: tuple[int, int, int] = (1, 2, 2),
     absolute_positions: bool = False,
+    weights: str | None = None,
+    require_weights: bool = True,
 ) -> CausalWanTransformer:
     """A tiny `CausalWanTransformer` (diffusers' default init, or seeded noise when `init_scale` is set).
 
     `absolute_positions`: a `PositionedCausalWan` (learned frame / row / column embeddings of the tokens,
     zero at init), the demo's generator; see `demo_world.positioned_wan` for why.
+    `weights`: a safetensors state dict loaded over the init (the stage-1 generator `make demo` leaves at
+    `outputs/demo/stage1/generator.safetensors`); when that file is missing, `require_weights=False` keeps
+    the init and warns (a config that must run before `make demo` has), else it raises.
     """
     from rfvideo.demo_world.positioned_wan import PositionedCausalWan
 
@@ -73,6 +78,23 @@ def tiny_causal_wan(
     )
     if init_scale is not None:
         _randomize(model, seed, init_scale)
+    if weights is not None:
+        from pathlib import Path
+
+        if Path(weights).is_file():
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(weights))
+        elif require_weights:
+            raise ValueError(f"weights {weights!r} not found (run `make demo` first, which writes it)")
+        else:
+            import warnings
+
+            warnings.warn(
+                f"{weights} not found: the generator starts from its random init (run `make demo` first to "
+                "start from the demo's stage-1 model and see squares)",
+                stacklevel=2,
+            )
     return model
 
 
