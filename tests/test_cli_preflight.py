@@ -173,13 +173,21 @@ def test_generate_checks_the_requested_frames_before_building(tmp_path, capsys, 
     }
     cfg["model"]["init_args"]["num_latent_frames"] = 3
     argv = ["generate", "--config", _write(tmp_path, cfg), "--prompt", "p", "--out", str(tmp_path / "o")]
-    from test_cli_argtypes import _generate_frames_option
-
-    option = _generate_frames_option()
-    assert main([*argv, option, "4"]) == 2
+    assert main([*argv, "--num-frames", "13"]) == 2  # 4 latent frames
     assert (
-        "num_latent_frames=4 is not a multiple of the generator's num_frames_per_chunk=3"
+        "--num-frames=13 is 4 latent frames, not a multiple of the generator's chunk size 3"
         in capsys.readouterr().err
     )
-    assert main([*argv, option, "6"]) == 2
-    assert "latent frames need 6 RoPE positions" in capsys.readouterr().err
+    assert main([*argv, "--num-frames", "21"]) == 2  # 6 latent frames, a table of 5
+    err = capsys.readouterr().err
+    assert "(6 latent frames) needs 6 RoPE positions" in err and "rope_max_seq_len=5" in err
+    # relative RoPE with a window needs only the window's positions: the same length passes the check
+    cfg["model"]["init_args"]["generator"]["init_args"] |= {
+        "local_attn_size": 4, "sink_size": 1, "rope_mode": "relative", "num_frames_per_chunk": 3,
+    }  # fmt: skip
+    argv[2] = _write(tmp_path, cfg)
+    monkeypatch.setattr(
+        "rfvideo.cli.generate.load_pipeline", lambda args: pytest.fail("passed the checks: built")
+    )
+    with pytest.raises(pytest.fail.Exception, match="passed the checks"):
+        main([*argv, "--num-frames", "21"])

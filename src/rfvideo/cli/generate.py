@@ -34,7 +34,6 @@ from rfvideo.cli.errors import UsageError
 from rfvideo.cli.model_source import (
     add_model_arguments,
     check_model_arguments,
-    chunk_size_hint,
     frame_count_problems,
     load_pipeline,
 )
@@ -132,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = _plan(args, prompts, out)
     problems = check_model_arguments(args)
     if not problems:
-        problems = frame_count_problems(args.num_frames, chunk_size_hint(args))
+        problems = frame_count_problems(args, args.num_frames)
     if problems:
         raise UsageError("\n".join(problems))
 

@@ -23,8 +23,8 @@ __all__ = [
     "DEMO_PIPELINE",
     "add_model_arguments",
     "check_model_arguments",
-    "chunk_size_hint",
     "frame_count_problems",
+    "transformer_config_hint",
     "load_pipeline",
 ]
 
@@ -77,11 +77,12 @@ def check_model_arguments(args: argparse.Namespace) -> list[str]:
         if not Path(c).is_file():
             problems.append(f"--config: no such file: {c!r}")
     if args.ckpt:
-        p = Path(args.ckpt)
-        if not p.is_file():
-            problems.append(f"--ckpt: no such file: {args.ckpt!r}")
-        elif p.stat().st_size == 0:
-            problems.append(f"--ckpt: {args.ckpt!r} is empty (0 bytes)")
+        from rfvideo.cli.preflight import preflight_checkpoint  # reads the zip directory only, no torch
+
+        try:
+            preflight_checkpoint(args.ckpt, option="--ckpt")
+        except UsageError as e:
+            problems.append(str(e))
     if args.decoder is not None:
         from rfvideo.decoders.registry import DECODERS  # names only: no weights load here
 
@@ -94,10 +95,14 @@ def check_model_arguments(args: argparse.Namespace) -> list[str]:
     return problems
 
 
-def chunk_size_hint(args: argparse.Namespace) -> int | None:
-    """The generator's latent frames per chunk, read from the source's text files without torch (the
-    folder's `transformer/config.json`, or the config's generator `num_frames_per_chunk`); None: unknown
-    before loading (a hub id, a loader default)."""
+def transformer_config_hint(args: argparse.Namespace) -> tuple[dict[str, Any], str] | None:
+    """The generator's causal config read from the source's text files before anything loads: the folder's
+    `transformer/config.json`, or the config's `load_causal_wan` folder's `config.json` with the YAML's causal
+    options over it, or the YAML's options alone; None when nothing is readable (a hub id: the loader checks).
+
+    Returns:
+        `(config, where it came from)`.
+    """
     import json
 
     import yaml
@@ -105,32 +110,58 @@ def chunk_size_hint(args: argparse.Namespace) -> int | None:
     try:
         if getattr(args, "model", None) or getattr(args, "demo", False):
             folder = DEMO_PIPELINE if getattr(args, "demo", False) else Path(args.model)
-            config = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
-            return int(config["num_frames_per_chunk"])
-        k = None
+            file = folder / "transformer" / "config.json"
+            return json.loads(file.read_text(encoding="utf-8")), str(file)
+        gen: dict[str, Any] = {}
         for c in args.config or []:
             data = yaml.safe_load(Path(c).read_text(encoding="utf-8")) or {}
-            gen = (((data.get("model") or {}).get("init_args") or {}).get("generator") or {}).get("init_args")
-            if isinstance(gen, dict) and "num_frames_per_chunk" in gen:
-                k = int(gen["num_frames_per_chunk"])
-        return k
+            spec = ((data.get("model") or {}).get("init_args") or {}).get("generator") or {}
+            gen |= spec.get("init_args") or {}
+        config: dict[str, Any] = {}
+        source = "the config's generator"
+        if isinstance(gen.get("path"), str):
+            file = (
+                Path(gen["path"]).expanduser() / (gen.get("subfolder", "transformer") or "") / "config.json"
+            )
+            if file.is_file():
+                config, source = json.loads(file.read_text(encoding="utf-8")), str(file)
+        return (config | gen, source) if config or gen else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError):
         return None  # the loader names the problem
 
 
-def frame_count_problems(num_frames: int | None, chunk: int | None, temporal_factor: int = 4) -> list[str]:
-    """`--num-frames` must be `1 + 4k` pixel frames whose `k + 1` latent frames fill whole chunks (checked
-    again, exactly, by the pipeline once it is loaded)."""
+def frame_count_problems(
+    args: argparse.Namespace, num_frames: int | None, temporal_factor: int = 4
+) -> list[str]:
+    """`--num-frames` must be `1 + 4k` pixel frames whose `k + 1` latent frames fill whole chunks and fit
+    the RoPE table (checked again, exactly, by the pipeline once it is loaded)."""
     if num_frames is None:
         return []
     if (num_frames - 1) % temporal_factor:
         return [f"--num-frames={num_frames}: pixel frames must be 1 + {temporal_factor}k (e.g. 81)"]
+    found = transformer_config_hint(args)
+    if found is None:
+        return []
+    config, source = found
+    from rfvideo.models.causal_options import CausalOptions
+
+    try:
+        opts = CausalOptions.from_config(config)
+    except ValueError:
+        return []  # the loader reports bad causal options with its own message
     f = 1 + (num_frames - 1) // temporal_factor
-    if chunk and f % chunk:
-        ok = 1 + temporal_factor * (f - f % chunk + chunk - 1)
+    k = opts.num_frames_per_chunk
+    if f % k:
+        ok = 1 + temporal_factor * (f - f % k + k - 1)
         return [
             f"--num-frames={num_frames} is {f} latent frames, not a multiple of the generator's chunk size "
-            f"{chunk} (e.g. --num-frames {ok})"
+            f"{k} (e.g. --num-frames {ok})"
+        ]
+    needed, table = opts.rope_frames_needed(f), int(config.get("rope_max_seq_len", 1024))
+    if needed is not None and needed > table:
+        return [
+            f"--num-frames={num_frames} ({f} latent frames) needs {needed} RoPE positions but {source} has "
+            f"rope_max_seq_len={table} (a rolling window with rope_mode='relative' needs only the window)"
         ]
     return []
 

@@ -113,6 +113,23 @@ class CausalOptions:
         """Non-sink frames visible to a chunk including itself (`W - S`); None for global attention."""
         return None if self.local_attn_size == -1 else self.local_attn_size - self.sink_size
 
+    def rope_frames_needed(self, num_latent_frames: int | None) -> int | None:
+        """RoPE frame positions a run of `num_latent_frames` latent frames uses (None: an endless run).
+
+        The one place of the rule every length check applies (the model's input check, the stream's and
+        the CLI's preflight): with relative RoPE and a rolling window the keys are rotated inside the
+        window, so `local_attn_size` positions serve any length; otherwise (absolute RoPE, or global
+        attention, where every frame stays visible) a frame's position is its index.
+
+        Returns:
+            The count of positions (compare with the config's `rope_max_seq_len`), or None when the run
+            is endless and the positions are unbounded (absolute RoPE or global attention).
+        """
+        if self.rope_mode == "relative" and self.local_attn_size != -1:
+            window = self.local_attn_size
+            return window if num_latent_frames is None else min(window, num_latent_frames)
+        return num_latent_frames
+
     def to_config(self) -> dict[str, Any]:
         """The flat config keys (as stored in the model's `config.json`)."""
         return asdict(self)

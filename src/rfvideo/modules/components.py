@@ -38,6 +38,10 @@ def load_causal_wan(
     sink_ema_decay: float = 0.99,
     rope_mode: str = "absolute",
     attention_backend: str = "auto",
+    recache_visibility: str = "causal",
+    recache_sinks: str = "reencode",
+    sink_fold: str = "on_write",
+    partial_eviction: str = "ema",
     init_checkpoint: str | None = None,
     init_from_ema: bool = True,
 ) -> CausalWanTransformer:
@@ -51,7 +55,8 @@ def load_causal_wan(
     options = CausalOptions(
         num_frames_per_chunk=num_frames_per_chunk, local_attn_size=local_attn_size, sink_size=sink_size,
         sink_eviction=sink_eviction, sink_ema_decay=sink_ema_decay, rope_mode=rope_mode,
-        attention_backend=attention_backend,
+        attention_backend=attention_backend, recache_visibility=recache_visibility,
+        recache_sinks=recache_sinks, sink_fold=sink_fold, partial_eviction=partial_eviction,
     )  # fmt: skip
     from rfvideo.models.hub import resolve_pretrained
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from rfvideo.models.causal_options import CausalOptions
 from rfvideo.sampling import FlowMatchSchedule
 from rfvideo.sampling.chunkwise import context_pass, sample_chunk
 from rfvideo.streaming.decoders import stream_decoder_for
@@ -47,8 +48,7 @@ WAN_FPS = 16.0
 def check_stream_length(config: Any, max_chunks: int | None) -> None:
     """Refuse, before generating, a stream the model cannot run to its end.
 
-    The largest RoPE position a chunk uses is its absolute last frame (`rope_mode="absolute"`, or global
-    attention, where every frame stays visible), else the window's last slot (`local_attn_size - 1`).
+    The RoPE positions a stream needs are `CausalOptions.rope_frames_needed` (the one home of that rule).
     An endless stream (`max_chunks=None`) therefore needs relative RoPE and a rolling window; with global
     attention it would also hold every frame's K/V, growing without bound.
 
@@ -60,27 +60,24 @@ def check_stream_length(config: Any, max_chunks: int | None) -> None:
     Raises:
         ValueError: naming `max_chunks` and the option that limits it.
     """
-    k = int(config["num_frames_per_chunk"])
-    window = int(config["local_attn_size"])
-    rope_mode = str(config["rope_mode"])
+    opts = CausalOptions.from_config(config)
     table = int(config["rope_max_seq_len"])
-    bounded_positions = rope_mode == "relative" and window != -1
-    if max_chunks is None:
-        if window == -1:
-            raise ValueError(
-                "max_chunks=None (an endless stream) needs a rolling window: local_attn_size=-1 keeps every "
-                "frame's K/V, so memory grows without bound; set local_attn_size (and rope_mode='relative')"
-            )
-        if not bounded_positions:
-            raise ValueError(
-                f"max_chunks=None (an endless stream) with rope_mode={rope_mode!r} runs past the RoPE table "
-                f"(rope_max_seq_len={table} latent frames); use rope_mode='relative' with a rolling window"
-            )
-    last_position = window - 1 if bounded_positions else (max_chunks or 0) * k - 1
-    if last_position >= table:
+    frames = None if max_chunks is None else max_chunks * opts.num_frames_per_chunk
+    if max_chunks is None and opts.local_attn_size == -1:
         raise ValueError(
-            f"max_chunks={max_chunks} ({(max_chunks or 0) * k} latent frames) with rope_mode={rope_mode!r} "
-            f"and local_attn_size={window} reaches RoPE position {last_position}, past the table "
+            "max_chunks=None (an endless stream) needs a rolling window: local_attn_size=-1 keeps every "
+            "frame's K/V, so memory grows without bound; set local_attn_size (and rope_mode='relative')"
+        )
+    needed = opts.rope_frames_needed(frames)
+    if needed is None:
+        raise ValueError(
+            f"max_chunks=None (an endless stream) with rope_mode={opts.rope_mode!r} runs past the RoPE table "
+            f"(rope_max_seq_len={table} latent frames); use rope_mode='relative' with a rolling window"
+        )
+    if needed > table:
+        raise ValueError(
+            f"max_chunks={max_chunks} ({frames} latent frames) with rope_mode={opts.rope_mode!r} and "
+            f"local_attn_size={opts.local_attn_size} reaches RoPE position {needed - 1}, past the table "
             f"(rope_max_seq_len={table}); use rope_mode='relative' with a rolling window"
         )
 
