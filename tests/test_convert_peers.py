@@ -168,3 +168,34 @@ def test_strict_loading_names_what_is_wrong(tmp_path):
         == 2
     )
     assert _convert(tmp_path / "ok.pt", tmp_path / "o4", "--from", "causvid", "--preset", "nope") == 2
+
+
+def test_convert_with_wan_writes_a_pipeline_folder_that_generates(tmp_path):
+    """`--wan WAN`: a pipeline folder with the preset's options and schedule, the VAE / umT5 / tokenizer
+    referenced in WAN (a tiny Wan diffusers folder written here in the real layout)."""
+    from rfvideo.demo_world.components import tiny_text_encoder, tiny_wan_vae
+    from rfvideo.pipeline import RFVideoPipeline
+
+    wan = tmp_path / "wan"
+    tiny_wan_vae(seed=2).save_pretrained(wan / "vae")
+    text = tiny_text_encoder(seed=3)
+    text.text_encoder.save_pretrained(wan / "text_encoder")
+    text.tokenizer.save_pretrained(wan / "tokenizer")
+    index = {
+        "_class_name": "WanPipeline",
+        "vae": ["diffusers", "AutoencoderKLWan"],
+        "text_encoder": ["transformers", type(text.text_encoder).__name__],
+        "tokenizer": ["transformers", type(text.tokenizer).__name__],
+    }
+    (wan / "model_index.json").write_text(json.dumps(index))
+    ref = _ref(1)
+    torch.save({"generator": _wan(ref)}, tmp_path / "in.pt")
+    assert _convert(tmp_path / "in.pt", tmp_path / "out", "--from", "causvid", "--wan", wan) == 0
+    assert not (tmp_path / "out" / "vae").exists()  # referenced, not copied
+    pipe = RFVideoPipeline.from_pretrained(tmp_path / "out")
+    preset = get_preset("causvid")
+    assert pipe.transformer.causal_options == preset.causal_options()
+    assert pipe.scheduler.schedule == preset.flow_schedule()
+    out = pipe("a red fox", num_frames=9, height=16, width=16, output_type="pt", progress=False,
+               generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert out.frames.shape == (1, 9, 3, 16, 16) and torch.isfinite(out.frames).all()

@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", default=None, help="inference preset to write with it (default: the peer's own)"
     )
+    parser.add_argument(
+        "--wan",
+        default=None,
+        help="a Wan2.1 diffusers folder or hub id: write a pipeline folder (RFVideoPipeline.from_pretrained, "
+        "rfvideo generate --model) referencing its VAE and umT5; without it the transformer folder alone",
+    )
     parser.add_argument("--lora", default=None, help="LongLive: its LoRA file (lora.pt)")
     parser.add_argument(
         "--lora-alpha", type=positive_float, default=None,
@@ -62,13 +68,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def write_output(model: Any, out: Path, *, preset: str) -> None:
-    """Write the converted generator and its preset name (the one place that decides the folder layout)."""
+def write_output(model: Any, out: Path, *, preset: str, wan: str | None = None) -> None:
+    """Write the converted generator (the one place that decides the folder layout): with `wan`, a pipeline
+    folder (the transformer with the preset's causal options, the preset's schedule as its scheduler, the
+    VAE / umT5 / tokenizer referenced in `wan`); without, the transformer folder and its preset's name."""
     import json
 
     from rfvideo.pipeline.presets import PRESET_FILE, get_preset
 
     p = get_preset(preset)
+    if wan is not None:
+        from rfvideo.pipeline import FewStepFlowScheduler
+        from rfvideo.pipeline.folder import save_converted
+
+        save_converted(model, FewStepFlowScheduler.from_schedule(p.flow_schedule()), out, wan=wan)
+        return
     model.save_pretrained(out, safe_serialization=True)
     info = {
         "preset": p.name,
@@ -156,6 +170,12 @@ def run(args: argparse.Namespace) -> int:
         how = f"base + LoRA adapters (rank {rank}, alpha {alpha:g}) unmerged"
     elif lora is not None:
         how = f"LoRA (rank {rank}, alpha {alpha:g}) merged"
-    write_output(model, out, preset=preset_name)
-    print(f"wrote {out} ({args.peer} {how}; preset {preset_name!r})")
+    if args.wan is not None and args.keep_adapters:
+        raise UsageError("--keep-adapters writes the transformer alone: drop --wan (or merge the LoRA)")
+    try:
+        write_output(model, out, preset=preset_name, wan=args.wan)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    kind = "pipeline folder" if args.wan else "transformer folder"
+    print(f"wrote {kind} {out} ({args.peer} {how}; preset {preset_name!r})")
     return 0

@@ -2,6 +2,17 @@
 
 from rfvideo.pipeline.output import OUTPUT_TYPES, RFVideoPipelineOutput
 from rfvideo.pipeline.pipeline import RFVideoPipeline
+from rfvideo.pipeline.presets import PRESETS, InferencePreset, apply_preset, get_preset, read_folder_preset
 from rfvideo.pipeline.scheduler import FewStepFlowScheduler
 
-__all__ = ["OUTPUT_TYPES", "FewStepFlowScheduler", "RFVideoPipeline", "RFVideoPipelineOutput"]
+__all__ = [
+    "OUTPUT_TYPES",
+    "PRESETS",
+    "FewStepFlowScheduler",
+    "InferencePreset",
+    "RFVideoPipeline",
+    "RFVideoPipelineOutput",
+    "apply_preset",
+    "get_preset",
+    "read_folder_preset",
+]

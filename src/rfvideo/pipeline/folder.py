@@ -30,7 +30,15 @@ import torch
 
 from rfvideo.utils.digests import record_digests, verify_digests
 
-__all__ = ["ALLOWED_CLASSES", "INDEX_NAME", "allow_class", "load_pipeline", "read_index", "save_pipeline"]
+__all__ = [
+    "ALLOWED_CLASSES",
+    "INDEX_NAME",
+    "allow_class",
+    "load_pipeline",
+    "read_index",
+    "save_converted",
+    "save_pipeline",
+]
 
 INDEX_NAME = "model_index.json"
 PIPELINE_CLASS = "RFVideoPipeline"
@@ -97,15 +105,6 @@ def save_pipeline(pipe: Any, directory: str | os.PathLike[str], *, references: M
         ValueError: the folder exists and is not empty, a component cannot be written (no `save_pretrained`),
             a reference names an unknown component, or the transformer holds a non-finite weight (named).
     """
-    root = Path(directory)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ValueError(f"{str(root)!r} exists and is not an empty folder")
-    unknown = sorted(set(references) - set(COMPONENTS))
-    if unknown:
-        raise ValueError(f"references name unknown components {unknown}; components are {list(COMPONENTS)}")
-    bad = _first_nonfinite(pipe.transformer)
-    if bad is not None:
-        raise ValueError(f"the transformer's weight {bad!r} holds NaN/Inf; refusing to write it")
     text = pipe.text_encoder
     objects = {
         "transformer": pipe.transformer,
@@ -114,17 +113,89 @@ def save_pipeline(pipe: Any, directory: str | os.PathLike[str], *, references: M
         "text_encoder": None if text is None else text.text_encoder,  # the transformers model inside
         "tokenizer": None if text is None else text.tokenizer,
     }
+    entries = {name: (None if obj is None else _qualified(obj), obj) for name, obj in objects.items()}
+    text_meta = (
+        None if text is None else {"max_length": int(text.max_length), "cache_size": int(text.cache_size)}
+    )
+    _write_folder(directory, entries, references, {k: pipe.config[k] for k in SETTINGS}, text_meta)
+
+
+def save_converted(
+    transformer: Any,
+    scheduler: Any,
+    directory: str | os.PathLike[str],
+    *,
+    wan: str | os.PathLike[str],
+    settings: Mapping[str, Any] | None = None,
+) -> None:
+    """A converted generator as a pipeline folder whose VAE, text encoder and tokenizer are references to a
+    Wan2.1 diffusers folder (or hub id) `wan`; their classes are read from its `model_index.json`
+    (diffusers' `AutoencoderKLWan` sits in the slot as rfvideo's `WanVAE`). Loads nothing heavy.
+
+    Raises:
+        ValueError: `wan` has no readable `model_index.json`, or it names a text encoder / tokenizer class
+            the loader would refuse.
+    """
+    root = _local_folder_of_index(wan)
+    try:
+        wan_index = json.loads((root / INDEX_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--wan {os.fspath(wan)!r}: no readable {INDEX_NAME} ({e})") from None
+    entries: dict[str, tuple[str | None, Any]] = {
+        "transformer": (_qualified(transformer), transformer),
+        "scheduler": (_qualified(scheduler), scheduler),
+        "vae": ("rfvideo.models.vae.WanVAE", None),
+    }
+    for name in ("text_encoder", "tokenizer"):
+        library, cls = wan_index.get(name, [None, None])
+        qualified = f"{library}.{cls}"
+        if qualified not in ALLOWED_CLASSES[name]:
+            raise ValueError(f"--wan {os.fspath(wan)!r}: its {name} is {qualified!r}, not an allowed class")
+        entries[name] = (qualified, None)
+    refs = {name: (os.fspath(wan), name) for name in ("vae", "text_encoder", "tokenizer")}
+    defaults = {"num_frames": 81, "height": 480, "width": 832, "fps": 16.0} | dict(settings or {})
+    _write_folder(directory, entries, refs, defaults, {"max_length": 512, "cache_size": 0})
+
+
+def _local_folder_of_index(path_or_id: str | os.PathLike[str]) -> Path:
+    """A local folder holding `path_or_id`'s `model_index.json` (a hub id: that one file is fetched)."""
+    from rfvideo.models.hub import resolve_pretrained
+
+    resolved = resolve_pretrained(path_or_id, what="Wan2.1 folder")
+    if Path(resolved).exists():
+        return Path(resolved)
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(resolved, INDEX_NAME)).parent
+
+
+def _write_folder(
+    directory: str | os.PathLike[str],
+    entries: Mapping[str, tuple[str | None, Any]],
+    references: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    text_meta: Mapping[str, Any] | None,
+) -> None:
+    """Write each component (a copy, or a reference for those in `references`), the digests, the index."""
+    root = Path(directory)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise ValueError(f"{str(root)!r} exists and is not an empty folder")
+    unknown = sorted(set(references) - set(COMPONENTS))
+    if unknown:
+        raise ValueError(f"references name unknown components {unknown}; components are {list(COMPONENTS)}")
+    bad = _first_nonfinite(entries["transformer"][1])
+    if bad is not None:
+        raise ValueError(f"the transformer's weight {bad!r} holds NaN/Inf; refusing to write it")
     index: dict[str, Any] = {"_class_name": PIPELINE_CLASS, "_diffusers_version": _diffusers_version()}
     meta: dict[str, Any] = {"references": {}, "digests": {}}
-    if text is not None:
-        meta["text_encoder"] = {"max_length": int(text.max_length), "cache_size": int(text.cache_size)}
+    if text_meta is not None:
+        meta["text_encoder"] = dict(text_meta)
     root.mkdir(parents=True, exist_ok=True)
     for name in COMPONENTS:
-        obj = objects[name]
-        if obj is None:
+        qualified, obj = entries.get(name, (None, None))
+        if qualified is None:
             index[name] = [None, None]
             continue
-        qualified = _qualified(obj)
         index[name] = list(qualified.rsplit(".", 1))
         if name in references:
             path, subfolder = references[name]
@@ -140,8 +211,7 @@ def save_pipeline(pipe: Any, directory: str | os.PathLike[str], *, references: M
         else:
             save(root / name)
     meta["digests"] = record_digests(root)
-    for key in SETTINGS:
-        index[key] = pipe.config[key]
+    index |= {key: settings[key] for key in SETTINGS}
     index["_rfvideo"] = meta
     tmp = root / (INDEX_NAME + ".tmp")
     tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
