@@ -96,7 +96,8 @@ def labelled_grid(
     row_h = (rows[next(iter(rows))].shape[-2] + 2) * scale  # one video row and its gutter
     block_h = row_h * len(rows) + 8 * scale
     title_h = 14 if prompts is not None else 0
-    margin = 6 * max(len(n) for n in rows) + 12  # the default bitmap font: about 6 px a character
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    margin = int(max(probe.textlength(n) for n in rows)) + 12  # the widest row name and a gutter
     arr = (img.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     canvas = Image.new("RGB", (w + margin, h + title_h * len(prompt_ids)), "white")
     draw = ImageDraw.Draw(canvas)
