@@ -119,6 +119,7 @@ def inference_config(
         raise ValueError(f"config {' + '.join(map(str, paths))} has no model.init_args section")
     args = model["init_args"]
     out: dict[str, Any] = {"model_class": str(model.get("class_path", ""))}
+    _check_module_keys(out["model_class"], args)
     extra = set(allow_classes)
     for name in COMPONENTS:
         spec = args.get(name)
@@ -137,6 +138,48 @@ def inference_config(
     for key in ("schedule", "num_latent_frames", "latent_size", "generator_lora"):
         out[key] = args.get(key)
     return out
+
+
+def _module_parameters(model_class: str) -> set[str] | None:
+    """The init arguments a recipe accepts (following `**kwargs` to its bases); None for a class outside
+    rfvideo (not imported: the allow-list covers only the components)."""
+    from rfvideo.modules.base import VideoGeneratorModule
+
+    if not model_class.startswith("rfvideo."):
+        return None
+    module, name = model_class.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name, None)
+    if not isinstance(cls, type) or not issubclass(cls, VideoGeneratorModule):
+        return None
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        names |= {
+            n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"
+        }
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()) or klass is VideoGeneratorModule:
+            break
+    return names
+
+
+def _check_module_keys(model_class: str, args: Mapping[str, Any]) -> None:
+    """A misspelt recipe argument is one line naming it and the nearest valid one (LightningCLI's check,
+    without building anything)."""
+    import difflib
+
+    valid = _module_parameters(model_class)
+    if valid is None:
+        return
+    for key in args:
+        if key not in valid:
+            near = difflib.get_close_matches(key, sorted(valid), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(
+                f"config: model.init_args.{key} is not an argument of {model_class.rsplit('.', 1)[1]}{hint}"
+            )
 
 
 def _path_values(spec: Mapping[str, Any] | None) -> list[tuple[str, str]]:
