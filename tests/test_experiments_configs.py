@@ -21,6 +21,7 @@ ROOT = REPO / "experiments"
 DEMO = sorted(ROOT.glob("demo/*.yaml"))
 REAL = sorted(ROOT.glob("wan2.1-1.3b/*.yaml"))
 STRATEGIES = sorted(ROOT.glob("strategies/*.yaml"))
+DECODERS = sorted(ROOT.glob("decoders/*.yaml"))
 
 
 class _ParseOnlyCLI(LightningCLI):
@@ -42,11 +43,11 @@ def _documented_command(path: Path) -> list[str]:
 
 
 def test_every_yaml_is_covered():
-    assert len(DEMO) >= 1 and len(REAL) == 3 and len(STRATEGIES) == 2
-    assert sorted(ROOT.rglob("*.yaml")) == sorted(DEMO + REAL + STRATEGIES)
+    assert len(DEMO) >= 1 and len(REAL) == 3 and len(STRATEGIES) == 2 and len(DECODERS) == 1
+    assert sorted(ROOT.rglob("*.yaml")) == sorted(DEMO + REAL + STRATEGIES + DECODERS)
 
 
-@pytest.mark.parametrize("path", DEMO + REAL + STRATEGIES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", DEMO + REAL + STRATEGIES + DECODERS, ids=lambda p: p.name)
 def test_the_documented_command_parses_and_names_this_file(path):
     argv = _documented_command(path)
     resolved = [str(REPO / a) if a.endswith(".yaml") and not Path(a).is_absolute() else a for a in argv]
