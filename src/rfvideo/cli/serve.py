@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `rfvideo serve`."""
     add_model_arguments(parser, demo=True)
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
-    parser.add_argument("--port", type=_port, default=7860)
+    parser.add_argument("--port", type=_port, default=7860, help="TCP port")
     parser.add_argument("--max-streams", type=positive_int, default=2, help="generations at once")
     parser.add_argument(
         "--max-chunks",
@@ -47,7 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"chunks per stream (default: endless when the model allows, else {DEFAULT_FINITE_CHUNKS})",
     )
-    parser.add_argument("--max-prompt-chars", type=positive_int, default=200)
+    parser.add_argument("--max-prompt-chars", type=positive_int, default=200, help="prompt length cap")
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also accept this Host header (default: localhost, 127.0.0.1, ::1 and the bound address; "
+        "'*.example.org' allows subdomains); guards against DNS rebinding",
+    )
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="noise seed of every stream")
     parser.add_argument(
         "--threads", type=positive_int, default=None, help="CPU threads (default: cores / max streams)"
@@ -117,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rfvideo.serve import ServeSettings, create_app, run_server
     from rfvideo.serve.loading import streaming_factory
+    from rfvideo.serve.settings import DEFAULT_ALLOWED_HOSTS
     from rfvideo.streaming import check_stream_length
 
     if args.device in ("auto", "cpu"):
@@ -134,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         factory = streaming_factory(pipe, max_chunks=max_chunks)
         settings = ServeSettings(
+            allowed_hosts=(*DEFAULT_ALLOWED_HOSTS, *args.allowed_host),
             max_streams=args.max_streams,
             max_chunks=max_chunks,
             max_prompt_chars=args.max_prompt_chars,

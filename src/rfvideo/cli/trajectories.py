@@ -16,14 +16,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--prompts", required=True, help="prompt file (.txt/.jsonl/.csv)")
     parser.add_argument("--out", required=True, help="shard directory")
-    parser.add_argument("--num-latent-frames", type=positive_int, default=21)
-    parser.add_argument("--latent-size", type=positive_int, nargs=2, default=(60, 104))
-    parser.add_argument("--steps", type=positive_int, default=50)
-    parser.add_argument("--guidance", type=positive_float, default=5.0)
-    parser.add_argument("--negative-prompt", default="")
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--batch-size", type=positive_int, default=1)
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--num-latent-frames", type=positive_int, default=21, help="latent frames per clip")
+    parser.add_argument(
+        "--latent-size", type=positive_int, nargs=2, default=(60, 104), help="latent height and width"
+    )
+    parser.add_argument("--steps", type=positive_int, default=50, help="Euler steps of the base model")
+    parser.add_argument("--guidance", type=positive_float, default=5.0, help="classifier-free guidance scale")
+    parser.add_argument("--negative-prompt", default="", help="the unconditional prompt of the guidance")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="noise seed")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="prompts per forward")
+    parser.add_argument("--dtype", default="bfloat16", help="weights dtype of the base model")
     parser.add_argument("--device", default="auto", help="cuda, cpu, ... (auto: cuda when available)")
 
 
