@@ -23,7 +23,7 @@ DIMS=(temporal_flickering subject_consistency)
 mkdir -p "$OUT"
 
 # 1. A checkpoint of the demo world (the same YAML `rfvideo fit` documents).
-CKPT="$OUT/fit/lightning_logs/version_0/checkpoints/last.ckpt"
+CKPT="$OUT/fit/lightning_logs/run/checkpoints/last.ckpt"
 if [ ! -f "$CKPT" ]; then
     "$PY" -m rfvideo.cli fit --config "$CONFIG" --trainer.default_root_dir "$OUT/fit"
 fi
