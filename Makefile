@@ -5,7 +5,7 @@ PIP ?= $(PYTHON) -m pip
 # the pinned CPU-or-default wheel so a bare machine does not resolve the newest CUDA stack by accident.
 TORCH_FALLBACK ?= torch==2.13.0
 
-.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench reward-env test-rewards-ref serve-demo vbench-check bench-vae-decode bench-memory
+.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench reward-env test-rewards-ref serve-demo vbench-check bench-vae-decode bench-memory bench-decoders
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -34,7 +34,8 @@ format:  ## ruff autoformat
 	$(PYTHON) -m ruff format src tests bench
 	$(PYTHON) -m ruff check --fix src tests bench
 
-bench:  ## benchmarks (a few minutes on 2 cores); writes bench/RESULTS.md
+bench:  ## benchmarks (a few minutes on 2 cores, quiet machine); writes bench/RESULTS.md
+	$(PYTHON) bench/pipeline.py
 	$(PYTHON) bench/rollout.py
 	$(PYTHON) bench/train_step.py
 	$(PYTHON) bench/eval.py
@@ -42,6 +43,9 @@ bench:  ## benchmarks (a few minutes on 2 cores); writes bench/RESULTS.md
 
 bench-vae-decode:  ## receptive field and truncated-decode error of the real-width Wan VAE (random weights; ~20 min on 2 cores)
 	$(PYTHON) bench/vae_decode.py
+
+bench-decoders:  ## slot decoders vs the Wan VAE: decode s/chunk, first frame, end-to-end FPS, overlap (CPU, quiet machine)
+	$(PYTHON) bench/decoders.py
 
 bench-memory:  ## estimate-memory against MemTracker counts of real CPU steps at three sizes
 	$(PYTHON) bench/memory.py
