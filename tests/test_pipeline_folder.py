@@ -178,3 +178,18 @@ def test_a_tiny_decoder_in_the_slot_saves_and_loads_back(tmp_path: Path) -> None
     assert type(loaded.vae).__name__ == "TinyVideoDecoder" and torch.equal(frames(loaded), want)
     with pytest.raises(ValueError, match="takes 3 latent channels; the transformer makes 4"):
         pipe.set_decoder(TinyVideoDecoder(latent_channels=3, widths=(8, 8, 8, 8)))
+
+
+def test_the_plain_loader_refuses_a_positioned_folder(tmp_path: Path) -> None:
+    """`CausalWanTransformer.from_pretrained` on the demo's positioned generator would drop its position
+    tables: refused in one line; the subclass's own loader reads it whole."""
+    from rfvideo.demo_world.positioned_wan import PositionedCausalWan
+    from rfvideo.models import CausalWanTransformer
+
+    pipe = demo_like_pipe(True)
+    pipe.transformer.save_pretrained(tmp_path / "t")
+    with pytest.raises(ValueError, match="holds a PositionedCausalWan") as e:
+        CausalWanTransformer.from_pretrained(tmp_path / "t")
+    assert "\n" not in str(e.value)
+    again = PositionedCausalWan.from_pretrained(tmp_path / "t")
+    assert torch.equal(again.pos_row, pipe.transformer.pos_row)

@@ -377,6 +377,31 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         self.gradient_checkpointing = False
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """diffusers' `from_pretrained`, refusing a local folder written by another rfvideo class.
+
+        A folder of a subclass (the demo's `PositionedCausalWan`, whose position tables this class has no
+        place for) would otherwise load with a warning and without those weights: a different model. A
+        plain Wan folder (`WanTransformer3DModel`) and this class's own load as before.
+
+        Raises:
+            ValueError: the folder's `config.json` names another class (one line naming the loader to use).
+        """
+        import json
+        from pathlib import Path
+
+        folder = Path(str(pretrained_model_name_or_path)).expanduser() / (kwargs.get("subfolder") or "")
+        config_file = folder / "config.json"
+        if config_file.is_file():
+            name = json.loads(config_file.read_text(encoding="utf-8")).get("_class_name")
+            if name not in (None, cls.__name__, "WanTransformer3DModel", "CausalWanTransformer"):
+                raise ValueError(
+                    f"{str(folder)!r} holds a {name}, not a {cls.__name__}: loading it here would drop its "
+                    f"own weights; use {name}.from_pretrained or RFVideoPipeline.from_pretrained"
+                )
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    @classmethod
     def from_options(cls, options: CausalOptions, **config: Any) -> CausalWanTransformer:
         """Build from diffusers' config keys plus one `CausalOptions`."""
         return cls(**config, **options.to_config())
