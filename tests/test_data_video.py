@@ -38,7 +38,7 @@ class PoolEncoder:
         self.calls = 0
         self.fail_on_call = fail_on_call
 
-    def encode(self, video: torch.Tensor) -> torch.Tensor:  # (b F 3 H W) -> (b f 4 h w)
+    def encode(self, video: torch.Tensor) -> torch.Tensor:  # (b F 3 H W) -> (b 4 f h w), the VAE's layout
         self.calls += 1
         if self.fail_on_call is not None and self.calls == self.fail_on_call:
             raise KeyboardInterrupt  # simulates the run being killed mid-way
@@ -46,7 +46,7 @@ class PoolEncoder:
         rest = video[:, 1:].reshape(b, (n - 1) // 4, 4, c, h, w).mean(2)
         x = torch.cat([video[:, :1], rest], dim=1)  # (b f 3 H W)
         x = F.avg_pool2d(x.flatten(0, 1), 8).unflatten(0, (b, -1))  # (b f 3 h w)
-        return torch.cat([x, 2 * x[:, :, :1] - 1], dim=2)
+        return torch.cat([x, 2 * x[:, :, :1] - 1], dim=2).transpose(1, 2)
 
 
 def test_write_read_round_trip(tmp_path):

@@ -12,7 +12,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -145,27 +144,37 @@ def test_run_official_stages_only_videos_and_parses(tmp_path, monkeypatch):
 # ---- end to end: a tiny checkpoint through both commands ----------------------------------------------
 
 
-class TinySuiteModule(pl.LightningModule):
-    """``generate`` as the recipes expose it: sharp moving blocks from the seed, scaled by a weight."""
+TINY_YAML = """
+model:
+  class_path: rfvideo.modules.ODEInitModule
+  init_args:
+    generator:
+      class_path: rfvideo.demo_world.components.tiny_causal_wan
+      init_args: {num_frames_per_chunk: 2, seed: 1, init_scale: 0.2}
+    vae:
+      class_path: rfvideo.demo_world.components.tiny_wan_vae
+      init_args: {seed: 2}
+    text_encoder:
+      class_path: rfvideo.demo_world.components.tiny_text_encoder
+      init_args: {seed: 3}
+    num_latent_frames: FRAMES
+    latent_size: [2, 4]
+"""
 
-    def __init__(self, frames: int = 9, height: int = 32, width: int = 48) -> None:
-        super().__init__()
-        self.frames, self.height, self.width = frames, height, width
-        self.gain = torch.nn.Parameter(torch.tensor(0.8))
-        self.fps = 8
 
-    def generate(self, prompts, *, seeds, num_latent_frames=None, use_ema=True):  # -> (b F 3 H W)
-        if isinstance(prompts, str) or len(prompts) != len(seeds):
-            raise ValueError(f"{len(prompts)} prompts for {len(seeds)} seeds")
-        out = []
-        for p, s in zip(prompts, seeds):
-            g = torch.Generator().manual_seed(int(s))
-            blocks = (torch.rand(3, self.height // 4, self.width // 4 + 4, generator=g) > 0.5).float()
-            big = blocks.repeat_interleave(4, 1).repeat_interleave(4, 2)
-            speed = len(p) % 3  # some prompts static, some moving
-            frames = [big[:, :, speed * t % 16 : speed * t % 16 + self.width] for t in range(self.frames)]
-            out.append(torch.stack(frames) * self.gain.detach() + 0.1)
-        return torch.stack(out).clamp(0, 1)
+def _tiny_config(path: Path, latent_frames: int = 4) -> Path:
+    """A tiny real recipe config (16x32 pixels): what `rfvideo sample --config` builds its pipeline from."""
+    path.write_text(TINY_YAML.replace("FRAMES", str(latent_frames)))
+    return path
+
+
+def _tiny_checkpoint(path: Path, seed: int) -> Path:
+    """A recipe checkpoint (`state_dict` with `generator.*`) of the tiny generator with its own weights."""
+    from rfvideo.demo_world.components import tiny_causal_wan
+
+    gen = tiny_causal_wan(num_frames_per_chunk=2, seed=seed, init_scale=0.3)
+    torch.save({"state_dict": {f"generator.{k}": v for k, v in gen.state_dict().items()}}, path)
+    return path
 
 
 def _mini_suite(root: Path, per_dim: int = 2) -> Path:
@@ -197,15 +206,11 @@ def _tiny_dino(path: Path) -> Path:
 
 def test_checkpoint_to_sample_to_vbench(tmp_path, capsys):
     suite = _mini_suite(tmp_path / "suite")
-    config = tmp_path / "tiny.yaml"
-    config.write_text(f"model:\n  class_path: {__name__}.TinySuiteModule\n  init_args:\n    frames: 9\n")
-    module = TinySuiteModule()
-    with torch.no_grad():
-        module.gain.fill_(0.7)
-    torch.save({"state_dict": module.state_dict()}, tmp_path / "tiny.ckpt")
+    config = _tiny_config(tmp_path / "tiny.yaml")
+    _tiny_checkpoint(tmp_path / "tiny.ckpt", seed=7)
     out = tmp_path / "videos"
     argv = ["sample", "--suite", "vbench", "--config", str(config), "--ckpt", str(tmp_path / "tiny.ckpt"),
-            "--out", str(out), "--suite-dir", str(suite), "--num-seeds", "2", "--extended",
+            "--out", str(out), "--suite-dir", str(suite), "--num-seeds", "2", "--extended", "--fps", "8",
             "--dimensions", "temporal_flickering", "subject_consistency", "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     names = sorted(p.name for p in out.glob("*.mp4"))
@@ -218,8 +223,7 @@ def test_checkpoint_to_sample_to_vbench(tmp_path, capsys):
     assert set(proto["dimensions"]) == {"temporal_flickering", "subject_consistency"}
     assert main(argv) == 0 and "wrote 0, kept 8 of 8" in capsys.readouterr().out  # resumed: nothing to do
     # Another checkpoint into the same folder is refused (one line, exit 2).
-    module.gain.data.fill_(0.5)
-    torch.save({"state_dict": module.state_dict()}, tmp_path / "other.ckpt")
+    _tiny_checkpoint(tmp_path / "other.ckpt", seed=8)
     bad = [a if a != str(tmp_path / "tiny.ckpt") else str(tmp_path / "other.ckpt") for a in argv]
     assert main(bad) == 2
     assert "another sampling protocol" in capsys.readouterr().err
@@ -255,8 +259,7 @@ def test_checkpoint_to_sample_to_vbench(tmp_path, capsys):
 
 
 def test_sample_usage_errors(tmp_path, capsys):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(f"model:\n  class_path: {__name__}.TinySuiteModule\n")
+    config = _tiny_config(tmp_path / "tiny.yaml")
     base = ["sample", "--config", str(config), "--out", str(tmp_path / "o"), "--no-progress"]
     assert main([*base, "--dimensions", "colour"]) == 2
     assert "unknown VBench dimension 'colour'" in capsys.readouterr().err
@@ -269,8 +272,7 @@ def test_sample_usage_errors(tmp_path, capsys):
 @pytest.mark.slow  # two more LightningCLI builds; the shard invariant itself runs in test_eval_suite
 def test_sample_shards_over_torchrun_ranks(tmp_path, monkeypatch, capsys):
     suite = _mini_suite(tmp_path / "suite")
-    config = tmp_path / "tiny.yaml"
-    config.write_text(f"model:\n  class_path: {__name__}.TinySuiteModule\n  init_args:\n    frames: 5\n")
+    config = _tiny_config(tmp_path / "tiny.yaml", latent_frames=2)
     out = tmp_path / "videos"
     argv = ["sample", "--config", str(config), "--out", str(out), "--suite-dir", str(suite),
             "--num-seeds", "3", "--no-progress"]  # fmt: skip
