@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 
-
 @dataclass
 class SampleReport:
     """What ``sample_jobs`` / ``stream_jobs`` did: files written, files kept from an earlier run, the id."""
