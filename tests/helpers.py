@@ -89,3 +89,25 @@ model:
   class_path: rfvideo.demo_world.data.DemoPromptDataModule
   init_args: {{batch_size: 2, epoch_length: {epochs}}}
 """
+
+
+def tiny_recipe_yaml(*, latent_frames: int = 4, latent_size: tuple[int, int] = (2, 2)) -> str:
+    """A tiny stage-1 recipe config on the demo's tiny components (chunks of 2 latent frames, a width-4 Wan
+    VAE: 8 pixels per latent pixel): what the inference commands build a pipeline from."""
+    h, w = latent_size
+    return f"""
+model:
+  class_path: rfvideo.modules.ODEInitModule
+  init_args:
+    generator:
+      class_path: rfvideo.demo_world.components.tiny_causal_wan
+      init_args: {{num_frames_per_chunk: 2, seed: 1, init_scale: 0.2}}
+    vae:
+      class_path: rfvideo.demo_world.components.tiny_wan_vae
+      init_args: {{seed: 2}}
+    text_encoder:
+      class_path: rfvideo.demo_world.components.tiny_text_encoder
+      init_args: {{seed: 3}}
+    num_latent_frames: {latent_frames}
+    latent_size: [{h}, {w}]
+"""

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import tiny_recipe_yaml
 from rfvideo.cli import main
 from rfvideo.eval.aggregate import ALL_DIMENSIONS, vbench_script_scores
 from rfvideo.eval.official import (
@@ -144,27 +145,9 @@ def test_run_official_stages_only_videos_and_parses(tmp_path, monkeypatch):
 # ---- end to end: a tiny checkpoint through both commands ----------------------------------------------
 
 
-TINY_YAML = """
-model:
-  class_path: rfvideo.modules.ODEInitModule
-  init_args:
-    generator:
-      class_path: rfvideo.demo_world.components.tiny_causal_wan
-      init_args: {num_frames_per_chunk: 2, seed: 1, init_scale: 0.2}
-    vae:
-      class_path: rfvideo.demo_world.components.tiny_wan_vae
-      init_args: {seed: 2}
-    text_encoder:
-      class_path: rfvideo.demo_world.components.tiny_text_encoder
-      init_args: {seed: 3}
-    num_latent_frames: FRAMES
-    latent_size: [2, 4]
-"""
-
-
 def _tiny_config(path: Path, latent_frames: int = 4) -> Path:
     """A tiny real recipe config (16x32 pixels): what `rfvideo sample --config` builds its pipeline from."""
-    path.write_text(TINY_YAML.replace("FRAMES", str(latent_frames)))
+    path.write_text(tiny_recipe_yaml(latent_frames=latent_frames, latent_size=(2, 4)))
     return path
 
 

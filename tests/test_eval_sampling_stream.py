@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import tiny_recipe_yaml
 from rfvideo.data.video_io import write_video
 from rfvideo.eval.protocol import PROTOCOL_FILE, ProtocolMismatchError, read_video_tag, video_tag
 from rfvideo.eval.sampling import pipeline_video_stream, stream_jobs, video_frame_count
@@ -25,22 +26,7 @@ from rfvideo.pipeline import RFVideoPipeline
 
 SUITE = packaged_suite_dir()
 
-YAML = """
-model:
-  class_path: rfvideo.modules.ODEInitModule
-  init_args:
-    generator:
-      class_path: rfvideo.demo_world.components.tiny_causal_wan
-      init_args: {num_frames_per_chunk: 2, seed: 1, init_scale: 0.2}
-    vae:
-      class_path: rfvideo.demo_world.components.tiny_wan_vae
-      init_args: {seed: 2}
-    text_encoder:
-      class_path: rfvideo.demo_world.components.tiny_text_encoder
-      init_args: {seed: 3}
-    num_latent_frames: 4
-    latent_size: [2, 2]
-"""
+YAML = tiny_recipe_yaml()
 
 
 @pytest.fixture(scope="module")
