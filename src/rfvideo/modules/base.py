@@ -30,6 +30,7 @@ from rfvideo.modules.log_filters import install_log_filters
 from rfvideo.modules.optimizer_resume import capture as capture_optim
 from rfvideo.modules.optimizer_resume import reapply as reapply_optim
 from rfvideo.pipeline import RFVideoPipeline
+from rfvideo.pipeline.pipeline import vae_factors
 from rfvideo.sampling import FlowMatchSchedule
 
 __all__ = ["FROZEN_PREFIXES", "Salt", "TooManySkippedStepsError", "VideoGeneratorModule", "paper_adamw"]
@@ -538,7 +539,7 @@ class VideoGeneratorModule(L.LightningModule):
         pipe = RFVideoPipeline.from_module(self, use_ema=use_ema)
         out = pipe(
             list(prompts),
-            num_frames=num_pixel_frames(f, int(getattr(self.vae, "temporal_factor", 4))),
+            num_frames=num_pixel_frames(f, vae_factors(self.vae)[0]),
             generator=[torch.Generator().manual_seed(int(s)) for s in seeds],
             output_type="pt",
             progress=False,

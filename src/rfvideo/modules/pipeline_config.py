@@ -30,6 +30,7 @@ import yaml
 
 from rfvideo.models.vae import num_pixel_frames
 from rfvideo.pipeline import FewStepFlowScheduler, RFVideoPipeline
+from rfvideo.pipeline.pipeline import vae_factors
 
 __all__ = [
     "ALLOWED_COMPONENTS",
@@ -357,7 +358,7 @@ def pipeline_from_config(
     model_class = cfg["model_class"]
     f = cfg["num_latent_frames"] or _module_default(model_class, "num_latent_frames")
     h, w = cfg["latent_size"] or _module_default(model_class, "latent_size")
-    tf, sf = int(getattr(vae, "temporal_factor", 4)), int(getattr(vae, "spatial_factor", 8))
+    tf, sf = vae_factors(vae)
     pipe = RFVideoPipeline(
         transformer=generator.eval(),
         vae=vae,

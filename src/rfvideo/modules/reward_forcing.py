@@ -26,6 +26,7 @@ from torch import nn
 
 from rfvideo.models.vae import latent_frames_for_pixel_frames, num_pixel_frames
 from rfvideo.modules.base import Salt, VideoGeneratorModule
+from rfvideo.pipeline.pipeline import vae_factors
 from rfvideo.rewards.ensemble import RewardEnsemble
 from rfvideo.rewards.frames import FramePlan
 from rfvideo.sampling import rollout
@@ -132,7 +133,7 @@ class RewardForcingModule(VideoGeneratorModule):
         emb = self.encode_prompts(prompts, batch)
         b, f = len(prompts), self.num_latent_frames
         k = int(self.generator.num_frames_per_chunk)
-        tf = int(getattr(self.vae, "temporal_factor", 4))
+        tf = vae_factors(self.vae)[0]
         num_pixel = num_pixel_frames(f, tf)
         # One draw, the same on every rank, decides both what is decoded and what is scored.
         plan = self.frame_plan(num_pixel, batch_idx)

@@ -42,7 +42,7 @@ from rfvideo.streaming.generator import StreamingGenerator, check_stream_length
 from rfvideo.streaming.video import vae_dtype
 from rfvideo.utils.timings import GenerationTimings, sync_device
 
-__all__ = ["RFVideoPipeline"]
+__all__ = ["RFVideoPipeline", "vae_factors"]
 
 WAN_FPS = 16.0
 
@@ -619,12 +619,17 @@ class RFVideoPipeline(DiffusionPipeline):
         return stream
 
 
+def vae_factors(vae: Any) -> tuple[int, int]:
+    """`(temporal, spatial)` compression of a decoder in the slot (Wan's 4 and 8 when it does not say)."""
+    return int(getattr(vae, "temporal_factor", 4)), int(getattr(vae, "spatial_factor", 8))
+
+
 def _temporal(vae: Any) -> int:
-    return int(getattr(vae, "temporal_factor", 4))
+    return vae_factors(vae)[0]
 
 
 def _spatial(vae: Any) -> int:
-    return int(getattr(vae, "spatial_factor", 8))
+    return vae_factors(vae)[1]
 
 
 def _postprocess(video: torch.Tensor, output_type: str) -> Any:
