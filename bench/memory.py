@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from rfvideo.demo_world.components import tiny_causal_wan
 from rfvideo.memory import estimate_memory, generator_step_peak
+from rfvideo.models.tiny import tiny_causal_wan
 
 SIZES = {  # name: (layers, heads, head dim, FFN, latent side, text tokens)
     "S": (4, 4, 16, 256, 16, 16),

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from rfvideo.demo_world.components import tiny_causal_wan, tiny_wan_vae
-from rfvideo.rewards.prompt_color import PromptColorReward
+from rfvideo.demo.world.prompt_color import PromptColorReward
+from rfvideo.models.tiny import tiny_causal_wan, tiny_wan_vae
 from rfvideo.sampling import FlowMatchSchedule, rollout
 
 MID = dict(num_layers=4, num_attention_heads=4, attention_head_dim=32, ffn_dim=512, num_frames_per_chunk=3,

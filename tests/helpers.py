@@ -69,24 +69,24 @@ model:
   class_path: rfvideo.modules.RewardForcingModule
   init_args:
     generator:
-      class_path: rfvideo.demo_world.components.tiny_causal_wan
+      class_path: rfvideo.models.tiny.tiny_causal_wan
       init_args: {{num_frames_per_chunk: 1, seed: 1, init_scale: 0.1}}
     vae:
-      class_path: rfvideo.demo_world.components.tiny_wan_vae
+      class_path: rfvideo.models.tiny.tiny_wan_vae
       init_args: {{seed: 2}}
     text_encoder:
-      class_path: rfvideo.demo_world.components.tiny_text_encoder
+      class_path: rfvideo.models.tiny.tiny_text_encoder
       init_args: {{seed: 3}}
     rewards:
       class_path: rfvideo.rewards.RewardEnsemble
       init_args:
         terms:
-          c: {{class_path: rfvideo.rewards.prompt_color.PromptColorReward}}
+          c: {{class_path: rfvideo.demo.world.prompt_color.PromptColorReward}}
         weights: {{c: 1.0}}
     num_latent_frames: 2
     latent_size: [4, 4]
 {model_extra}data:
-  class_path: rfvideo.demo_world.data.DemoPromptDataModule
+  class_path: rfvideo.demo.world.data.DemoPromptDataModule
   init_args: {{batch_size: 2, epoch_length: {epochs}}}
 """
 
@@ -100,13 +100,13 @@ model:
   class_path: rfvideo.modules.ODEInitModule
   init_args:
     generator:
-      class_path: rfvideo.demo_world.components.tiny_causal_wan
+      class_path: rfvideo.models.tiny.tiny_causal_wan
       init_args: {{num_frames_per_chunk: 2, seed: 1, init_scale: 0.2}}
     vae:
-      class_path: rfvideo.demo_world.components.tiny_wan_vae
+      class_path: rfvideo.models.tiny.tiny_wan_vae
       init_args: {{seed: 2}}
     text_encoder:
-      class_path: rfvideo.demo_world.components.tiny_text_encoder
+      class_path: rfvideo.models.tiny.tiny_text_encoder
       init_args: {{seed: 3}}
     num_latent_frames: {latent_frames}
     latent_size: [{h}, {w}]

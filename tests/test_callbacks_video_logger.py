@@ -13,11 +13,11 @@ from PIL import Image, ImageSequence
 from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
 from rfvideo.callbacks import VideoLogger
-from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
-from rfvideo.demo_world.data import DemoPromptDataModule
+from rfvideo.demo.world.data import DemoPromptDataModule
+from rfvideo.demo.world.prompt_color import PromptColorReward
+from rfvideo.models.tiny import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
 from rfvideo.modules import RewardForcingModule
 from rfvideo.rewards import RewardEnsemble
-from rfvideo.rewards.prompt_color import PromptColorReward
 
 
 def test_sample_videos_are_animated_in_tensorboard(tmp_path):

@@ -12,11 +12,11 @@ import torch
 from rfvideo.callbacks import VideoPredictionWriter
 from rfvideo.data import RFVideoDataModule
 from rfvideo.data.video_io import read_video
-from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
+from rfvideo.demo.world.prompt_color import PromptColorReward
 from rfvideo.eval.folder import index_from_filename, prompt_from_filename
+from rfvideo.models.tiny import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
 from rfvideo.modules import RewardForcingModule
 from rfvideo.rewards import RewardEnsemble
-from rfvideo.rewards.prompt_color import PromptColorReward
 
 PROMPTS = ["a red square moving left", "a blue square moving up"]
 

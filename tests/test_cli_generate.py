@@ -24,13 +24,13 @@ model:
   class_path: rfvideo.modules.RewardForcingModule
   init_args:
     generator:
-      class_path: rfvideo.demo_world.components.tiny_causal_wan
+      class_path: rfvideo.models.tiny.tiny_causal_wan
       init_args: {{num_frames_per_chunk: 2, seed: 1, init_scale: 0.2}}
     vae:
-      class_path: rfvideo.demo_world.components.tiny_wan_vae
+      class_path: rfvideo.models.tiny.tiny_wan_vae
       init_args: {{seed: 2}}
     text_encoder:
-      class_path: rfvideo.demo_world.components.tiny_text_encoder
+      class_path: rfvideo.models.tiny.tiny_text_encoder
       init_args: {{seed: 3}}
     rewards:
       class_path: rfvideo.rewards.RewardEnsemble
@@ -71,10 +71,10 @@ def _comment(path) -> str:
 
 def _module(cfg: str):
     """The module the config describes, with a prompt file and reward stand-in so that it can be built."""
-    from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
+    from rfvideo.demo.world.prompt_color import PromptColorReward
+    from rfvideo.models.tiny import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
     from rfvideo.modules import RewardForcingModule
     from rfvideo.rewards import RewardEnsemble
-    from rfvideo.rewards.prompt_color import PromptColorReward
 
     return RewardForcingModule(
         generator=tiny_causal_wan(num_frames_per_chunk=2, seed=1, init_scale=0.2),
@@ -165,7 +165,7 @@ def test_existing_files_are_never_replaced_silently(tmp_path, capsys, monkeypatc
     ],
 )
 def test_bad_input_is_one_line_before_weights_load(tmp_path, capsys, monkeypatch, extra, match) -> None:
-    import rfvideo.demo_world.components as components
+    import rfvideo.models.tiny as components
 
     @functools.wraps(components.tiny_causal_wan)
     def refuse(*args, **kwargs):

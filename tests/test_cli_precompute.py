@@ -13,7 +13,7 @@ import torch
 from rfvideo.cli import main
 from rfvideo.data import ShardedTensorDataset, read_video, write_video
 from rfvideo.data.precompute import precompute_latents
-from rfvideo.demo_world.components import tiny_wan_vae
+from rfvideo.models.tiny import tiny_wan_vae
 
 
 def _smooth_video(g: torch.Generator, frames: int = 9, size: int = 32) -> torch.Tensor:

@@ -137,8 +137,8 @@ def test_rope_long_enough_passes(tmp_path):
 @pytest.fixture()
 def store(tmp_path):
     """A real embedding store (tiny umT5) of two prompts."""
-    from rfvideo.demo_world.components import tiny_text_encoder
     from rfvideo.models import precompute_prompt_embeddings
+    from rfvideo.models.tiny import tiny_text_encoder
 
     out = tmp_path / "emb"
     precompute_prompt_embeddings(tiny_text_encoder(), ["a red square", "a blue  circle"], out, progress=False)

@@ -173,7 +173,7 @@ def test_strict_loading_names_what_is_wrong(tmp_path):
 def test_convert_with_wan_writes_a_pipeline_folder_that_generates(tmp_path):
     """`--wan WAN`: a pipeline folder with the preset's options and schedule, the VAE / umT5 / tokenizer
     referenced in WAN (a tiny Wan diffusers folder written here in the real layout)."""
-    from rfvideo.demo_world.components import tiny_text_encoder, tiny_wan_vae
+    from rfvideo.models.tiny import tiny_text_encoder, tiny_wan_vae
     from rfvideo.pipeline import RFVideoPipeline
 
     wan = tmp_path / "wan"

@@ -16,7 +16,7 @@ from rfvideo.data.self_forcing_pairs import (
     write_self_forcing_pair_shards,
 )
 from rfvideo.data.shards import ShardedTensorDataset
-from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
+from rfvideo.models.tiny import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
 from rfvideo.modules import ODEInitModule
 
 LATENT = (4, 4)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rfvideo.demo_world.codec import PoolingVideoCodec
-from rfvideo.demo_world.world import render_clip, split_specs
-from rfvideo.rewards.prompt_color import PromptColorReward
+from rfvideo.demo.world.codec import PoolingVideoCodec
+from rfvideo.demo.world.prompt_color import PromptColorReward
+from rfvideo.demo.world.world import render_clip, split_specs
 
 
 def _naive_encode(video: torch.Tensor, s: int, c: int) -> torch.Tensor:

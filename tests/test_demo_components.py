@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from helpers import randomize_, tiny_wan_config
-from rfvideo.demo_world.components import word_text_encoder, word_tokenizer
-from rfvideo.demo_world.positioned_wan import PositionedCausalWan
+from rfvideo.demo.world.text_encoders import word_text_encoder, word_tokenizer
 from rfvideo.models import CausalWanTransformer
+from rfvideo.models.positioned_wan import PositionedCausalWan
 
 
 def _models(seed: int = 0, **causal):
@@ -117,7 +117,7 @@ def test_word_text_encoder_is_zero_padded_and_without_context_layers_differs_onl
 
 def test_tiny_causal_wan_loads_the_saved_stage1_weights_or_says_it_cannot(tmp_path):
     from rfvideo.demo.stages import save_generator
-    from rfvideo.demo_world.components import tiny_causal_wan
+    from rfvideo.models.tiny import tiny_causal_wan
 
     kw = {"num_layers": 1, "in_channels": 3, "absolute_positions": True}
     trained = tiny_causal_wan(seed=5, init_scale=0.1, **kw)

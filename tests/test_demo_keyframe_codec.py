@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rfvideo.demo_world.keyframe_codec import KeyframeCodec
-from rfvideo.demo_world.metrics import shape_score
-from rfvideo.demo_world.world import render_clip, split_specs
+from rfvideo.demo.world.keyframe_codec import KeyframeCodec
+from rfvideo.demo.world.metrics import shape_score
+from rfvideo.demo.world.world import render_clip, split_specs
 
 
 def _naive_encode(video: torch.Tensor, p: int) -> torch.Tensor:

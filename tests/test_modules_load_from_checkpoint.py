@@ -10,10 +10,10 @@ import torch
 
 from helpers import tiny_fit_yaml
 from rfvideo.cli.lightning import RFVideoCLI
-from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
+from rfvideo.demo.world.prompt_color import PromptColorReward
+from rfvideo.models.tiny import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
 from rfvideo.modules import RewardForcingModule, pipeline_from_config
 from rfvideo.rewards import RewardEnsemble
-from rfvideo.rewards.prompt_color import PromptColorReward
 
 OPTIONS = """    optimizer:
       class_path: torch.optim.AdamW

@@ -11,12 +11,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
-from rfvideo.demo_world.data import DemoPromptDataModule
+from rfvideo.demo.world.data import DemoPromptDataModule
+from rfvideo.demo.world.prompt_color import PromptColorReward
 from rfvideo.models.lora import LoraOptions, is_adapter_key
+from rfvideo.models.tiny import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
 from rfvideo.modules import ODEInitModule, RewardForcingModule
 from rfvideo.rewards import FrameSelector, RewardEnsemble
-from rfvideo.rewards.prompt_color import PromptColorReward
 from rfvideo.sampling import FlowMatchSchedule
 
 LORA = LoraOptions(rank=4, alpha=8.0, seed=7)
@@ -187,7 +187,7 @@ def test_stage2_lora_fit_raises_the_reward(tmp_path):
     The demo's pooling codec decodes to pixels that mean something (a tiny random Wan VAE decodes to
     near-constant grey, on which the reward cannot move); the colour-only reward (no target area) gives the
     untrained generator a gradient to follow. Measured: 0.089 -> 0.198 (the margin asked is 0.05)."""
-    from rfvideo.demo_world.codec import PoolingVideoCodec
+    from rfvideo.demo.world.codec import PoolingVideoCodec
 
     module = _module(
         vae=PoolingVideoCodec(latent_channels=4),

@@ -22,11 +22,11 @@ STEPS = 2
 
 
 def _module():
-    from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
+    from rfvideo.demo.world.prompt_color import PromptColorReward
     from rfvideo.models.lora import LoraOptions
+    from rfvideo.models.tiny import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
     from rfvideo.modules import RewardForcingModule
     from rfvideo.rewards import FrameSelector, RewardEnsemble
-    from rfvideo.rewards.prompt_color import PromptColorReward
 
     return RewardForcingModule(
         generator=tiny_causal_wan(num_frames_per_chunk=1, seed=1, init_scale=0.1),

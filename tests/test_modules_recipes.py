@@ -11,15 +11,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from rfvideo.demo_world.components import (
+from rfvideo.demo.world.data import DemoPromptDataModule
+from rfvideo.demo.world.prompt_color import PromptColorReward
+from rfvideo.models.tiny import (
     tiny_causal_wan,
     tiny_text_encoder,
     tiny_wan_vae,
 )
-from rfvideo.demo_world.data import DemoPromptDataModule
 from rfvideo.modules import ODEInitModule, RewardForcingModule, trajectory_step_indices
 from rfvideo.rewards import FrameSelector, RewardEnsemble
-from rfvideo.rewards.prompt_color import PromptColorReward
 from rfvideo.sampling import FlowMatchSchedule
 
 LATENT = (4, 4)

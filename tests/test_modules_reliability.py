@@ -15,12 +15,12 @@ import pytest
 import torch
 from einops import rearrange
 
-from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
-from rfvideo.demo_world.data import DemoPromptDataModule
+from rfvideo.demo.world.data import DemoPromptDataModule
+from rfvideo.demo.world.prompt_color import PromptColorReward
+from rfvideo.models.tiny import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
 from rfvideo.modules import RewardForcingModule
 from rfvideo.modules.base import TooManySkippedStepsError
 from rfvideo.rewards import FrameReward, FrameSelector, Reward, RewardEnsemble
-from rfvideo.rewards.prompt_color import PromptColorReward
 
 PROMPTS = ["a red square moving left", "a blue square moving up"]
 

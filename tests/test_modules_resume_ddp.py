@@ -10,11 +10,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
-from rfvideo.demo_world.data import DemoPromptDataModule
+from rfvideo.demo.world.data import DemoPromptDataModule
+from rfvideo.demo.world.prompt_color import PromptColorReward
+from rfvideo.models.tiny import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
 from rfvideo.modules import RewardForcingModule
 from rfvideo.rewards import FrameSelector, RewardEnsemble
-from rfvideo.rewards.prompt_color import PromptColorReward
 
 
 def _adam(params):

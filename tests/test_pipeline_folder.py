@@ -12,8 +12,9 @@ import pytest
 import torch
 from diffusers import WanTransformer3DModel
 
-from rfvideo.demo_world.components import tiny_causal_wan, tiny_wan_vae, word_text_encoder
-from rfvideo.demo_world.keyframe_codec import KeyframeCodec
+from rfvideo.demo.world.keyframe_codec import KeyframeCodec
+from rfvideo.demo.world.text_encoders import word_text_encoder
+from rfvideo.models.tiny import tiny_causal_wan, tiny_wan_vae
 from rfvideo.pipeline import FewStepFlowScheduler, RFVideoPipeline
 from rfvideo.sampling import FlowMatchSchedule
 
@@ -57,7 +58,7 @@ def test_save_then_load_gives_identical_frames(tmp_path: Path, positioned: bool)
     index = json.loads((tmp_path / "p" / "model_index.json").read_text())
     cls = "PositionedCausalWan" if positioned else "CausalWanTransformer"
     assert index["transformer"][1] == cls and index["vae"] == [
-        "rfvideo.demo_world.keyframe_codec",
+        "rfvideo.demo.world.keyframe_codec",
         "KeyframeCodec",
     ]
     assert index["num_frames"] == 9 and set(index["_rfvideo"]["digests"]) >= {
@@ -126,7 +127,7 @@ def test_refusals_are_one_line_before_any_weight_loads(tmp_path: Path, monkeypat
     assert imported == [] and "\n" not in str(e.value)
     monkeypatch.undo()
     # allow_classes lets a trusted one through (here: the real class under its real name)
-    _edit_index(folder, vae=["rfvideo.demo_world.keyframe_codec", "KeyframeCodec"])
+    _edit_index(folder, vae=["rfvideo.demo.world.keyframe_codec", "KeyframeCodec"])
     RFVideoPipeline.from_pretrained(folder, allow_classes=["x.Y"])
     _edit_index(folder, extra_component=["rfvideo.models", "CausalWanTransformer"])
     with pytest.raises(ValueError, match="unknown entries"):
@@ -183,8 +184,8 @@ def test_a_tiny_decoder_in_the_slot_saves_and_loads_back(tmp_path: Path) -> None
 def test_the_plain_loader_refuses_a_positioned_folder(tmp_path: Path) -> None:
     """`CausalWanTransformer.from_pretrained` on the demo's positioned generator would drop its position
     tables: refused in one line; the subclass's own loader reads it whole."""
-    from rfvideo.demo_world.positioned_wan import PositionedCausalWan
     from rfvideo.models import CausalWanTransformer
+    from rfvideo.models.positioned_wan import PositionedCausalWan
 
     pipe = demo_like_pipe(True)
     pipe.transformer.save_pretrained(tmp_path / "t")

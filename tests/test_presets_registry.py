@@ -121,7 +121,7 @@ def test_option_values_and_the_peer_bug_combination_are_refused():
 
 
 def test_apply_preset_sets_the_pipelines_transformer_and_scheduler():
-    from rfvideo.demo_world.components import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
+    from rfvideo.models.tiny import tiny_causal_wan, tiny_text_encoder, tiny_wan_vae
     from rfvideo.pipeline import FewStepFlowScheduler, RFVideoPipeline
     from rfvideo.pipeline.presets import apply_preset
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from rfvideo.demo_world.codec import PoolingVideoCodec
+from rfvideo.demo.world.codec import PoolingVideoCodec
 from rfvideo.pipeline import FewStepFlowScheduler, RFVideoPipeline
 from rfvideo.serve.loading import streaming_factory
 from rfvideo.streaming import StreamingGenerator

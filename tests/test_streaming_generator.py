@@ -229,7 +229,7 @@ def test_bad_input(model, vae) -> None:
 
 
 def test_from_module_streams_the_ema_generator_with_the_module_settings(vae) -> None:
-    from rfvideo.demo_world.components import tiny_text_encoder
+    from rfvideo.models.tiny import tiny_text_encoder
     from rfvideo.modules import ODEInitModule
 
     sched = FlowMatchSchedule(denoising_steps=(1000, 500))

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from rfvideo.demo.stages import World, world_reward
-from rfvideo.demo_world.metrics import direction_match, foreground, motion, shape_score
-from rfvideo.demo_world.world import DIRECTIONS, render_clip
+from rfvideo.demo.world.metrics import direction_match, foreground, motion, shape_score
+from rfvideo.demo.world.prompt_color import PromptColorReward
+from rfvideo.demo.world.world import DIRECTIONS, render_clip
 from rfvideo.pipeline import RFVideoPipeline
-from rfvideo.rewards.prompt_color import PromptColorReward
 
 __all__ = ["METRICS", "clip_videos", "evaluate_videos", "grid_tensor", "labelled_grid", "save_grid"]
 

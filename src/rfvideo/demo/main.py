@@ -1,7 +1,7 @@
 """`make demo` (`python -m rfvideo.demo`): the whole Reward-Forcing recipe offline on the CPU.
 
 World: coloured squares crossing a grey frame in named directions ("a red square moving left"); 24 prompts,
-6 held out (unseen colour x direction pairs). The world's reward (`demo_world.reward.SquareWorldReward`)
+6 held out (unseen colour x direction pairs). The world's reward (`demo.world.reward.SquareWorldReward`)
 scores one frame: the prompt's colour, the world's square size, and a composition term preferring the
 square at the frame centre, a place the clips' motion passes through and leaves.
 

@@ -39,16 +39,16 @@ from tqdm import tqdm
 
 from rfvideo.data import RFVideoDataModule, ShardedTensorDataset, ShardWriter
 from rfvideo.demo.settings import DemoSettings
-from rfvideo.demo_world.components import tiny_causal_wan
-from rfvideo.demo_world.keyframe_codec import KeyframeCodec
-from rfvideo.demo_world.reward import SquareWorldReward
-from rfvideo.demo_world.world import ClipSpec, render_clip, split_specs
+from rfvideo.demo.world.keyframe_codec import KeyframeCodec
+from rfvideo.demo.world.prompt_color import PromptColorReward
+from rfvideo.demo.world.reward import SquareWorldReward
+from rfvideo.demo.world.world import ClipSpec, render_clip, split_specs
 from rfvideo.models.causal_wan import CausalWanTransformer
 from rfvideo.models.text_encoder import TextEncoder
+from rfvideo.models.tiny import tiny_causal_wan
 from rfvideo.modules import ODEInitModule, RewardForcingModule
 from rfvideo.modules.trajectories import generate_trajectories, write_trajectory_shards
 from rfvideo.rewards import FrameSelector, RewardEnsemble
-from rfvideo.rewards.prompt_color import PromptColorReward
 from rfvideo.sampling import FlowMatchSchedule, add_noise, shift_sigma
 
 __all__ = ["World", "build_world", "export_pipeline", "make_trajectories", "ode_init", "quiet_lightning",
@@ -103,13 +103,13 @@ class World:
 def text_encoder_spec(s: DemoSettings) -> dict[str, Any]:
     """The text encoder `s.text_encoder` names as a LightningCLI `class_path` + `init_args` (one place for
     its arguments, which `build_text_encoder` builds)."""
-    root = "rfvideo.demo_world.components."
+    root = "rfvideo.demo.world.text_encoders."
     if s.text_encoder == "minilm":
         return {"class_path": root + "minilm_text_encoder", "init_args": {"max_length": s.text_max_length}}
     args = {"d_model": s.text_dim, "max_length": s.text_max_length, "seed": s.world_seed}
     if s.text_encoder == "words":
         return {"class_path": root + "word_text_encoder", "init_args": args | {"num_layers": s.text_layers}}
-    return {"class_path": root + "tiny_text_encoder", "init_args": args}
+    return {"class_path": "rfvideo.models.tiny.tiny_text_encoder", "init_args": args}
 
 
 def build_text_encoder(s: DemoSettings) -> TextEncoder:

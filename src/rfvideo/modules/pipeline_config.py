@@ -45,7 +45,7 @@ ALLOWED_COMPONENTS: dict[str, frozenset[str]] = {
     "generator": frozenset(
         {
             "rfvideo.modules.components.load_causal_wan",
-            "rfvideo.demo_world.components.tiny_causal_wan",
+            "rfvideo.models.tiny.tiny_causal_wan",
             "rfvideo.models.CausalWanTransformer",
             "rfvideo.models.causal_wan.CausalWanTransformer",
         }
@@ -53,17 +53,17 @@ ALLOWED_COMPONENTS: dict[str, frozenset[str]] = {
     "vae": frozenset(
         {
             "rfvideo.modules.components.load_wan_vae",
-            "rfvideo.demo_world.components.tiny_wan_vae",
-            "rfvideo.demo_world.codec.PoolingVideoCodec",
-            "rfvideo.demo_world.keyframe_codec.KeyframeCodec",
+            "rfvideo.models.tiny.tiny_wan_vae",
+            "rfvideo.demo.world.codec.PoolingVideoCodec",
+            "rfvideo.demo.world.keyframe_codec.KeyframeCodec",
         }
     ),
     "text_encoder": frozenset(
         {
             "rfvideo.modules.components.load_text_encoder",
-            "rfvideo.demo_world.components.tiny_text_encoder",
-            "rfvideo.demo_world.components.word_text_encoder",
-            "rfvideo.demo_world.components.minilm_text_encoder",
+            "rfvideo.models.tiny.tiny_text_encoder",
+            "rfvideo.demo.world.text_encoders.word_text_encoder",
+            "rfvideo.demo.world.text_encoders.minilm_text_encoder",
         }
     ),
 }

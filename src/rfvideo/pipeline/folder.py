@@ -50,12 +50,12 @@ SETTINGS = ("num_frames", "height", "width", "fps")
 ALLOWED_CLASSES: dict[str, set[str]] = {
     "transformer": {
         "rfvideo.models.causal_wan.CausalWanTransformer",
-        "rfvideo.demo_world.positioned_wan.PositionedCausalWan",
+        "rfvideo.models.positioned_wan.PositionedCausalWan",
     },
     "vae": {
         "rfvideo.models.vae.WanVAE",
-        "rfvideo.demo_world.keyframe_codec.KeyframeCodec",
-        "rfvideo.demo_world.codec.PoolingVideoCodec",
+        "rfvideo.demo.world.keyframe_codec.KeyframeCodec",
+        "rfvideo.demo.world.codec.PoolingVideoCodec",
         "rfvideo.decoders.tiny.TinyVideoDecoder",
     },
     "text_encoder": {

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from rfvideo.data import RFVideoDataModule
-from rfvideo.demo_world.world import all_specs, split_specs
+from rfvideo.demo.world.world import all_specs, split_specs
 
 __all__ = ["DemoPromptDataModule", "world_prompts"]
 

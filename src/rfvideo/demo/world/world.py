@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rfvideo.rewards.prompt_color import COLORS
+from rfvideo.demo.world.prompt_color import COLORS
 
 __all__ = ["DIRECTIONS", "WORLD_COLORS", "ClipSpec", "all_specs", "render_clip", "split_specs"]
 

@@ -10,8 +10,7 @@ and shows latent frame j for all four frames of its group. So a reconstruction h
 codec. "mean" exists for the generator's sake: a token of 2 x 2 latent pixels carries 12 values instead of
 192, so a 128-wide model has room for the prompt as well as the noise it must pass through; at the same
 step count its base learned the world far better (scratch runs). (A tiny `AutoencoderKLWan` trained on the
-clips is the alternative, `demo_world.codec_training`; on 2 shared CPU cores its training is too slow for
-the demo's minutes.)
+clips is the alternative; on 2 shared CPU cores its training is too slow for the demo's minutes.)
 
 Layout: latents are `(b c f h w)`, the generator's layout (the `WanVAE` contract).
 

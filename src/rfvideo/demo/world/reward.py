@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import torch
 
+from rfvideo.demo.world.prompt_color import PromptColorReward
 from rfvideo.rewards.base import FrameReward
-from rfvideo.rewards.prompt_color import PromptColorReward
 
 __all__ = ["SquareWorldReward"]
 
