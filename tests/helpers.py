@@ -4,46 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
+from rfvideo.models.tiny import randomize_, wan_config
+
+__all__ = ["randomize_", "tiny_fit_yaml", "tiny_recipe_yaml", "tiny_wan_config"]
 
 
 def tiny_wan_config(**overrides: Any) -> dict[str, Any]:
-    """Config keys of diffusers' `WanTransformer3DModel` for a 2-layer, width-32 model.
-
-    head dim 16 splits into RoPE t/h/w = 8/4/4 (Wan's 2 * (d // 6) rule for h and w).
-    """
-    cfg: dict[str, Any] = dict(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=16,
-        in_channels=4,
-        out_channels=4,
-        text_dim=24,
-        freq_dim=32,
-        ffn_dim=64,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        eps=1e-6,
-        rope_max_seq_len=1024,
-    )
-    cfg.update(overrides)
-    return cfg
-
-
-def randomize_(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.2) -> torch.nn.Module:
-    """Overwrite every parameter with seeded noise, so that no weight (norm affines, zero-init
-    output layers, adaLN tables) is trivial and a swapped or dropped tensor changes the output.
-
-    Norm gains are drawn around 1 (not 0) so activations keep their scale through the blocks.
-    """
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=generator, dtype=torch.float32) * scale
-            if "norm" in name and name.endswith("weight"):
-                noise = noise + 1.0
-            p.copy_(noise.to(p.dtype))
-    return module
+    """Config keys of diffusers' `WanTransformer3DModel` for the 2-layer, width-32 "tiny" flavour
+    (`rfvideo.models.tiny.WAN_FLAVOURS`), with `overrides`."""
+    return wan_config("tiny", **overrides)
 
 
 def tiny_fit_yaml(

@@ -165,16 +165,16 @@ def test_depth_extrapolation_equals_a_direct_count_every_variant(
 def test_preset_sizes_the_paper_models_from_configs_only() -> None:
     from diffusers import WanTransformer3DModel
 
-    from rfvideo.memory.estimate import _frozen_bytes, _generator_builder
-    from rfvideo.memory.presets import PRESETS
+    from rfvideo.memory.config import frozen_bytes, generator_builder
+    from rfvideo.memory.model_sizes import MODEL_SIZES
 
-    preset = PRESETS["wan2.1-t2v-1.3b"]
+    preset = MODEL_SIZES["wan2.1-t2v-1.3b"]
     with torch.device("meta"):
-        ours = _generator_builder(preset["transformer"], {"num_frames_per_chunk": 3})()
+        ours = generator_builder(preset["transformer"], {"num_frames_per_chunk": 3})()
         ref = WanTransformer3DModel.from_config(preset["transformer"])
     n = sum(p.numel() for p in ours.parameters())
     assert n == sum(p.numel() for p in ref.parameters()) and 1.2e9 < n < 1.5e9
-    frozen = _frozen_bytes(
+    frozen = frozen_bytes(
         {
             "vae": {"init_args": {"path": "ABSENT"}},
             "text_encoder": {"init_args": {"path": "ABSENT"}},
@@ -191,7 +191,7 @@ def test_preset_sizes_the_paper_models_from_configs_only() -> None:
 
 @pytest.mark.slow
 def test_paper_config_table_from_the_preset() -> None:
-    from rfvideo.memory.presets import PRESETS
+    from rfvideo.memory.model_sizes import MODEL_SIZES
 
     real = Path(__file__).resolve().parents[1] / "experiments"
     ests = estimate_table(
@@ -202,7 +202,8 @@ def test_paper_config_table_from_the_preset() -> None:
     by = {(e.lora_rank, e.strategy, e.world_size): e for e in ests}
     with torch.device("meta"):
         n = sum(
-            p.numel() for p in CausalWanTransformer(**PRESETS["wan2.1-t2v-1.3b"]["transformer"]).parameters()
+            p.numel()
+            for p in CausalWanTransformer(**MODEL_SIZES["wan2.1-t2v-1.3b"]["transformer"]).parameters()
         )
     full = by[(None, "ddp", 1)]
     assert full.weights == 4 * n and all(v is not None for v in full.frozen.values())
@@ -212,11 +213,11 @@ def test_paper_config_table_from_the_preset() -> None:
 
 def test_strategy_and_lora_are_read_from_the_config(tmp_path: Path) -> None:
     path = _write_config(tmp_path, strategy="lightning.pytorch.strategies.ModelParallelStrategy")
-    from rfvideo.memory.estimate import _parse
+    from rfvideo.memory.config import read_experiment
 
-    assert _parse([path], None, None, None).strategy == "fsdp"
+    assert read_experiment([path], None, None, None).strategy == "fsdp"
     path = _write_config(tmp_path / "l", generator_lora={"rank": 8})
-    assert _parse([path], None, None, None).lora_rank == 8
+    assert read_experiment([path], None, None, None).lora_rank == 8
 
 
 @pytest.mark.parametrize(

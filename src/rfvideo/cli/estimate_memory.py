@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from rfvideo.cli.errors import UsageError
 
@@ -56,23 +57,21 @@ _NOTE = (
 )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Print the per-part estimate for the config's strategy, then the summary table."""
-    import rfvideo.memory as memory
-    from rfvideo.cli.preflight import estimate_problems
-    from rfvideo.memory.estimate import _load_yamls, _parse, _preset, _read_json
+def _default_config(args: argparse.Namespace) -> None:
+    """`--preset` alone: estimate the preset's published experiment."""
+    if args.config:
+        return
+    if args.preset is None:
+        raise UsageError("--config is required (or --preset NAME to estimate its published experiment)")
+    if args.preset not in PRESET_CONFIGS:
+        raise UsageError(f"--preset {args.preset!r}: unknown (known: {sorted(PRESET_CONFIGS)})")
+    default = _REPO / PRESET_CONFIGS[args.preset]
+    if not default.is_file():
+        raise UsageError(f"--preset {args.preset!r} alone needs {PRESET_CONFIGS[args.preset]}; pass --config")
+    args.config = [str(default)]
 
-    if not args.config:
-        if args.preset is None:
-            raise UsageError("--config is required (or --preset NAME to estimate its published experiment)")
-        if args.preset not in PRESET_CONFIGS:
-            raise UsageError(f"--preset {args.preset!r}: unknown (known: {sorted(PRESET_CONFIGS)})")
-        default = _REPO / PRESET_CONFIGS[args.preset]
-        if not default.is_file():
-            raise UsageError(
-                f"--preset {args.preset!r} alone needs {PRESET_CONFIGS[args.preset]}; pass --config"
-            )
-        args.config = [str(default)]
+
+def _check_flags(args: argparse.Namespace) -> None:
     for ws in args.world_size or []:
         if ws <= 0:
             raise UsageError(f"--world-size {ws} must be > 0")
@@ -80,50 +79,76 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown --strategy {args.strategy!r} (use ddp or fsdp)")
     if args.lora_rank is not None and args.lora_rank <= 0:
         raise UsageError(f"--lora-rank {args.lora_rank} must be > 0")
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """fit's preflight, on the YAML as written, before anything is built."""
+    from rfvideo.cli.preflight import estimate_problems
+    from rfvideo.memory.config import init_args, load_yamls, model_sizes, read_model_config
+
+    cfg = load_yamls(args.config)
+    gen_args = init_args(init_args(cfg.get("model")).get("generator"))
+    source = "the generator's config.json"
     try:
-        # fit's preflight, on the YAML as written, before anything is built
-        cfg = _load_yamls(args.config)
-        gen = ((cfg.get("model") or {}).get("init_args") or {}).get("generator") or {}
-        gen_args = gen.get("init_args") or {} if isinstance(gen, dict) else {}
-        source = "the generator's config.json"
-        try:
-            tcfg = _read_json(
-                gen_args["path"], gen_args.get("subfolder", "transformer"), "generator", _preset(args.preset),
-                "transformer",
-            )  # fmt: skip
-        except (KeyError, TypeError, ValueError, OSError):
-            tcfg = None  # _parse names a missing or unreadable model config below
-        problems = estimate_problems(cfg, tcfg, source)
-        if problems:
-            raise UsageError("; ".join(problems))
-        parsed = _parse(args.config, None, args.strategy, args.preset)
-        rank = args.lora_rank if args.lora_rank is not None else parsed.lora_rank
-        rank = 16 if rank is None else rank
-        sizes = args.world_size or ([1, 2, 8] if args.table else [parsed.world_size])
-        strategies = ("ddp", "fsdp") if args.table or args.strategy is None else (args.strategy,)
-        print(
-            f"estimating: one fake training step per (full / LoRA rank {rank}, checkpointing) on 2 and 3 "
-            "blocks, nothing allocated (up to a minute on a laptop CPU)...",
-            file=sys.stderr,
-            flush=True,
-        )
-        table = memory.estimate_table(
-            args.config, world_sizes=sizes, strategies=strategies, lora_ranks=(None, rank), preset=args.preset
-        )
+        tcfg = read_model_config(
+            gen_args["path"], gen_args.get("subfolder", "transformer"), "generator", model_sizes(args.preset),
+            "transformer",
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, OSError):
+        tcfg = None  # read_experiment names a missing or unreadable model config below
+    problems = estimate_problems(cfg, tcfg, source)
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def _estimate(args: argparse.Namespace) -> tuple[list[Any], str]:
+    """The estimates the flags ask for, and the config's own strategy."""
+    import rfvideo.memory as memory
+
+    _preflight(args)
+    parsed = memory.read_experiment(args.config, None, args.strategy, args.preset)
+    rank = args.lora_rank if args.lora_rank is not None else parsed.lora_rank
+    rank = 16 if rank is None else rank
+    sizes = args.world_size or ([1, 2, 8] if args.table else [parsed.world_size])
+    strategies = ("ddp", "fsdp") if args.table or args.strategy is None else (args.strategy,)
+    print(
+        f"estimating: one fake training step per (full / LoRA rank {rank}, checkpointing) on 2 and 3 "
+        "blocks, nothing allocated (up to a minute on a laptop CPU)...",
+        file=sys.stderr,
+        flush=True,
+    )
+    table = memory.estimate_table(
+        args.config, world_sizes=sizes, strategies=strategies, lora_ranks=(None, rank), preset=args.preset
+    )
+    return table, parsed.strategy
+
+
+def _print_parts(table: list[Any], strategy: str, only_config_strategy: bool) -> None:
+    for est in table:
+        if only_config_strategy and est.strategy != strategy:
+            continue
+        kind = "full fine-tune" if est.lora_rank is None else f"LoRA rank {est.lora_rank}"
+        where = f"{est.strategy.upper()}, world size {est.world_size}"
+        print(f"per-GPU peak of one training step: {where}, {kind}")
+        for name, gib in est.rows():
+            print(f"  {name:<48} {'unknown' if gib is None else f'{gib:9.2f} GiB'}")
+    print()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the per-part estimate for the config's strategy, then the summary table."""
+    import rfvideo.memory as memory
+
+    _default_config(args)
+    _check_flags(args)
+    try:
+        table, strategy = _estimate(args)
     except ValueError as e:
         raise UsageError(str(e)) from e
     except (TypeError, KeyError, AttributeError) as e:  # a value of the wrong kind deep in the YAML
         raise UsageError(f"could not read the config: {type(e).__name__}: {e}") from e
     if not args.table:
-        for est in table:
-            if est.strategy != parsed.strategy and args.strategy is None:
-                continue
-            kind = "full fine-tune" if est.lora_rank is None else f"LoRA rank {est.lora_rank}"
-            where = f"{est.strategy.upper()}, world size {est.world_size}"
-            print(f"per-GPU peak of one training step: {where}, {kind}")
-            for name, gib in est.rows():
-                print(f"  {name:<48} {'unknown' if gib is None else f'{gib:9.2f} GiB'}")
-        print()
+        _print_parts(table, strategy, only_config_strategy=args.strategy is None)
     print("per-GPU peak of one training step (GiB):")
     print(memory.format_table(table))
     print()

@@ -5,11 +5,14 @@ size is declared once (torchtitan's `"debugmodel"` flavour). Each builder return
 checkpoint loader returns (`rfvideo.modules.components.load_*`), so a YAML config swaps a tiny builder for
 a real one by changing only `class_path` and the weight path.
 
-Flavours of the generator (`CausalWanTransformer`, diffusers' `WanTransformer3DModel` config keys):
-  "tiny": 2 layers, 2 heads x 16 = width 32 (head dim 16 splits into RoPE t/h/w = 8/4/4 by Wan's
-          2 * (d // 6) rule for h and w), 4 latent channels; the tests' model (CPU, milliseconds).
-  "mid":  4 layers, 4 heads x 32 = width 128, 16 latent channels (Wan's); the benchmarks' CPU size, large
-          enough that attention and the cache, not Python, dominate a step.
+Generator flavours (`WAN_FLAVOURS`: `CausalWanTransformer` / diffusers' `WanTransformer3DModel` config
+keys; every small one keeps Wan's 2 * (d // 6) RoPE split of the head dim; `in_channels` = latent channels):
+  "tiny":        2 layers, 2 x 16 heads (width 32), 4 channels, text 24: the tests', demo's, notebooks'.
+  "tiny16":      "tiny" with Wan's 16 latent channels and text width 64: the benchmarks' quick size.
+  "small":       2 layers, 2 x 32 (width 64), 16 channels, text 32: the serving benchmark.
+  "medium":      4 layers, 2 x 64 (width 128), ffn 256: the rollout benchmark.
+  "mid":         4 layers, 8 x 64 (width 512), ffn 2048: the pipeline / decoder / cache benchmarks' CPU size.
+  "wan2.1-1.3b": Wan2.1-T2V-1.3B's published transformer/config.json (memory estimate, device benchmark).
 """
 
 from __future__ import annotations
@@ -46,15 +49,32 @@ _WAN_COMMON: dict[str, Any] = {
     "rope_max_seq_len": 1024,
 }
 
-#: Generator sizes by name (see the module docstring); `out_channels` follows `in_channels`.
+#: Generator sizes by name (see the module docstring).
 WAN_FLAVOURS: dict[str, dict[str, Any]] = {
     "tiny": {
         "num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 16, "in_channels": 4,
-        "text_dim": 24, "freq_dim": 32, "ffn_dim": 64,
+        "out_channels": 4, "text_dim": 24, "freq_dim": 32, "ffn_dim": 64,
+    },
+    "tiny16": {
+        "num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 16, "in_channels": 16,
+        "out_channels": 16, "text_dim": 64, "freq_dim": 64, "ffn_dim": 64,
+    },
+    "small": {
+        "num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 16,
+        "out_channels": 16, "text_dim": 32, "freq_dim": 32, "ffn_dim": 128,
+    },
+    "medium": {
+        "num_layers": 4, "num_attention_heads": 2, "attention_head_dim": 64, "in_channels": 16,
+        "out_channels": 16, "text_dim": 64, "freq_dim": 64, "ffn_dim": 256,
     },
     "mid": {
-        "num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 32, "in_channels": 16,
-        "text_dim": 64, "freq_dim": 64, "ffn_dim": 256,
+        "num_layers": 4, "num_attention_heads": 8, "attention_head_dim": 64, "in_channels": 16,
+        "out_channels": 16, "text_dim": 64, "freq_dim": 64, "ffn_dim": 2048,
+    },
+    # Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json
+    "wan2.1-1.3b": {
+        "num_layers": 30, "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
+        "out_channels": 16, "text_dim": 4096, "freq_dim": 256, "ffn_dim": 8960,
     },
 }  # fmt: skip
 
@@ -67,12 +87,7 @@ def wan_config(flavour: str = "tiny", **overrides: Any) -> dict[str, Any]:
     """
     if flavour not in WAN_FLAVOURS:
         raise ValueError(f"flavour {flavour!r} is not one of {sorted(WAN_FLAVOURS)}")
-    cfg = {**_WAN_COMMON, **WAN_FLAVOURS[flavour]}
-    cfg["out_channels"] = cfg["in_channels"]
-    cfg.update(overrides)
-    if "in_channels" in overrides and "out_channels" not in overrides:
-        cfg["out_channels"] = overrides["in_channels"]
-    return cfg
+    return {**_WAN_COMMON, **WAN_FLAVOURS[flavour], **overrides}
 
 
 def randomize_(module: nn.Module, generator: torch.Generator, scale: float = 0.2) -> nn.Module:
@@ -126,6 +141,7 @@ def tiny_causal_wan(
         "patch_size": None if patch_size is None else tuple(patch_size),
     }  # fmt: skip
     cfg = wan_config(flavour, **{k: v for k, v in sizes.items() if v is not None})
+    cfg["out_channels"] = cfg["in_channels"]  # a generator predicts a velocity of its latent's shape
     torch.manual_seed(seed)  # diffusers' default init draws from the global generator
     model = (PositionedCausalWan if absolute_positions else CausalWanTransformer)(
         **cfg, num_frames_per_chunk=num_frames_per_chunk, local_attn_size=local_attn_size, sink_size=sink_size

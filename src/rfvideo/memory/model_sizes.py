@@ -1,21 +1,24 @@
-"""Published model configs for `estimate-memory` when a config's model folders are not downloaded yet.
+"""Published model sizes for `estimate-memory` when a config's model folders are not downloaded yet.
 
-Only `config.json`-level numbers (no weights): enough to build each model on the meta device.
+Only `config.json`-level numbers (no weights): enough to build each model on the meta device. The
+generator's numbers are the "wan2.1-1.3b" flavour of `rfvideo.models.tiny.WAN_FLAVOURS` (one table of model
+sizes); the frozen parts' live here. Named `MODEL_SIZES`, not presets: an inference preset
+(`rfvideo.pipeline.presets.PRESETS`) is a different thing (a schedule and causal options).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PRESETS"]
+from rfvideo.models.tiny import wan_config
+
+__all__ = ["MODEL_SIZES"]
 
 _WAN21_T2V_1_3B: dict[str, Any] = {
     # Wan-AI/Wan2.1-T2V-1.3B-Diffusers transformer/config.json
     "transformer": {
-        "_class_name": "WanTransformer3DModel", "patch_size": [1, 2, 2], "num_attention_heads": 12,
-        "attention_head_dim": 128, "in_channels": 16, "out_channels": 16, "text_dim": 4096, "freq_dim": 256,
-        "ffn_dim": 8960, "num_layers": 30, "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads",
-        "eps": 1e-6, "image_dim": None, "added_kv_proj_dim": None, "rope_max_seq_len": 1024,
+        "_class_name": "WanTransformer3DModel", **wan_config("wan2.1-1.3b"), "image_dim": None,
+        "added_kv_proj_dim": None,
     },
     # vae/config.json: diffusers' AutoencoderKLWan defaults are Wan2.1's VAE
     "vae": {"_class_name": "AutoencoderKLWan"},
@@ -33,4 +36,5 @@ _WAN21_T2V_1_3B: dict[str, Any] = {
     },
 }  # fmt: skip
 
-PRESETS: dict[str, dict[str, Any]] = {"wan2.1-t2v-1.3b": _WAN21_T2V_1_3B}
+#: Model sizes by the name `estimate-memory --preset` takes.
+MODEL_SIZES: dict[str, dict[str, Any]] = {"wan2.1-t2v-1.3b": _WAN21_T2V_1_3B}
