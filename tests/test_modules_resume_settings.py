@@ -10,7 +10,7 @@ import torch
 
 from helpers import tiny_fit_yaml
 from rfvideo.cli.lightning import RFVideoCLI
-from rfvideo.modules.base import HPARAMS_KEY, changed_hparams
+from rfvideo.modules.checkpoint_state import HPARAMS_KEY, changed_hparams
 
 CHECKPOINT = "every_n_train_steps: 1, save_last: true"
 

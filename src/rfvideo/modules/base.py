@@ -12,7 +12,6 @@ Legend: `b` batch, `c` latent channels, `f` latent frames, `h w` latent height/w
 from __future__ import annotations
 
 import copy
-import dataclasses
 import enum
 import logging
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,15 @@ from torch import nn
 
 from rfvideo.models.lora import LoraOptions, apply_lora, is_adapter_key
 from rfvideo.models.vae import num_pixel_frames
+from rfvideo.modules.checkpoint_state import (
+    FROZEN_PREFIXES,
+    HPARAMS_KEY,
+    changed_hparams,
+    is_frozen_key,
+    mend_end_of_run_loops,
+    module_init_from_checkpoint,
+    plain_hparam,
+)
 from rfvideo.modules.log_filters import install_log_filters
 from rfvideo.modules.optimizer_resume import capture as capture_optim
 from rfvideo.modules.optimizer_resume import reapply as reapply_optim
@@ -36,27 +44,6 @@ from rfvideo.sampling import FlowMatchSchedule
 __all__ = ["FROZEN_PREFIXES", "Salt", "TooManySkippedStepsError", "VideoGeneratorModule", "paper_adamw"]
 
 log = logging.getLogger(__name__)
-
-# Where `on_save_checkpoint` keeps the hyperparameters. Not Lightning's "hyper_parameters": LightningCLI's
-# `fit --ckpt_path` parses that key over the YAML and the command line, so a changed setting would be
-# silently replaced by the checkpoint's; here the given settings win and `on_load_checkpoint` lists each
-# difference in a warning.
-HPARAMS_KEY = "rfvideo_hyper_parameters"
-
-# Submodules that load their own weights and never train; they are left out of training checkpoints.
-FROZEN_PREFIXES: tuple[str, ...] = ("vae.", "text_encoder.", "rewards.")
-# Training state that lives inside a frozen part and must survive a resume: the reward ensemble's running
-# normalisation statistics (RewardEnsemble registers them as `running_{mean,var,count}_<term>`).
-KEPT_STATE_PREFIXES: tuple[str, ...] = ("rewards.running_",)
-
-
-def _is_frozen_key(key: str, prefix: str = "", lora: bool = False) -> bool:
-    """Left out of checkpoints: frozen parts, and with LoRA the generator's (and EMA's) frozen base."""
-    if lora and key.startswith((prefix + "generator.", prefix + "generator_ema.")):
-        return not is_adapter_key(key)
-    return key.startswith(tuple(prefix + p for p in FROZEN_PREFIXES)) and not key.startswith(
-        tuple(prefix + p for p in KEPT_STATE_PREFIXES)
-    )
 
 
 def paper_adamw(params: Any) -> torch.optim.Optimizer:
@@ -282,7 +269,7 @@ class VideoGeneratorModule(L.LightningModule):
         sd = super().state_dict(*args, **kwargs)
         prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
         lora = self.generator_lora is not None
-        for k in [k for k in sd if _is_frozen_key(k, prefix, lora)]:
+        for k in [k for k in sd if is_frozen_key(k, prefix, lora)]:
             del sd[k]
         return sd
 
@@ -294,7 +281,7 @@ class VideoGeneratorModule(L.LightningModule):
         merged = dict(state_dict)
         lora = self.generator_lora is not None
         for k, v in super().state_dict().items():
-            if _is_frozen_key(k, lora=lora):
+            if is_frozen_key(k, lora=lora):
                 if k in merged:
                     raise ValueError(
                         f"checkpoint holds frozen key {k!r}; frozen parts load their own weights"
@@ -306,8 +293,7 @@ class VideoGeneratorModule(L.LightningModule):
         """Keep the hyperparameters under our own key (HPARAMS_KEY): a resume compares them, not overrides."""
         if "hyper_parameters" in checkpoint:
             hp = dict(checkpoint.pop("hyper_parameters"))
-            # Plain types only, so that `torch.load(weights_only=True)` reads the checkpoint back.
-            checkpoint[HPARAMS_KEY] = {k: _plain(v) for k, v in hp.items()}
+            checkpoint[HPARAMS_KEY] = {k: plain_hparam(v) for k, v in hp.items()}
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -330,42 +316,21 @@ class VideoGeneratorModule(L.LightningModule):
             ValueError: not a Lightning checkpoint of a recipe (one line naming the file).
             TypeError: a built model is missing (one line naming them and the pipeline path).
         """
-        import inspect
-
         from rfvideo.utils.checkpoint import load_checkpoint
 
         if hparams_file is not None:
             raise ValueError("hparams_file is not used: the checkpoint stores the hyperparameters")
         ckpt = load_checkpoint(checkpoint_path, map_location=map_location or "cpu")
-        if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
-            raise ValueError(
-                f"{str(checkpoint_path)!r} is not a Lightning checkpoint (no 'state_dict'); a pipeline "
-                "folder loads with rfvideo.pipeline.RFVideoPipeline.from_pretrained"
-            )
-        # The base needs a generator and a VAE; a recipe may need more (RewardForcingModule: rewards).
-        params = inspect.signature(cls.__init__).parameters
-        extra = [n for n, p in params.items() if n == "rewards" and p.default is inspect.Parameter.empty]
-        missing = [n for n in ("generator", "vae", *extra) if n not in kwargs]
-        if missing:
-            raise TypeError(
-                f"{cls.__name__}.load_from_checkpoint needs the built {missing} (a checkpoint holds weights, "
-                f"not models): pass them as keyword arguments, or for inference use "
-                f"rfvideo.modules.pipeline_from_config(config, {str(checkpoint_path)!r})"
-            )
-        stored = dict(ckpt.get(HPARAMS_KEY) or ckpt.get("hyper_parameters") or {})
-        if isinstance(stored.get("schedule"), Mapping):
-            stored["schedule"] = FlowMatchSchedule(**stored["schedule"])
-        if isinstance(stored.get("generator_lora"), Mapping):
-            stored["generator_lora"] = LoraOptions(**stored["generator_lora"])
-        if isinstance(stored.get("latent_size"), list):
-            stored["latent_size"] = tuple(stored["latent_size"])
-        init = {k: v for k, v in stored.items() if not k.startswith("_")} | kwargs
+        init = module_init_from_checkpoint(cls, ckpt, str(checkpoint_path), kwargs)
         module = cls(**init)
         module.load_state_dict(ckpt["state_dict"], strict=True if strict is None else strict)
         return module
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Resume with the given settings; warn with every setting that differs from the checkpoint's."""
+        """Resume with the given settings (warn with every setting that differs from the checkpoint's), in
+        the epoch the checkpoint stopped in (`mend_end_of_run_loops`)."""
+        if mend_end_of_run_loops(checkpoint):
+            log.info("the checkpoint was written when max_steps ended its run mid-epoch: resuming that epoch")
         stored = checkpoint.get(HPARAMS_KEY, checkpoint.get("hyper_parameters"))
         if not stored:
             return
@@ -562,36 +527,3 @@ class VideoGeneratorModule(L.LightningModule):
             idx = batch["sample_index"]
             out["sample_index"] = [int(i) for i in (idx.tolist() if torch.is_tensor(idx) else idx)]
         return out
-
-
-def _plain(value: Any) -> Any:
-    """A dataclass hyperparameter (e.g. `LoraOptions`) as a dict of its fields; anything else unchanged."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        to_dict = getattr(value, "to_dict", None)
-        return to_dict() if callable(to_dict) else dataclasses.asdict(value)
-    return value
-
-
-def changed_hparams(stored: Mapping[str, Any], given: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """`(key, stored, given)` for every hyperparameter that differs (Lightning's bookkeeping keys ignored).
-
-    Values are compared after YAML-like normalisation (tuples as lists), so `[60, 104]` equals `(60, 104)`.
-    """
-
-    def norm(v: Any) -> Any:
-        v = _plain(v)
-        if isinstance(v, (tuple, list)):
-            return [norm(x) for x in v]
-        if isinstance(v, Mapping):
-            return {k: norm(x) for k, x in v.items()}
-        return v
-
-    skip = {"_instantiator"}
-    keys = sorted((set(stored) | set(given)) - skip)
-    missing = object()
-    out = []
-    for k in keys:
-        a, b = stored.get(k, missing), given.get(k, missing)
-        if a is missing or b is missing or norm(a) != norm(b):
-            out.append((k, None if a is missing else a, None if b is missing else b))
-    return out
