@@ -50,7 +50,7 @@ PRESET_FILE = "rfvideo_preset.json"
 # Not behaviour: the chunk size is the checkpoint's (`InferencePreset.num_frames_per_chunk` checks it) and
 # the attention backend is a speed choice with the same math.
 _NOT_PRESET = frozenset({"num_frames_per_chunk", "attention_backend"})
-_SCHEDULE_KEYS = frozenset({"denoising_steps", "shift", "num_train_timesteps"})
+_SCHEDULE_KEYS = frozenset(FlowMatchSchedule.__dataclass_fields__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,7 +61,8 @@ class InferencePreset:
         name: The preset's name (`PRESETS` key; the `--preset` value).
         causal: `CausalOptions` fields the preset sets (every one but the chunk size and the attention
             backend), replacing the model's.
-        schedule: `FlowMatchSchedule` keyword arguments (`denoising_steps`, `shift`).
+        schedule: `FlowMatchSchedule` keyword arguments (`denoising_steps`, `shift`, and the sigma lookup
+            `sigma_lookup`, `sigma_table_size`, `sigma_table_shift`).
         context_timestep: Timestep of the t = 0 context pass that writes a clean chunk into the cache.
         num_frames_per_chunk: The chunk size the peer's checkpoint was trained with (None: the model's own);
             a converter builds the model with it, `apply` refuses a model with another one.
@@ -157,11 +158,19 @@ PRESETS: Mapping[str, InferencePreset] = MappingProxyType(
             InferencePreset(
                 name="causvid",
                 causal=_behaviour(),
-                # configs/wan_causal_dmd.yaml: warp_denoising_step false, so the steps are used unshifted
-                schedule={"denoising_steps": (1000, 757, 522), "shift": 1.0},
+                # configs/wan_causal_dmd.yaml: warp_denoising_step false, so the steps are used unshifted;
+                # its wrapper's FlowMatchScheduler(shift=8, sigma_min=0, extra_one_step=True) with 1000
+                # entries gives the sigma of each step (nearest timestep) for x0 and the re-noising
+                schedule={
+                    "denoising_steps": (1000, 757, 522),
+                    "shift": 1.0,
+                    "sigma_lookup": "table",
+                    "sigma_table_size": 1000,
+                    "sigma_table_shift": 8.0,
+                },
                 num_frames_per_chunk=3,
                 description="CausVid (autoregressive_checkpoint/model.pt): 3-frame chunks, global attention, "
-                "3 unshifted steps (1000, 757, 522)",
+                "3 unshifted steps (1000, 757, 522), sigmas from its 1000-entry shift-8 table",
             ),
             InferencePreset(
                 name="longlive",

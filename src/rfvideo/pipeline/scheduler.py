@@ -25,6 +25,9 @@ class FewStepFlowScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps: Timestep scale `T` (`t = T sigma`).
         shift: Timestep shift `k` (sigma' = k s / (1 + (k - 1) s)).
         denoising_steps: Unshifted timesteps of the steps, strictly decreasing from `num_train_timesteps`.
+        sigma_lookup: "continuous" (`sigma = t / T`) or "table" (nearest entry of a sigma table: CausVid).
+        sigma_table_size: Entries of the sigma table (read with "table" only).
+        sigma_table_shift: Shift of the sigma table (read with "table" only).
 
     Raises:
         ValueError: the values `FlowMatchSchedule` refuses (checked at construction).
@@ -39,12 +42,18 @@ class FewStepFlowScheduler(SchedulerMixin, ConfigMixin):
         num_train_timesteps: int = 1000,
         shift: float = 5.0,
         denoising_steps: Sequence[float] = (1000.0, 750.0, 500.0, 250.0),
+        sigma_lookup: str = "continuous",
+        sigma_table_size: int = 1000,
+        sigma_table_shift: float = 8.0,
     ) -> None:
         # Built once here so a bad value fails at load, not at the first call.
         self._schedule = FlowMatchSchedule(
             num_train_timesteps=int(num_train_timesteps),
             shift=float(shift),
             denoising_steps=tuple(float(t) for t in denoising_steps),
+            sigma_lookup=sigma_lookup,
+            sigma_table_size=sigma_table_size,
+            sigma_table_shift=float(sigma_table_shift),
         )
 
     @classmethod
@@ -54,6 +63,9 @@ class FewStepFlowScheduler(SchedulerMixin, ConfigMixin):
             num_train_timesteps=schedule.num_train_timesteps,
             shift=float(schedule.shift),
             denoising_steps=[float(t) for t in schedule.denoising_steps],
+            sigma_lookup=schedule.sigma_lookup,
+            sigma_table_size=schedule.sigma_table_size,
+            sigma_table_shift=float(schedule.sigma_table_shift),
         )
 
     @property
