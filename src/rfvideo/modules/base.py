@@ -1,9 +1,10 @@
 """Shared LightningModule machinery of both training recipes (stage 1 ODE init, stage 2 reward forcing).
 
-What lives here and not in a recipe: prompt encoding, the EMA copy of the generator, the optimisation
-step (manual optimisation so that a non-finite loss or gradient skips the step on every rank with the
-weights and optimizer state untouched, gradient accumulation and clipping), leaving frozen parts out of
-checkpoints, and `generate` (docs/interfaces.md "LightningModules and callbacks").
+What lives here and not in a recipe: prompt encoding, the optimisation step (manual optimisation so that a
+non-finite loss or gradient skips the step on every rank with the weights and optimizer state untouched,
+gradient accumulation and clipping), and `generate` (through the inference pipeline). Beside it: the EMA
+copy (`ema.py`), what a checkpoint holds and how a resume reads it (`checkpoint_state.py`), the named
+random streams (`random_streams.py`), re-applying optimizer settings on a resume (`optimizer_resume.py`).
 
 Legend: `b` batch, `c` latent channels, `f` latent frames, `h w` latent height/width, `F` pixel frames,
 `H W` pixel height/width, `n d` text tokens / width.
@@ -11,8 +12,6 @@ Legend: `b` batch, `c` latent channels, `f` latent frames, `h w` latent height/w
 
 from __future__ import annotations
 
-import copy
-import enum
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,7 +22,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from rfvideo.models.lora import LoraOptions, apply_lora, is_adapter_key
+from rfvideo.models.lora import LoraOptions, apply_lora
 from rfvideo.models.vae import num_pixel_frames
 from rfvideo.modules.checkpoint_state import (
     FROZEN_PREFIXES,
@@ -34,14 +33,16 @@ from rfvideo.modules.checkpoint_state import (
     module_init_from_checkpoint,
     plain_hparam,
 )
+from rfvideo.modules.ema import ema_copy, ema_update_
 from rfvideo.modules.log_filters import install_log_filters
 from rfvideo.modules.optimizer_resume import capture as capture_optim
 from rfvideo.modules.optimizer_resume import reapply as reapply_optim
+from rfvideo.modules.random_streams import mix_seed
 from rfvideo.pipeline import RFVideoPipeline
 from rfvideo.pipeline.pipeline import vae_factors
 from rfvideo.sampling import FlowMatchSchedule
 
-__all__ = ["FROZEN_PREFIXES", "Salt", "TooManySkippedStepsError", "VideoGeneratorModule", "paper_adamw"]
+__all__ = ["FROZEN_PREFIXES", "TooManySkippedStepsError", "VideoGeneratorModule", "paper_adamw"]
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +50,6 @@ log = logging.getLogger(__name__)
 def paper_adamw(params: Any) -> torch.optim.Optimizer:
     """AdamW with the paper's stage-2 settings: betas (0, 0.999), lr 2e-6, weight decay 0.01."""
     return torch.optim.AdamW(params, lr=2e-6, betas=(0.0, 0.999), weight_decay=0.01)
-
-
-class Salt(enum.IntEnum):
-    """Which random stream of a training step a `step_generator` draws (mixed into its seed): each stream is
-    independent of the others and the same after a resume."""
-
-    ODE_STATE = 1
-    """Stage 1: which trajectory state each chunk is trained on."""
-    ROLLOUT_NOISE = 2
-    """Stage 2: the rollout's initial noise (per rank)."""
-    RENOISE = 3
-    """Stage 2: the re-noising between denoising steps (per rank)."""
-    EXIT_STEPS = 4
-    """Stage 2: the exit step of each chunk (the same on every rank)."""
-    FRAME_PLAN = 5
-    """Stage 2: which pixel frames are decoded and scored (the same on every rank)."""
 
 
 class TooManySkippedStepsError(RuntimeError):
@@ -76,14 +61,6 @@ def _check_count(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return value
-
-
-def _mix_seed(*parts: int) -> int:
-    """A deterministic 63-bit seed from integers (same on every rank for the same inputs)."""
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0x100000001B3 & 0xFFFFFFFFFFFFFFFF
-    return h & 0x7FFFFFFFFFFFFFFF
 
 
 class VideoGeneratorModule(L.LightningModule):
@@ -180,12 +157,8 @@ class VideoGeneratorModule(L.LightningModule):
         self.max_consecutive_skips = max_consecutive_skips
         self.generator_ema: nn.Module | None = None
         if ema_decay is not None:
-            # With LoRA the EMA shares every frozen tensor with the generator (the memo hands deepcopy the
-            # same Parameter objects back): only its adapters are its own.
-            memo = {id(p): p for p in generator.parameters() if not p.requires_grad} if generator_lora else {}
-            self.generator_ema = copy.deepcopy(generator, memo).eval()
-            for p in self.generator_ema.parameters():
-                p.requires_grad_(False)
+            # With LoRA the EMA shares every frozen tensor with the generator: only its adapters are its own.
+            self.generator_ema = ema_copy(generator, share_frozen=generator_lora is not None)
         # Counters live in buffers so they are checkpointed and identical after a resume.
         self.register_buffer("skipped_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("consecutive_skips", torch.zeros((), dtype=torch.long))
@@ -223,16 +196,10 @@ class VideoGeneratorModule(L.LightningModule):
 
     def train(self, mode: bool = True) -> VideoGeneratorModule:
         super().train(mode)
-        # Frozen parts and the EMA copy stay in eval mode whatever the trainer asks. The reward ensemble
-        # follows `mode` (its running statistics update in training) and keeps its reward models in eval.
+        # Frozen parts and the EMA copy stay in eval mode whatever the trainer asks.
         for m in (self.vae, self.text_encoder, self.generator_ema):
             if m is not None:
                 m.eval()
-        rewards = getattr(self, "rewards", None)
-        if rewards is not None:
-            from rfvideo.rewards.ensemble import RewardEnsemble
-
-            rewards.train(mode) if isinstance(rewards, RewardEnsemble) else rewards.eval()
         return self
 
     def on_train_start(self) -> None:
@@ -371,7 +338,7 @@ class VideoGeneratorModule(L.LightningModule):
     def step_generator(self, batch_idx: int, *, per_rank: bool, salt: int) -> torch.Generator:
         """A CPU generator seeded from (seed, global step, micro-batch, [rank], salt): resumable."""
         rank = self.global_rank if per_rank else -1
-        return torch.Generator().manual_seed(_mix_seed(self.seed, salt, self.global_step, batch_idx, rank))
+        return torch.Generator().manual_seed(mix_seed(self.seed, salt, self.global_step, batch_idx, rank))
 
     # ------------------------------------------------------------------ training step
     def compute_loss(self, batch: Mapping[str, Any], batch_idx: int) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -453,13 +420,7 @@ class VideoGeneratorModule(L.LightningModule):
         if self.generator_ema is None:
             return
         d = self.ema_decay if self.global_step >= self.ema_start_step else 0.0
-        pairs = zip(self.generator_ema.named_parameters(), self.generator.named_parameters(), strict=True)
-        for (name, pe), (_, p) in pairs:
-            if self.generator_lora is not None and not is_adapter_key(name):
-                continue
-            pe.lerp_(p.detach().to(pe.dtype), 1.0 - d)
-        for be, b in zip(self.generator_ema.buffers(), self.generator.buffers(), strict=True):
-            be.copy_(b)
+        ema_update_(self.generator_ema, self.generator, d, adapters_only=self.generator_lora is not None)
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from einops import rearrange, repeat
 
-from rfvideo.modules.base import Salt, VideoGeneratorModule
+from rfvideo.modules.base import VideoGeneratorModule
+from rfvideo.modules.random_streams import Salt
 from rfvideo.sampling import x0_from_flow
 
 __all__ = ["ODEInitModule", "trajectory_step_indices"]

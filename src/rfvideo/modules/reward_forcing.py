@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from rfvideo.models.vae import latent_frames_for_pixel_frames, num_pixel_frames
-from rfvideo.modules.base import Salt, VideoGeneratorModule
+from rfvideo.modules.base import VideoGeneratorModule
+from rfvideo.modules.random_streams import Salt
 from rfvideo.pipeline.pipeline import vae_factors
 from rfvideo.rewards.ensemble import RewardEnsemble
 from rfvideo.rewards.frames import FramePlan
