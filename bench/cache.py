@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -41,22 +39,22 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import (
+    interleaved_medians,
+    load_average,
+    machine,
+    markers,
+    naive_chunkwise,
+    timed,
+    write_section,
+)
 from rfvideo.models import CausalWanTransformer
-from rfvideo.sampling import FlowMatchSchedule, add_noise, compile_cached, sample_chunkwise, uncompile
+from rfvideo.models.tiny import wan_config
+from rfvideo.sampling import FlowMatchSchedule, compile_cached, sample_chunkwise, uncompile
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- bench/cache.py:begin -->", "<!-- bench/cache.py:end -->"
 OLD_REF = "93f8a1a^"  # the commit before the preallocated cache
 K = 3
-
-
-def wan_config(layers: int, width: int, heads: int, ffn: int, text_dim: int) -> dict[str, Any]:
-    return dict(
-        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=width // heads, in_channels=16,
-        out_channels=16, text_dim=text_dim, freq_dim=64, ffn_dim=ffn, num_layers=layers,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
-    )  # fmt: skip
 
 
 def import_old(ref: str) -> SimpleNamespace:
@@ -81,37 +79,6 @@ def import_old(ref: str) -> SimpleNamespace:
             del sys.modules[k]
         sys.path.remove(str(dest / "src"))
         sys.modules.update(saved)
-
-
-def naive_chunkwise(model, noise, ehs, sched, generator):
-    """Prefix recompute: same math and noise draws as sample_chunkwise (tests/test_sampling_chunkwise.py)."""
-    b, f = noise.shape[0], noise.shape[2]
-    sigmas, ts = sched.sigmas.tolist(), sched.timesteps.tolist()
-    outs = []
-    for i in range(f // K):
-        x = noise[:, :, i * K : (i + 1) * K]
-        for j in range(len(sigmas)):
-            prefix = torch.cat([*outs, x], 2)
-            t = torch.cat([torch.zeros(b, i * K), torch.full((b, K), ts[j])], 1)
-            x0 = x - sigmas[j] * model(prefix, t, ehs, attention_mode="block_causal")[:, :, -K:]
-            if j + 1 < len(sigmas):
-                x = add_noise(x0, torch.randn(x0.shape, generator=generator), sigmas[j + 1])
-        outs.append(x0)
-    return torch.cat(outs, 2)
-
-
-def interleaved(fns: dict[str, Any], repeats: int, warm: bool = True) -> dict[str, float]:
-    """Median seconds of each function, timed A B A B ... after one warm-up each (unless `warm=False`:
-    the caller has run each once already)."""
-    for fn in fns.values() if warm else ():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def cat_bytes(fn) -> int:
@@ -169,14 +136,8 @@ def mm_peak(threads: int) -> float:
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
     torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(5))
+    best = min(timed(lambda: torch.mm(a, b))[0] for _ in range(5))
     return 2 * n**3 / best
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def op_class(name: str) -> str:
@@ -210,15 +171,6 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def machine(threads: int) -> str:
-    load = os.getloadavg()
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-        f"torch {torch.__version__} ({threads} threads), "
-        f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
-    )
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--layers", type=int, default=8)
@@ -234,7 +186,10 @@ def main() -> None:
     threads = int(os.environ.get("BENCH_THREADS", "2"))
     torch.set_num_threads(threads)
     start_info = machine(threads)
-    cfg = wan_config(a.layers, a.width, a.heads, a.ffn, text_dim=512)
+    cfg = wan_config(
+        "mid", num_layers=a.layers, num_attention_heads=a.heads, attention_head_dim=a.width // a.heads,
+        ffn_dim=a.ffn, text_dim=512,
+    )  # fmt: skip
     tokens = (a.latent // 2) ** 2
     torch.manual_seed(0)
     model = CausalWanTransformer(**cfg, num_frames_per_chunk=K).eval()
@@ -269,12 +224,12 @@ def main() -> None:
             err = (old() - ref).abs().max().item()  # also the warm-up
             fns["old"] = old
         if "naive" not in a.skip:
-            naive = lambda: naive_chunkwise(model, noise, ehs, sched, gen())  # noqa: E731
+            naive = lambda: naive_chunkwise(model, noise, ehs, sched, gen(), chunk=K)  # noqa: E731
             naive_flops, naive_out = flops_and_out(naive)  # also the warm-up
             naive_err = (naive_out - ref).abs().max().item()
             fns["naive"] = naive
         log(f"timing {sorted(fns)}")
-        times.update(interleaved(fns, a.repeats, warm=False))
+        times.update(interleaved_medians(fns, a.repeats, warm=False))
         log(f"times {times}")
         cache = model.new_kv_cache(1)
         new_cat = cat_bytes(
@@ -331,17 +286,12 @@ def main() -> None:
             lines += ["", *profile_rollout_config(threads)]
         except Exception as err:  # noqa: BLE001
             lines += ["", f"(e) profile failed: {type(err).__name__}: {err}"]
-    end = os.getloadavg()
-    lines += ["", f"Load average at end: {end[0]:.2f} / {end[1]:.2f} / {end[2]:.2f}."]
-    section = "\n".join([BEGIN, "## KV cache (`python bench/cache.py`)", "", *lines, END])
-    print(section)
+    lines += ["", f"Load average at end: {load_average()}."]
+    body = "\n".join(["## KV cache (`python bench/cache.py`)", "", *lines])
+    begin, end = markers("cache.py")
+    print(f"{begin}\n{body}\n{end}")
     if not a.no_write:
-        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-        if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        RESULTS.write_text(text)
+        write_section("cache.py", body)
 
 
 def compile_row(model, run, ref: torch.Tensor, eager_s: float, repeats: int) -> str:
@@ -350,7 +300,7 @@ def compile_row(model, run, ref: torch.Tensor, eager_s: float, repeats: int) -> 
     out = run()  # compiles
     compile_s = time.perf_counter() - t0
     err = (out - ref).abs().max().item()
-    compiled = interleaved({"compiled": run}, repeats)["compiled"]
+    compiled = interleaved_medians({"compiled": run}, repeats)["compiled"]
     return (
         "| (c) `compile_cached` (inductor) vs eager, seconds per video | "
         f"{compiled:.2f} s | {eager_s:.2f} s | "
@@ -361,8 +311,7 @@ def compile_row(model, run, ref: torch.Tensor, eager_s: float, repeats: int) -> 
 
 def profile_rollout_config(threads: int) -> list[str]:
     """(e): where the time goes at bench/rollout.py's config, cached vs prefix recompute."""
-    cfg = wan_config(4, 128, 2, 256, text_dim=64)
-    cfg["attention_head_dim"] = 64
+    cfg = wan_config("medium")  # bench/rollout.py's
     torch.manual_seed(0)
     model = CausalWanTransformer(**cfg, num_frames_per_chunk=K).eval()
     g = torch.Generator().manual_seed(0)
@@ -370,9 +319,9 @@ def profile_rollout_config(threads: int) -> list[str]:
     sched = FlowMatchSchedule()
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     cached = lambda: sample_chunkwise(model, noise, ehs, schedule=sched, generator=gen())  # noqa: E731
-    naive = lambda: naive_chunkwise(model, noise, ehs, sched, gen())  # noqa: E731
+    naive = lambda: naive_chunkwise(model, noise, ehs, sched, gen(), chunk=K)  # noqa: E731
     with torch.no_grad():
-        t = interleaved({"cached": cached, "naive": naive}, 3)
+        t = interleaved_medians({"cached": cached, "naive": naive}, 3)
         fc, fn = flops(cached), flops(naive)
         pc, pn = profile(cached), profile(naive)
     classes = sorted({*pc, *pn} - {"calls"}, key=lambda c: -(pn.get(c, 0) + pc.get(c, 0)))

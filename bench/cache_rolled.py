@@ -15,20 +15,16 @@ output difference (the read values are the same, so 0 is expected).
 from __future__ import annotations
 
 import argparse
-import platform
-import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from cache import cat_bytes, import_old, interleaved, wan_config  # noqa: E402  (bench/ is not a package)
-from rfvideo.models import CausalWanTransformer  # noqa: E402
-from rfvideo.sampling import FlowMatchSchedule, sample_chunkwise  # noqa: E402
+from cache import cat_bytes, import_old
+from common import interleaved_medians, machine, write_section
+from rfvideo.models import CausalWanTransformer
+from rfvideo.models.tiny import wan_config
+from rfvideo.sampling import FlowMatchSchedule, sample_chunkwise
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- bench/cache_rolled.py:begin -->", "<!-- bench/cache_rolled.py:end -->"
 OLD_REF = "f416ac5^"  # the commit before the sink mirror
 
 LAYOUTS: dict[str, dict[str, Any]] = {
@@ -77,7 +73,7 @@ def run_layout(
         st = caches[n].stats
         copied[n] = cat + st.get("mirror_copy_bytes", 0) + st.get("maintenance_copy_bytes", 0)
     diff = float((outs["mirror"] - outs["old"]).abs().max())
-    times = interleaved(fns, a.repeats, warm=False)
+    times = interleaved_medians(fns, a.repeats, warm=False)
     ratio = times["old"] / times["mirror"]
     mb = lambda x: f"{x / 2**20:.1f}"  # noqa: E731
     return (
@@ -98,16 +94,19 @@ def main() -> None:
     p.add_argument("--old-ref", default=OLD_REF, help="git commit holding the previous layout")
     p.add_argument("--write", action="store_true", help="replace this script's section of RESULTS.md")
     a = p.parse_args()
-    cfg = wan_config(a.layers, a.width, a.heads, a.ffn, text_dim=64)
+    cfg = wan_config(
+        "mid", num_layers=a.layers, num_attention_heads=a.heads, attention_head_dim=a.width // a.heads,
+        ffn_dim=a.ffn, text_dim=64,
+    )  # fmt: skip
     old = import_old(a.old_ref)
     threads = torch.get_num_threads()
     lines = [
         "### Rolled window read: sink mirror vs sinks concatenated per read",
         "",
-        f"`python bench/cache_rolled.py` on {platform.processor() or platform.machine()}, CPU fp32, "
-        f"{threads} threads; {a.layers} layers, width {a.width}, {a.latent}x{a.latent} latents, {a.chunks} "
-        f"chunks, 4 steps; medians of {a.repeats} interleaved runs. Copied: `torch.cat` outputs + the "
-        "cache's mirror / compaction copies; diff: max |mirror - old| of the sampled latents.",
+        f"`python bench/cache_rolled.py` on {machine(threads)}, CPU fp32; {a.layers} layers, width "
+        f"{a.width}, {a.latent}x{a.latent} latents, {a.chunks} chunks, 4 steps; medians of {a.repeats} "
+        "interleaved runs. Copied: `torch.cat` outputs + the cache's mirror / compaction copies; diff: "
+        "max |mirror - old| of the sampled latents.",
         "",
         "| layout | mirror s | old s | speed-up | mirror MiB copied | old MiB copied | diff |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -117,13 +116,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if a.write:
-        body = RESULTS.read_text() if RESULTS.exists() else ""
-        block = f"{BEGIN}\n{text}\n{END}"
-        if BEGIN in body and END in body:
-            body = body[: body.index(BEGIN)] + block + body[body.index(END) + len(END) :]
-        else:
-            body = body.rstrip() + "\n\n" + block + "\n"
-        RESULTS.write_text(body)
+        write_section("cache_rolled.py", text)
 
 
 if __name__ == "__main__":

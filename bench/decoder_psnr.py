@@ -19,11 +19,11 @@ Legend: `b` batch, `f` latent frames, `c` latent channels, `h w` latent size.
 from __future__ import annotations
 
 import argparse
-import os
 
 import einops
 import torch
 
+from common import load_average
 from rfvideo.data import RFVideoDataModule
 from rfvideo.decoders import FidelityReport, build_decoder, reconstruction_psnr
 
@@ -66,9 +66,8 @@ def main(argv: list[str] | None = None) -> FidelityReport:
             yield einops.rearrange(z, "f c h w -> 1 c f h w").float().to(device)
 
     report = reconstruction_psnr(student, teacher, batches())
-    load = os.getloadavg()
     print(f"held-out PSNR of {args.student_name} ({args.student}) vs {name} on {args.shards}")
-    print(f"machine load (1/5/15 min): {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"machine load (1/5/15 min): {load_average()}")
     print("| video | PSNR (dB) |\n|---|---|")
     for i, p in enumerate(report.psnr_per_video):
         print(f"| {i} | {p:.2f} |")

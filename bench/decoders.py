@@ -53,10 +53,12 @@ from typing import Any
 
 import torch
 
+from common import load_average, sync
+
 K = 3  # latent frames per chunk
 TEXT_TOKENS, TEXT_DIM = 16, 64
 
-GENERATOR_MID = dict(num_attention_heads=8, attention_head_dim=64, ffn_dim=2048, num_layers=4)
+GENERATOR_MID = "mid"  # the generator flavour (rfvideo.models.tiny.WAN_FLAVOURS) of the mid and real tiers
 TAE_WIDTHS = (256, 128, 64, 64)
 TIERS: dict[str, dict[str, Any]] = {
     "mid": dict(
@@ -82,7 +84,7 @@ TIERS: dict[str, dict[str, Any]] = {
         },
     ),
     "quick": dict(
-        transformer=dict(num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=2),
+        transformer="tiny16",
         latent_hw=(2, 2),
         chunks=2,
         decoders={
@@ -96,19 +98,12 @@ TIERS: dict[str, dict[str, Any]] = {
 
 
 # ------------------------------------------------------------------ building
-def build_generator(spec: dict[str, Any], device: torch.device) -> Any:
-    from rfvideo.models import CausalWanTransformer
+def build_generator(flavour: str, device: torch.device) -> Any:
+    """The seeded random generator of `flavour` (16 latent channels, text width `TEXT_DIM`)."""
+    from rfvideo.models.tiny import tiny_causal_wan
 
-    torch.manual_seed(0)
-    return (
-        CausalWanTransformer(
-            patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=TEXT_DIM, freq_dim=64,
-            cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
-            num_frames_per_chunk=K, **spec,
-        )
-        .eval()
-        .to(device)
-    )  # fmt: skip
+    model = tiny_causal_wan(flavour=flavour, text_dim=TEXT_DIM, num_frames_per_chunk=K, seed=0)
+    return model.eval().to(device)
 
 
 def build_decoder(spec: dict[str, Any], device: torch.device) -> Any:
@@ -129,11 +124,6 @@ def build_decoder(spec: dict[str, Any], device: torch.device) -> Any:
 
 
 # ------------------------------------------------------------------ one video
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class _TimedStream:
     """A stream decoder that adds up the seconds of its calls (synchronised on CUDA: sequential runs only)."""
 
@@ -239,8 +229,7 @@ def peak_memory(spec: dict[str, Any], chunks: list[torch.Tensor], device: torch.
 
 # ------------------------------------------------------------------ report
 def machine_load() -> str:
-    load = os.getloadavg()
-    return f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
+    return f"load average {load_average()}"
 
 
 def _mib(n: float) -> str:

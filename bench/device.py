@@ -45,12 +45,14 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from common import load_average, median_time, sync
+from rfvideo.models.tiny import wan_config
 
 
 @dataclass(kw_only=True)
@@ -67,21 +69,13 @@ class Size:
 
 SIZES: dict[str, Size] = {
     "wan1.3b": Size(
-        transformer=dict(
-            patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
-            out_channels=16, text_dim=4096, freq_dim=256, ffn_dim=8960, num_layers=30, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
-        ),
+        transformer=wan_config("wan2.1-1.3b"),
         latent_frames=21, latent_hw=(60, 104), text_tokens=512,
         vae={},  # diffusers' AutoencoderKLWan defaults are Wan2.1's VAE
         repeats=3,
     ),
     "tiny": Size(
-        transformer=dict(
-            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
-            text_dim=24, freq_dim=32, ffn_dim=64, num_layers=2, cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
-        ),
+        transformer=wan_config("tiny"),
         latent_frames=6, latent_hw=(8, 8), text_tokens=8,
         vae=dict(base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                  latents_mean=[0.0] * 4, latents_std=[1.0] * 4),
@@ -89,24 +83,6 @@ SIZES: dict[str, Size] = {
     ),
 }  # fmt: skip
 CHUNK = 3
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_time(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
-    """Median wall seconds of `fn` after one warm-up call, synchronising the device around each call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
@@ -206,7 +182,7 @@ def stream_rows(
     streamed()  # warm-up
     runs = [streamed() for _ in range(size.repeats)]
     first, total, in_model = (statistics.median(r[i] for r in runs) for i in range(3))
-    t_after = median_time(decode_after, device, size.repeats)
+    t_after = median_time(decode_after, repeats=size.repeats, device=device)
     rows = [
         ("model-only FPS (streaming)", f"{pixel_frames / in_model:.1f} FPS",
          f"{pixel_frames} pixel frames / {in_model:.3f} s in the generator; decode excluded; {dtype}"),
@@ -229,11 +205,11 @@ def stream_rows(
             return sample_chunkwise(model, z, emb, schedule=sched, generator=gen)
 
     eager = latents()
-    t_eager = median_time(latents, device, size.repeats)
+    t_eager = median_time(latents, repeats=size.repeats, device=device)
     try:
         compile_cached(model, backend=backend)
         compiled = latents()  # compiles
-        t_compiled = median_time(latents, device, size.repeats)
+        t_compiled = median_time(latents, repeats=size.repeats, device=device)
     except RuntimeError as e:
         rows.append(("compiled vs eager (cached sampler)", "failed", str(e).splitlines()[0][:200]))
         return rows
@@ -264,18 +240,6 @@ DECODER_SPECS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def _bench_module(name: str) -> Any:
-    import importlib.util
-    import sys
-
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def decoder_rows(
     model: torch.nn.Module,
     size_name: str,
@@ -289,7 +253,8 @@ def decoder_rows(
     Decoders run in fp32 (Wan's VAE is kept in fp32); the tiny decoder also in the run's dtype. One
     warm-up video per decoder, then one sequential and one overlapped video each, interleaved.
     """
-    bench = _bench_module("decoders")
+    import decoders as bench  # bench/decoders.py (bench/ is on the path: see common.py)
+
     f, (h, w) = noise.shape[2], noise.shape[-2:]
     specs = DECODER_SPECS[size_name]
     decoders: dict[str, Any] = {n: bench.build_decoder(spec, device) for n, spec in specs.items()}
@@ -400,7 +365,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
             with torch.no_grad():
                 fn = lambda: ours(x, tt, text.to(dtype), attention_mode="block_causal")
                 outs[backend] = fn().float()
-                times[backend] = median_time(fn, device, size.repeats)
+                times[backend] = median_time(fn, repeats=size.repeats, device=device)
         ours.register_to_config(attention_backend="auto")
         diff = rel_err(outs["flex"], outs["sdpa"])
         note = f"SDPA {times['sdpa'] * 1e3:.1f} ms, flex {times['flex'] * 1e3:.1f} ms"
@@ -438,10 +403,10 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
             return torch.cat(chunks, dim=2)  # (b c f h w)
 
         lat = video()  # (b c f h w): the decoder slot's layout
-        t_first = median_time(first_chunk, device, size.repeats)
-        t_gen = median_time(video, device, size.repeats)
+        t_first = median_time(first_chunk, repeats=size.repeats, device=device)
+        t_gen = median_time(video, repeats=size.repeats, device=device)
         with torch.no_grad():
-            t_dec = median_time(lambda: vae.decode(lat), device, size.repeats)
+            t_dec = median_time(lambda: vae.decode(lat), repeats=size.repeats, device=device)
         rows += [
             ("first chunk latency (4 steps + context pass, 3 latent frames)", f"{t_first:.3f} s", ""),
             (f"generator, {f} latent frames -> {pixel_frames} pixel frames",
@@ -528,7 +493,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
 
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     lines = [
-        f"### `python bench/device.py --size {a.size}` on {where} (torch {torch.__version__}, {dtype})",
+        f"### `python bench/device.py --size {a.size}` on {where} (torch {torch.__version__}, {dtype}; "
+        f"load average {load_average()})",
         "",
         "| measurement | value | note |",
         "| --- | --- | --- |",

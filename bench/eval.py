@@ -7,22 +7,20 @@ RAFT (20 iterations), AMT-S and MUSIQ cost one to two orders of magnitude more p
 numbers measure our preprocessing + loop overhead plus a small model, not a paper-scale evaluation.
 
 Usage: python bench/eval.py [--videos 4] [--frames 16] [--height 240] [--width 416] [--threads 2]
-Writes the "Evaluation cost" section of bench/RESULTS.md between <!-- eval:start --> / <!-- eval:end -->.
+Writes the "Evaluation cost" section of bench/RESULTS.md (`<!-- bench/eval.py:begin -->` ... `:end -->`).
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import re
 import time
 from pathlib import Path
 
 import torch
 
+from common import RESULTS, load_average, timed, write_section
 from rfvideo.eval import AMTInterpolator, RAFTFlow, score_dimension
-
-START, END = "<!-- eval:start -->", "<!-- eval:end -->"
 
 
 class ConvNet(torch.nn.Module):
@@ -109,7 +107,7 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=240)
     ap.add_argument("--width", type=int, default=416)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--results", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
@@ -119,9 +117,13 @@ def main() -> None:
     rows = []
     with torch.no_grad():
         for dim, bb in backbones.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            res = score_dimension(dim, videos, bb, prompts=prompts, styles=prompts, fps=16.0)
-            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            c0 = time.process_time()
+            dt, res = timed(
+                lambda dim=dim, bb=bb: score_dimension(
+                    dim, videos, bb, prompts=prompts, styles=prompts, fps=16.0
+                )
+            )
+            cpu = time.process_time() - c0
             rows.append((dim, dt, cpu, dt / args.videos, res.aggregate))
     header = (
         "| dimension | stand-in backbone | wall s | CPU s | wall s / video | score (random) |\n"
@@ -142,22 +144,18 @@ def main() -> None:
     lines = [f"| {d} | {kinds[d]} | {t:.2f} | {c:.2f} | {tv:.3f} | {s:.4f} |" for d, t, c, tv, s in rows]
     table = "\n".join([header, *lines])
     print(table)
-    section = (
-        f"{START}\n## Evaluation cost (rfvideo.eval, CPU)\n\n"
+    body = (
+        "## Evaluation cost (rfvideo.eval, CPU)\n\n"
         f"{args.videos} videos x {args.frames} frames x {args.height}x{args.width}, float in-loop tensors, "
-        f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}. "
+        f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or platform.machine()}, "
+        f"load average {load_average()}. "
         "The machine is shared (2 cores, several jobs): CPU s is this process's CPU time, wall s includes "
         "waiting. Backbones are random stand-ins of realistic-ish width, reduced depth (see bench/eval.py): "
         "the real VBench models (ViT-B/16, ViT-L/14, RAFT x20, AMT-S, MUSIQ, ViCLIP-L) cost far more per "
         "frame; use a GPU for real evaluation.\n\n"
-        f"{table}\n\nReproduce: `python bench/eval.py`.\n{END}"
+        f"{table}\n\nReproduce: `python bench/eval.py`."
     )
-    text = args.results.read_text() if args.results.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    args.results.write_text(text)
+    write_section("eval.py", body, results=args.results)
     print(f"wrote {args.results}")
 
 

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import os
 import platform
-import re
-import subprocess
-import time
-from pathlib import Path
 
 import torch
 
+from common import load_average, timed, write_section
 from rfvideo.memory import estimate_memory, generator_step_peak
 from rfvideo.models.tiny import tiny_causal_wan
 
@@ -33,7 +30,7 @@ SIZES = {  # name: (layers, heads, head dim, FFN, latent side, text tokens)
 
 def main() -> None:
     rows = []
-    load0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load0 = f"load average {load_average()}"
     for name, (layers, heads, hd, ffn, side, ntext) in SIZES.items():
 
         def build(layers: int = layers, heads: int = heads, hd: int = hd, ffn: int = ffn) -> torch.nn.Module:
@@ -41,12 +38,10 @@ def main() -> None:
                                    ffn_dim=ffn, num_frames_per_chunk=3, text_dim=64)  # fmt: skip
 
         for lora in (None, 16) if name == "M" else (None,):
-            t0 = time.perf_counter()
-            est = estimate_memory(
+            t_est, est = timed(lambda build=build, side=side, ntext=ntext, lora=lora: estimate_memory(
                 build, batch_size=1, num_latent_frames=3, latent_size=(side, side), text_shape=(ntext, 64),
                 compute_dtype=None, ema=False, lora_rank=lora,
-            )  # fmt: skip
-            t_est = time.perf_counter() - t0
+            ))  # fmt: skip
             for ck in (False, True):
                 meas = generator_step_peak(build, (1, 4, 3, side, side), (1, ntext, 64), checkpointing=ck,
                                            fake=False, lora_rank=lora)  # fmt: skip
@@ -54,10 +49,9 @@ def main() -> None:
                 what = "full" if lora is None else f"LoRA r{lora}"
                 rows.append((name, layers, heads * hd, side, what, ck, pred, meas.total, t_est))
                 print(rows[-1], flush=True)
-    load1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    load1 = f"load average {load_average()}"
     mib = 2**20
     lines = [
-        "<!-- bench/memory.py:begin -->",
         "## Memory estimate vs measured CPU step (`python bench/memory.py`)",
         "",
         "One generator training step (forward + backward + AdamW, one 3-frame chunk, fp32, batch 1): "
@@ -89,15 +83,8 @@ def main() -> None:
         "counters). "
         "What MemTracker cannot see is outside it: the allocator's caching and fragmentation, and on a GPU "
         "the CUDA context.",
-        "<!-- bench/memory.py:end -->",
     ]
-    section = "\n".join(lines)
-    print(section)
-    path = Path(__file__).with_name("RESULTS.md")
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(r"<!-- bench/memory.py:begin -->.*?<!-- bench/memory.py:end -->", re.S)
-    text = pat.sub(lambda _: section, text) if pat.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+    print(write_section("memory.py", "\n".join(lines)))
 
 
 if __name__ == "__main__":

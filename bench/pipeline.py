@@ -20,27 +20,24 @@ Legend: `b` batch, `c` latent channels, `f` latent frames, `h w` latent size, `n
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- bench/pipeline.py:begin -->", "<!-- bench/pipeline.py:end -->"
+from common import load_average, timed, write_section
+
 TEXT_TOKENS, TEXT_DIM = 16, 64
 
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": dict(
-        transformer=dict(num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=2),
-        latent_hw=(2, 2), chunk=2, chunks=3, vae=dict(base_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1),
+        flavour="tiny16", latent_hw=(2, 2), chunk=2, chunks=3,
+        vae=dict(base_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1),
     ),
     "mid": dict(
-        transformer=dict(num_attention_heads=8, attention_head_dim=64, ffn_dim=2048, num_layers=4),
-        latent_hw=(32, 32), chunk=3, chunks=7, vae=dict(base_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2),
+        flavour="mid", latent_hw=(32, 32), chunk=3, chunks=7,
+        vae=dict(base_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2),
     ),
 }  # fmt: skip
 
@@ -49,16 +46,14 @@ def build(size: str) -> tuple[Any, Any]:
     """Seeded random generator and Wan VAE (real architectures, small widths) and their pipeline."""
     from diffusers import AutoencoderKLWan
 
-    from rfvideo.models import CausalWanTransformer, WanVAE
+    from rfvideo.models import WanVAE
+    from rfvideo.models.tiny import tiny_causal_wan
     from rfvideo.pipeline import FewStepFlowScheduler, RFVideoPipeline
 
     spec = SIZES[size]
-    torch.manual_seed(0)
-    model = CausalWanTransformer(
-        patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=TEXT_DIM, freq_dim=64,
-        cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
-        num_frames_per_chunk=spec["chunk"], **spec["transformer"],
-    ).eval()  # fmt: skip
+    model = tiny_causal_wan(
+        flavour=spec["flavour"], text_dim=TEXT_DIM, num_frames_per_chunk=spec["chunk"], seed=0
+    ).eval()
     vae = WanVAE(AutoencoderKLWan(z_dim=16, attn_scales=[], **spec["vae"]))
     h, w = spec["latent_hw"]
     f = spec["chunk"] * spec["chunks"]
@@ -85,22 +80,17 @@ def via_pipeline(pipe: Any, emb: torch.Tensor, f: int, seed: int, decode: bool) 
     return out.frames
 
 
-def timed(fn: Any) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        out = fn()
-    return time.perf_counter() - t0, out
-
-
 def measure(size: str, repeats: int) -> list[tuple[str, str, str, str]]:
     pipe, f = build(size)
     emb = torch.randn(1, TEXT_TOKENS, TEXT_DIM, generator=torch.Generator().manual_seed(1))
     rows = []
     for decode in (False, True):
-        a, b = [], []
+        a: list[float] = []
+        b: list[float] = []
         for r in range(repeats + 1):  # the first pair warms up and is dropped
-            ta, xa = timed(lambda d=decode: direct(pipe, emb, f, 7, d))
-            tb, xb = timed(lambda d=decode: via_pipeline(pipe, emb, f, 7, d))
+            with torch.no_grad():
+                ta, xa = timed(lambda d=decode: direct(pipe, emb, f, 7, d))
+                tb, xb = timed(lambda d=decode: via_pipeline(pipe, emb, f, 7, d))
             assert torch.equal(xa, xb), "the two paths must make the same output"
             if r:
                 a.append(ta)
@@ -126,14 +116,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     p.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    before = os.getloadavg()
+    before = load_average().split(" / ")[0]
     rows = [row for size in a.sizes for row in measure(size, a.repeats)]
-    after = os.getloadavg()
+    after = load_average().split(" / ")[0]
     lines = [
         f"### `python bench/pipeline.py --repeats {a.repeats} --sizes {' '.join(a.sizes)}`",
         "",
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), torch "
-        f"{torch.__version__}, fp32, batch 1. Load average before: {before[0]:.2f}; after: {after[0]:.2f}. "
+        f"{torch.__version__}, fp32, batch 1. Load average before: {before}; after: {after}. "
         "Both paths produce bit-identical outputs (asserted on every repeat).",
         "",
         "| size | work | direct / pipeline (median) | pipeline / direct (range) |",
@@ -143,13 +133,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     table = "\n".join(lines)
     print(table)
     if not a.no_write:
-        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-        section = f"{BEGIN}\n## Pipeline overhead (`python bench/pipeline.py`)\n\n{table}\n{END}"
-        if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        RESULTS.write_text(text)
+        write_section("pipeline.py", f"## Pipeline overhead (`python bench/pipeline.py`)\n\n{table}")
     return rows
 
 

@@ -23,35 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from rfvideo.sampling import FlowMatchSchedule, add_noise, rollout, sample_chunkwise, stream_chunks
+from common import interleaved_medians, load_average, machine, naive_chunkwise, write_section
+from rfvideo.models.tiny import wan_config
+from rfvideo.sampling import FlowMatchSchedule, rollout, sample_chunkwise, stream_chunks
 
-CONFIG = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=64,
-    in_channels=16,
-    out_channels=16,
-    text_dim=64,
-    freq_dim=64,
-    ffn_dim=256,
-    num_layers=4,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    rope_max_seq_len=1024,
-)
+CONFIG = wan_config("medium")
 K, CHUNKS, HW, N_TEXT, WINDOW, REPEATS = 3, 8, 16, 16, 9, 3
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- bench/rollout.py:begin -->", "<!-- bench/rollout.py:end -->"
 
 
 def build_causal(**kw):
@@ -69,39 +52,6 @@ def inputs(chunks: int, seed: int = 0, hw: int = HW):
         torch.randn(1, N_TEXT, CONFIG["text_dim"], generator=g),
         torch.randn(1, N_TEXT, 64, generator=g),
     )
-
-
-def naive_chunkwise(model, noise, ehs, sched, generator, exit_step=None, grad_last=False):
-    """Same math as sample_chunkwise / rollout, recomputing the clean prefix every step (block_causal)."""
-    b, f = noise.shape[0], noise.shape[2]
-    sigmas, ts = sched.sigmas.tolist(), sched.timesteps.tolist()
-    last = sched.num_steps - 1 if exit_step is None else exit_step
-    outs = []
-    for i in range(f // K):
-        x = noise[:, :, i * K : (i + 1) * K]
-        for j in range(last + 1):
-            with torch.set_grad_enabled(grad_last and i == f // K - 1 and j == last):
-                prefix = torch.cat([*[o.detach() for o in outs], x], 2)
-                t = torch.cat([torch.zeros(b, i * K), torch.full((b, K), ts[j])], 1)
-                x0 = x - sigmas[j] * model(prefix, t, ehs, attention_mode="block_causal")[:, :, -K:]
-            if j < last:
-                x = add_noise(x0.detach(), torch.randn(x0.shape, generator=generator), sigmas[j + 1])
-        outs.append(x0)
-    return torch.cat(outs, 2)
-
-
-def paired_medians(fns: dict, repeats: int = REPEATS) -> dict[str, float]:
-    """Median seconds per call of each function, timed interleaved (A B C A B C ...) after one warm-up
-    each, so a load change on a shared machine hits every side alike."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def build_pipeline(transformer_state):
@@ -163,18 +113,9 @@ def run_memory(chunks: int, mode: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def machine() -> str:
-    load = os.getloadavg()
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}, "
-        f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at start"
-    )
-
-
 def main() -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    info = machine()
+    info = f"{machine()} at start"
     sched = FlowMatchSchedule()
     model = build_causal()
     noise, ehs, neg = inputs(CHUNKS)
@@ -202,18 +143,19 @@ def main() -> None:
         err = (
             (
                 sample_chunkwise(model, noise, ehs, schedule=sched, generator=gen())
-                - naive_chunkwise(model, noise, ehs, sched, gen())
+                - naive_chunkwise(model, noise, ehs, sched, gen(), chunk=K)
             )
             .abs()
             .max()
             .item()
         )
-        t = paired_medians(
+        t = interleaved_medians(
             {
                 "cached": lambda: sample_chunkwise(model, noise, ehs, schedule=sched, generator=gen()),
-                "naive": lambda: naive_chunkwise(model, noise, ehs, sched, gen()),
+                "naive": lambda: naive_chunkwise(model, noise, ehs, sched, gen(), chunk=K),
                 "pipeline": wan_pipeline,
-            }
+            },
+            REPEATS,
         )
     rows.append(
         ("(a) 4-step generation, 8 chunks: KV cache vs prefix recompute", t["cached"], t["naive"], 3.0,
@@ -227,10 +169,10 @@ def main() -> None:
         out.chunks[-1].square().mean().backward()
 
     def naive_rollout():
-        out = naive_chunkwise(model, noise, ehs, sched, gen(), exit_step=3, grad_last=True)
+        out = naive_chunkwise(model, noise, ehs, sched, gen(), chunk=K, exit_step=3, grad_last=True)
         out[:, :, -K:].square().mean().backward()
 
-    r = paired_medians({"ours": ours_rollout, "naive": naive_rollout})
+    r = interleaved_medians({"ours": ours_rollout, "naive": naive_rollout}, REPEATS)
     rows.append(
         ("(a) rollout fwd+bwd (grad at last chunk's exit): KV cache vs prefix recompute", r["ours"],
          r["naive"], 3.0, "")
@@ -239,14 +181,14 @@ def main() -> None:
     # overhead, so the prefix recompute's larger (more efficient) GEMMs hide part of its extra FLOPs.
     big_noise, big_ehs, _ = inputs(CHUNKS, hw=2 * HW)
     with torch.no_grad():
-        tb = paired_medians(
+        tb = interleaved_medians(
             {
                 "cached": lambda: sample_chunkwise(
                     model, big_noise, big_ehs, schedule=sched, generator=gen()
                 ),
-                "naive": lambda: naive_chunkwise(model, big_noise, big_ehs, sched, gen()),
+                "naive": lambda: naive_chunkwise(model, big_noise, big_ehs, sched, gen(), chunk=K),
             },
-            repeats=1,
+            1,
         )
     rows.append(
         (f"(a') as (a) with {2 * HW}x{2 * HW} latents ({HW * HW} tokens/frame), 1 timed run", tb["cached"],
@@ -282,11 +224,9 @@ def main() -> None:
             f"{mib(m4['peak'])} | {mib(m1['peak'])} | {m4['peak'] / m1['peak']:.2f}x | <= 1.2x | {note} |"
         )
     table = "\n".join(lines)
-    end_load = os.getloadavg()
     width = CONFIG["num_attention_heads"] * CONFIG["attention_head_dim"]
-    section = "\n".join(
+    body = "\n".join(
         [
-            BEGIN,
             "## Rollout (`python bench/rollout.py`)",
             "",
             f"Config: {CONFIG['num_layers']} layers, width {width}, "
@@ -299,19 +239,12 @@ def main() -> None:
             "(it grows with the video by design), the streaming row keeps nothing. Timings interleave the "
             "compared functions (A B C A B C) so load shifts hit both sides alike.",
             "",
-            f"Machine: {info}; load average {end_load[0]:.2f} at end.",
+            f"Machine: {info}; load average {load_average().split(' / ')[0]} at end.",
             "",
             table,
-            END,
         ]
     )
-    print(section)
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
+    print(write_section("rollout.py", body))
 
 
 if __name__ == "__main__":

@@ -40,14 +40,12 @@ import threading
 import time
 import urllib.request
 import zlib
-from pathlib import Path
 from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- bench/serve.py:begin -->", "<!-- bench/serve.py:end -->"
-HOSTILE_BEGIN, HOSTILE_END = "<!-- bench/serve.py:hostile:begin -->", "<!-- bench/serve.py:hostile:end -->"
+from common import load_average, markers, write_section
+
 GOOD_CLIENTS = 8
 HOSTILE_KINDS = ("never-read", "never-ack", "flood", "nested")
 # Room for the 8 good streams and the 2 hostile ones that start a stream.
@@ -59,14 +57,12 @@ def build_parts() -> tuple[Any, Any]:
     from diffusers import AutoencoderKLWan
 
     from rfvideo.models import CausalWanTransformer, WanVAE
+    from rfvideo.models.tiny import wan_config
 
     torch.manual_seed(0)
     model = CausalWanTransformer(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32, in_channels=16,
-        out_channels=16, text_dim=32, freq_dim=32, ffn_dim=128, num_layers=2, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024, num_frames_per_chunk=K,
-        local_attn_size=9, rope_mode="relative",
-    ).eval()  # fmt: skip
+        **wan_config("small"), num_frames_per_chunk=K, local_attn_size=9, rope_mode="relative"
+    ).eval()
     vae = AutoencoderKLWan(
         base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
         latents_mean=[0.0] * 16, latents_std=[1.0] * 16,
@@ -358,7 +354,6 @@ def hostile_section(res: dict[str, Any], info: str) -> str:
     m = res["metrics"]
     return "\n".join(
         [
-            HOSTILE_BEGIN,
             "## Live serving under hostile clients (`python bench/serve.py`)",
             "",
             f"Same model as above; server in its own process with {HOSTILE_SETTINGS}. {GOOD_CLIENTS} "
@@ -381,15 +376,8 @@ def hostile_section(res: dict[str, Any], info: str) -> str:
             f"errors {m.get('errors')}.",
             "",
             f"Hostile clients: {hostile}.",
-            HOSTILE_END,
         ]
     )
-
-
-def _replace_section(text: str, begin: str, end: str, section: str) -> str:
-    if begin in text and end in text:
-        return text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
-    return text.rstrip("\n") + "\n\n" + section + "\n"
 
 
 def main() -> int:
@@ -411,7 +399,7 @@ def main() -> int:
     if a.hostile_s <= 0:
         raise ValueError(f"--hostile-s must be > 0, got {a.hostile_s}")
     torch.set_num_threads(1)
-    load0 = os.getloadavg()
+    load0 = load_average()
     parts = build_parts()
     in_process(parts, 2)  # warm-up (allocator, lazy inits)
     rows = []
@@ -430,12 +418,11 @@ def main() -> int:
         )  # fmt: skip
         print(rows[-1], flush=True)
     hostile = hostile_run(a.hostile_s)
-    load1 = os.getloadavg()
+    load1 = load_average().split(" / ")[0]
     info = (
         f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
         "(1 intra-op thread), "
-        f"Python {platform.python_version()}; load average {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} "
-        f"at start, {load1[0]:.2f} at end"
+        f"Python {platform.python_version()}; load average {load0} at start, {load1} at end"
     )
     table = "\n".join(
         [
@@ -447,7 +434,6 @@ def main() -> int:
     )
     section = "\n".join(
         [
-            BEGIN,
             "## Live serving (`python bench/serve.py`)",
             "",
             f"Model: 2 layers, width 64, 16 latent channels, {K} latent frames per chunk, window 9 (relative "
@@ -461,17 +447,14 @@ def main() -> int:
             f"Machine: {info}.",
             "",
             table,
-            END,
         ]
     )
     hostile_text = hostile_section(hostile, info)
-    print(section)
-    print(hostile_text)
-    if not a.no_write:
-        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-        text = _replace_section(text, BEGIN, END, section)
-        text = _replace_section(text, HOSTILE_BEGIN, HOSTILE_END, hostile_text)
-        RESULTS.write_text(text)
+    for name, body in (("serve.py", section), ("serve.py:hostile", hostile_text)):
+        begin, end = markers(name)
+        print(f"{begin}\n{body}\n{end}")
+        if not a.no_write:
+            write_section(name, body)
     return 0
 
 

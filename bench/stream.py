@@ -1,7 +1,7 @@
 """Streaming benchmark: time to the first pixel frame and FPS, streamed decode vs decode after the video.
 
 Run: `python bench/stream.py [--size mid|small] [--repeats N]` (CPU, fp32). Prints a markdown table and
-replaces its section of bench/RESULTS.md (with the machine, thread count and `uptime` load, since the
+replaces its section of bench/RESULTS.md (with the machine, thread count and load average, since the
 machine may be shared).
 
 Both sides generate the same video (same weights, noise and generator: `stream_video`'s frames equal
@@ -27,25 +27,24 @@ import argparse
 import os
 import platform
 import statistics
-import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-BEGIN, END = "<!-- bench/stream.py:begin -->", "<!-- bench/stream.py:end -->"
+from common import load_average, write_section
+from rfvideo.models.tiny import wan_config
+
 K, CHUNKS, TEXT_TOKENS = 3, 7, 16
 
 SIZES: dict[str, dict[str, Any]] = {
     "mid": dict(
-        transformer=dict(num_attention_heads=8, attention_head_dim=64, ffn_dim=2048, num_layers=8),
+        transformer=wan_config("mid", num_layers=8),
         latent_hw=(32, 32),
         vae=dict(base_dim=16),
     ),
     "small": dict(
-        transformer=dict(num_attention_heads=2, attention_head_dim=64, ffn_dim=512, num_layers=4),
+        transformer=wan_config("medium", ffn_dim=512),
         latent_hw=(16, 16),
         vae=dict(base_dim=8),
     ),
@@ -60,22 +59,11 @@ def build(size: str) -> tuple[Any, Any]:
 
     spec = SIZES[size]
     torch.manual_seed(0)
-    model = CausalWanTransformer(
-        patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=64, freq_dim=64, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024, num_frames_per_chunk=K,
-        **spec["transformer"],
-    ).eval()  # fmt: skip
+    model = CausalWanTransformer(**spec["transformer"], num_frames_per_chunk=K).eval()
     vae = WanVAE(
         AutoencoderKLWan(z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], **spec["vae"])
     )
     return model, vae
-
-
-def load() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "uptime unavailable"
 
 
 def run_once(model: Any, vae: Any, noise: torch.Tensor, emb: torch.Tensor) -> dict[str, float]:
@@ -118,7 +106,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
     a = p.parse_args(argv)
-    before = load()
+    before = f"load average {load_average()}"
     model, vae = build(a.size)
     h, w = SIZES[a.size]["latent_hw"]
     f = K * CHUNKS
@@ -127,7 +115,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
     emb = torch.randn(1, TEXT_TOKENS, 64, generator=g)  # (b n d)
     runs = [run_once(model, vae, noise, emb) for _ in range(a.repeats)]
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    after = load()
+    after = f"load average {load_average()}"
     F = 1 + 4 * (f - 1)
     rows = [
         ("time to first pixel frame, streaming", f"{med['stream_first']:.2f} s",
@@ -162,13 +150,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str]]:
     table = "\n".join(lines)
     print(table)
     if not a.no_write:
-        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-        section = f"{BEGIN}\n## Streaming pixels (`python bench/stream.py`)\n\n{table}\n{END}"
-        if BEGIN in text and END in text:
-            text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        RESULTS.write_text(text)
+        write_section("stream.py", f"## Streaming pixels (`python bench/stream.py`)\n\n{table}")
     return rows
 
 

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import re
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
 import torch
 
+from common import load_average, timed, write_section
 from rfvideo.demo.world.prompt_color import PromptColorReward
 from rfvideo.models.tiny import tiny_causal_wan, tiny_wan_vae
 from rfvideo.sampling import FlowMatchSchedule, rollout
@@ -143,11 +141,10 @@ def variants(device: torch.device, latent_frames: int, repeats: int, context: in
         params = [p for p in gen.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-5, foreach=False)
         stage2_step(gen, opt, vae, reward, noise, emb, sched, ctx)  # warm-up; creates AdamW's state
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            stage2_step(gen, opt, vae, reward, noise, emb, sched, ctx)
-            times.append(time.perf_counter() - t0)
+        times = [
+            timed(lambda g=gen, o=opt, c=ctx: stage2_step(g, o, vae, reward, noise, emb, sched, c), device)[0]
+            for _ in range(repeats)
+        ]
         tracker = WholeStepPeak()
         tracker.track_external(gen, opt)
         with tracker:
@@ -204,7 +201,6 @@ def main() -> None:
         rows[mode] = (min(r[0] for r in res), res[-1][1], res[-1][2])
     ratio = rows["b"][1] / rows["a"][1]
     lines = [
-        "<!-- train_step:start -->",
         "## One reward-stage training step (bench/train_step.py)",
         f"device: {device.type}; tiny generator (4 blocks, width 64), {a.latent_frames} latent frames "
         "of 8x8, "
@@ -218,13 +214,12 @@ def main() -> None:
         f"{rows['b'][1] / 2**20:.2f} | {rows['b'][2] / 2**20:.1f} |",
         "",
         f"memory ratio (b)/(a): {ratio:.3f} (target <= 0.5: {'met' if ratio <= 0.5 else 'NOT met'})",
-        "<!-- train_step:end -->",
     ]
     if not a.skip_variants:
-        load0 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        load0 = f"load average {load_average()}"
         table = variants(device, a.mid_latent_frames, a.mid_repeats, a.context)
-        load1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-        lines[-1:-1] = [
+        load1 = f"load average {load_average()}"
+        lines += [
             "",
             "### Full fine-tune vs LoRA, checkpointing, exact vs truncated decode (one run)",
             f"device: {device.type}; mid size: generator 4 blocks of width 128 (FFN 512), "
@@ -237,13 +232,7 @@ def main() -> None:
             "",
             *table,
         ]
-    section = "\n".join(lines)
-    print(section)
-    path = Path(__file__).with_name("RESULTS.md")
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pat = re.compile(r"<!-- train_step:start -->.*?<!-- train_step:end -->", re.S)
-    text = pat.sub(section, text) if pat.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
+    print(write_section("train_step.py", "\n".join(lines)))
 
 
 if __name__ == "__main__":

@@ -35,21 +35,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import platform
-import re
 import time
-from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanResample
 
+from common import load_average, markers, timed, write_section
 from rfvideo.models.vae import WanVAE, num_pixel_frames
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
-START, END = "<!-- vae_decode:start -->", "<!-- vae_decode:end -->"
-
 
 PRETRAINED: str | None = None  # --pretrained: a diffusers folder (subfolder vae) instead of random weights
 
@@ -125,11 +119,10 @@ def last_frame_change(vae: WanVAE, lat: torch.Tensor, j: int, seed: int) -> floa
         return float((vae.decode_last(lat, 1) - vae.decode_last(pert, 1)).abs().max())
 
 
-def timed(fn) -> tuple[torch.Tensor, float]:
-    t0 = time.perf_counter()
+def _decode_timed(fn) -> tuple[torch.Tensor, float]:
     with torch.no_grad():
-        out = fn()
-    return out, time.perf_counter() - t0
+        t, out = timed(fn)
+    return out, t
 
 
 def psnr(err_mse: float) -> float:
@@ -138,10 +131,10 @@ def psnr(err_mse: float) -> float:
 
 def truncation(vae: WanVAE, lat: torch.Tensor) -> dict:
     f = lat.shape[2]
-    exact, t_exact = timed(lambda: vae.decode_last(lat, 1, context=None))
+    exact, t_exact = _decode_timed(lambda: vae.decode_last(lat, 1, context=None))
     rows = []
     for k in range(f):
-        out, t = timed(lambda k=k: vae.decode_last(lat, 1, context=k))
+        out, t = _decode_timed(lambda k=k: vae.decode_last(lat, 1, context=k))
         diff = out - exact
         rows.append(
             {
@@ -152,12 +145,8 @@ def truncation(vae: WanVAE, lat: torch.Tensor) -> dict:
             }
         )
     # exact again, after the K runs, so a load change during the run shows as two different exact times
-    _, t_exact2 = timed(lambda: vae.decode_last(lat, 1, context=None))
+    _, t_exact2 = _decode_timed(lambda: vae.decode_last(lat, 1, context=None))
     return {"exact": exact, "t_exact": t_exact, "t_exact2": t_exact2, "rows": rows}
-
-
-def load() -> str:
-    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def fmt(x: float) -> str:
@@ -179,7 +168,7 @@ def main() -> None:
     args = ap.parse_args()
     global PRETRAINED
     PRETRAINED = args.pretrained
-    load_start, t_start = load(), time.perf_counter()
+    load_start, t_start = load_average(), time.perf_counter()
     chain = causal_chain()
     theory = sum(r for _, r in chain)
     print(f"{len(chain)} causal temporal convs, reach {theory} latent frames by the count", flush=True)
@@ -209,13 +198,12 @@ def main() -> None:
     print(f"fp32 noise floor {noise:.2e}; exact {tr['t_exact']:.2f}s / {tr['t_exact2']:.2f}s", flush=True)
     for row in tr["rows"]:
         print(row, flush=True)
-    load_end, wall = load(), time.perf_counter() - t_start
+    load_end, wall = load_average(), time.perf_counter() - t_start
 
     px = 8 * args.size
     nf = num_pixel_frames(args.frames)
     t_ex = 0.5 * (tr["t_exact"] + tr["t_exact2"])
     out = [
-        START,
         "## VAE decode (truncated reward decode, `python bench/vae_decode.py`)",
         "",
         f"Wan2.1's VAE architecture (diffusers `AutoencoderKLWan()` default config: base_dim 96, z_dim 16, "
@@ -281,17 +269,11 @@ def main() -> None:
         "frame of latent frame d): "
         + ", ".join(f"d={i}: {c:.1e}" for i, c in enumerate(prof["change"]))
         + ".",
-        END,
     ]
-    section = "\n".join(out)
-    print(section)
+    begin, end = markers("vae_decode.py")
+    print(f"{begin}\n" + "\n".join(out) + f"\n{end}")
     if not args.no_write:
-        text = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-        if START in text and END in text:
-            text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-        RESULTS.write_text(text)
+        write_section("vae_decode.py", "\n".join(out))
 
 
 if __name__ == "__main__":

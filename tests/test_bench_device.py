@@ -11,6 +11,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "device.py"
 
 
 def _load():
+    if str(SCRIPT.parent) not in sys.path:  # the scripts import their shared helpers as `common`, as when run
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("bench_device", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
