@@ -134,6 +134,40 @@ def test_rope_long_enough_passes(tmp_path):
     assert config_problems(cfg) == []
 
 
+def test_rope_rule_is_the_models_relative_rope_with_a_window_needs_only_the_window(
+    tmp_path, capsys, monkeypatch
+):
+    """`fit`'s preflight applies the model's own length rule (`CausalOptions.rope_frames_needed`): with
+    relative RoPE and a rolling window of 4 frames, 21 latent frames need 4 positions, not 21, so a table of 5
+    passes; the same request with absolute RoPE is refused, naming the count."""
+    from rfvideo.models.causal_options import CausalOptions
+
+    wan = _config_only_wan(tmp_path, rope_max_seq_len=5)
+    cfg = copy.deepcopy(BASE)
+    causal = {"local_attn_size": 4, "sink_size": 1, "rope_mode": "relative", "num_frames_per_chunk": 3}
+    gen = {
+        "class_path": "rfvideo.modules.components.load_causal_wan",
+        "init_args": {"path": str(wan), **causal},
+    }
+    cfg["model"]["init_args"].update(generator=gen, num_latent_frames=21, latent_size=[4, 4])
+    assert CausalOptions(**causal).rope_frames_needed(21) == 4  # the model's rule, which the check follows
+    import rfvideo.cli.lightning as cli_lightning
+
+    class Passed(Exception):
+        pass
+
+    def passed(self):
+        raise Passed
+
+    with monkeypatch.context() as m:
+        m.setattr(cli_lightning.RFVideoCLI, "instantiate_classes", passed)
+        with pytest.raises(Passed):  # the preflight let it through to building
+            main(["fit", "--config", _write(tmp_path, cfg), f"--trainer.default_root_dir={tmp_path}"])
+    gen["init_args"]["rope_mode"] = "absolute"
+    err = _fit_error(tmp_path, cfg, capsys, monkeypatch)
+    assert "latent frames need 21 RoPE positions" in err and "rope_max_seq_len=5" in err
+
+
 @pytest.fixture()
 def store(tmp_path):
     """A real embedding store (tiny umT5) of two prompts."""

@@ -175,27 +175,39 @@ def _transformer_config(generator: Any) -> tuple[dict[str, Any], Path] | None:
 
 def _rope_problems(cfg: dict[str, Any]) -> list[str]:
     model = _init_args(cfg.get("model"))
-    found = _transformer_config(model.get("generator"))
+    generator = model.get("generator")
+    found = _transformer_config(generator)
     if found is None:
         return []
     config, file = found
+    config = {**config, **_init_args(generator)}  # the loader's causal options override config.json's
     return rope_problems(config, model.get("num_latent_frames"), model.get("latent_size"), str(file))
 
 
 def rope_problems(config: dict[str, Any], frames: Any, size: Any, source: str) -> list[str]:
-    """Latent frames / height / width needing more RoPE positions than the transformer `config` has."""
+    """Latent frames / height / width needing more RoPE positions than the transformer `config` has.
+
+    The frame count follows the model's own rule (`CausalOptions.rope_frames_needed`: relative RoPE with
+    a rolling window needs only the window), read from the causal options in `config`.
+    """
+    from rfvideo.models.causal_options import CausalOptions
+
     if not isinstance(frames, int) or isinstance(frames, bool):
         return []
     rope = int(config.get("rope_max_seq_len", 1024))
     patch = config.get("patch_size") or (1, 2, 2)
-    positions = {"latent frames": math.ceil(frames / int(patch[0]))}
+    try:
+        opts = CausalOptions.from_config(config)
+    except (TypeError, ValueError):
+        opts = CausalOptions()  # the loader reports bad causal options with its own message
+    positions = {"latent frames": opts.rope_frames_needed(math.ceil(frames / int(patch[0])))}
     if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(s, int) for s in size):
         positions["latent height"] = math.ceil(size[0] / int(patch[1]))
         positions["latent width"] = math.ceil(size[1] / int(patch[2]))
     return [
         f"{what} need {n} RoPE positions but {source} has rope_max_seq_len={rope}"
         for what, n in positions.items()
-        if n > rope
+        if n is not None and n > rope
     ]
 
 
@@ -251,7 +263,8 @@ def estimate_problems(
     if batch is not None and not _positive_int(batch):
         problems.append(f"data.init_args.batch_size must be a positive integer, got {batch!r}")
     if transformer_config is not None and not problems:
-        problems += rope_problems(transformer_config, model.get("num_latent_frames"), size, source)
+        config = {**transformer_config, **_init_args(model.get("generator"))}  # loader args override
+        problems += rope_problems(config, model.get("num_latent_frames"), size, source)
     return problems
 
 
