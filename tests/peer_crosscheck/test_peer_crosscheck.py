@@ -347,3 +347,60 @@ def test_reward_forcing_lu_side_by_side(tmp_path, monkeypatch, decay):
             + ", ".join(f"{e:.1e}" for e in moved)
         )
         assert max(moved[:3]) < 1e-4 < min(moved[3:]), moved
+
+
+# ---------------------------------------------------------------- CausVid
+@contextlib.contextmanager
+def _cuda_to_cpu_ones() -> Iterator[None]:
+    """CausVid's `add_noise` step tensor is `torch.ones(..., device="cuda")`: build it on the CPU."""
+    ones = torch.ones
+
+    def cpu_ones(*size, device=None, **kwargs):
+        return ones(*size, device="cpu" if str(device).startswith("cuda") else device, **kwargs)
+
+    torch.ones = cpu_ones
+    try:
+        yield
+    finally:
+        torch.ones = ones
+
+
+def test_causvid_side_by_side(tmp_path, monkeypatch):
+    root = _peer_root("CausVid")
+    monkeypatch.chdir(tmp_path)
+    noise, text, _ = _inputs(9)
+    base = "causvid.models.wan.wan_base"
+    with peer_imports(root, (base,)):
+        causal_model = importlib.import_module("causvid.models.wan.causal_model")
+        monkeypatch.setattr(causal_model, "attention", _sdpa)
+        monkeypatch.setattr(importlib.import_module(f"{base}.modules.model"), "flash_attention", _sdpa)
+        inference = importlib.import_module("causvid.models.wan.causal_inference")
+        # its wrapper loads wan_models/Wan2.1-T2V-1.3B/ (the bidirectional WanModel, then the causal one)
+        sd = _save_peer_model(causal_model.CausalWanModel, tmp_path, "wan_models/Wan2.1-T2V-1.3B", seed=3)
+        monkeypatch.setattr(
+            inference, "get_text_encoder_wrapper", lambda model_name: lambda: _Text({"a": text})
+        )
+        monkeypatch.setattr(inference, "get_vae_wrapper", lambda model_name: _Vae)
+        # configs/wan_causal_dmd.yaml (the released autoregressive checkpoint's inference settings)
+        args = SimpleNamespace(
+            model_name="causal_wan", generator_name="causal_wan", denoising_step_list=[1000, 757, 522, 0],
+            warp_denoising_step=False, num_frame_per_block=K,
+        )  # fmt: skip
+        pipe = inference.InferencePipeline(args, "cpu")
+        pipe.num_transformer_blocks, pipe.frame_seq_length = PEER_CONFIG["num_layers"], TOKENS_PER_FRAME
+        kv, pipe.crossattn_cache = _caches(PEER_CONFIG["num_layers"], 1, 32760)
+        pipe.kv_cache1 = [{"k": c["k"], "v": c["v"]} for c in kv]  # CausVid's cache: absolute positions
+        with torch.no_grad(), _their_noise(torch.Generator().manual_seed(5), b=1), _cuda_to_cpu_ones():
+            _, latents = pipe.inference(noise.permute(0, 2, 1, 3, 4), ["a"], return_latents=True)
+    theirs = latents.permute(0, 2, 1, 3, 4)
+    model = _convert("causvid", sd, tmp_path, "generator")
+    errors = _per_chunk(_ours(model, "causvid", noise, text), theirs)
+    _report("causvid", root, errors)
+    assert max(errors) < 1e-4, errors
+    # the same preset with the continuous t / 1000 (before `sigma_lookup="table"`): off from chunk 0
+    continuous = dataclasses.replace(get_preset("causvid").flow_schedule(), sigma_lookup="continuous")
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(5)
+        off = _per_chunk(sample_chunkwise(model, noise, text, schedule=continuous, generator=g), theirs)
+    print("[peers]   causvid with the continuous sigma t / 1000: " + ", ".join(f"{e:.1e}" for e in off))
+    assert min(off) > 1e-4, off
