@@ -11,7 +11,9 @@ from diffusers import WanTransformer3DModel
 
 from helpers import randomize_, tiny_wan_config
 from rfvideo.models import CausalWanTransformer
-from rfvideo.models.causal_wan import frame_visibility
+from rfvideo.models.attention import frame_visibility, resolve_backend
+from rfvideo.models.causal_wan import WanConditionEmbedder
+from rfvideo.models.rope import apply_rope
 
 TOKENS_PER_FRAME = 16  # 8x8 latents, patch 2x2
 
@@ -57,6 +59,40 @@ def test_strict_load_both_ways_and_config():
     assert model.config.num_frames_per_chunk == 2 and model.num_frames_per_chunk == 2
     for key in cfg:
         assert key in model.config
+
+
+def test_state_dict_keys_equal_diffusers_and_condition_embedder_is_a_named_module():
+    cfg = tiny_wan_config()
+    ours, ref = CausalWanTransformer(**cfg), WanTransformer3DModel(**cfg)
+    assert set(ours.state_dict()) == set(ref.state_dict())
+    assert isinstance(ours.condition_embedder, WanConditionEmbedder)
+    assert {n for n, _ in ours.condition_embedder.named_children()} == {
+        n for n, _ in ref.condition_embedder.named_children()
+    }
+
+
+@torch.no_grad()
+def test_condition_embedder_equals_diffusers_per_frame():
+    """Per-frame timesteps `(b g)`: each frame's embedding equals diffusers' embedder on that frame's t (float
+    tolerance: one batched matmul over b * g rows rounds differently from b rows)."""
+    cfg = tiny_wan_config()
+    ref = randomize_(WanTransformer3DModel(**cfg), torch.Generator().manual_seed(7)).eval()
+    model = CausalWanTransformer(**cfg).eval()
+    model.load_state_dict(ref.state_dict(), strict=True)
+    _, text, tf = _inputs(b=2, f=3)
+    temb, tproj, txt = model.condition_embedder(tf, text)
+    assert temb.shape[:2] == tproj.shape[:2] == (2, 3) and tproj.shape[2] == 6
+    for i in range(3):
+        want_temb, want_proj, want_text, _ = ref.condition_embedder(tf[:, i], text, None)
+        torch.testing.assert_close(temb[:, i], want_temb, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(tproj[:, i].flatten(1), want_proj, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(txt, want_text, atol=1e-6, rtol=1e-5)
+
+
+def test_resolve_backend():
+    assert resolve_backend("auto") == "sdpa" and resolve_backend("flex") == "flex"
+    with pytest.raises(ValueError, match="attention_backend must be one of .* got 'magic'"):
+        resolve_backend("magic")
 
 
 @torch.no_grad()
@@ -442,8 +478,6 @@ def test_recache_with_window_and_sinks_equals_a_hand_computed_masked_pass():
     """Rolling window + sinks: held frames [0, 9..14]; each is re-encoded seeing the held frames it saw
     when written (sink 0, its window restricted to what is held, its own chunk), at its absolute RoPE
     position. By hand: run the blocks on those frames with that mask, capturing their K/V."""
-    from rfvideo.models.causal_wan import apply_rope
-
     _, model = _pair(local_attn_size=7, sink_size=1)
     x, text, tf = _inputs(b=1, f=15)
     cache = model.new_kv_cache(1)
@@ -464,7 +498,7 @@ def test_recache_with_window_and_sinks_equals_a_hand_computed_masked_pass():
     hx, tproj, _, htext = model._embed(clean, torch.zeros(1, len(held)), new_text)
     rope = model._rope(torch.tensor(held), 4, 4)
     for layer, block in enumerate(model.blocks):
-        q, k, v = block._qkv(hx, tproj, rope)
+        q, k, v = block.self_attention_qkv(hx, tproj, rope)
         k = apply_rope(k, *rope)
         got_k, got_v = _held_kv(cache, layer)
         torch.testing.assert_close(got_k, k, atol=1e-5, rtol=1e-5)
@@ -472,7 +506,7 @@ def test_recache_with_window_and_sinks_equals_a_hand_computed_masked_pass():
         y = torch.nn.functional.scaled_dot_product_attention(
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
         ).transpose(1, 2)
-        hx, ck, cv = block._rest(hx, y, tproj, htext, None)
+        hx, ck, cv = block.residual_cross_ffn(hx, y, tproj, htext, None)
         torch.testing.assert_close(cache.get_cross(layer)[0], ck, atol=1e-6, rtol=1e-6)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from helpers import randomize_, tiny_wan_config
 from rfvideo.models import CausalOptions, CausalWanTransformer, KVCache
-from rfvideo.models.causal_wan import apply_rope
+from rfvideo.models.rope import apply_rope
 from rfvideo.pipeline.presets import get_preset
 
 B, T, H, D = 2, 4, 2, 3
@@ -230,7 +230,7 @@ def reference_recache(model, clean, text, held, old_sinks, *, all_held: bool, ke
     x, tproj, _, txt = model._embed(clean[:, :, ns:], t, text)
     out = []
     for li, block in enumerate(model.blocks):
-        q, kk, vv = block._qkv(x, tproj, own)
+        q, kk, vv = block.self_attention_qkv(x, tproj, own)
         k_rot = apply_rope(kk, *own)
         keys, values = k_rot, vv
         if ns:
@@ -239,7 +239,7 @@ def reference_recache(model, clean, text, held, old_sinks, *, all_held: bool, ke
                 sk = apply_rope(sk, cos[: ns * Tf], sin[: ns * Tf])
             keys, values = torch.cat([sk, k_rot], 1), torch.cat([sv, vv], 1)
         y = _naive_attention(q, keys, values, mask)
-        x = block._rest(x, y, tproj, txt, None)[0]
+        x = block.residual_cross_ffn(x, y, tproj, txt, None)[0]
         out.append((kk if o.rope_mode == "relative" else k_rot, vv))
     return out
 

@@ -13,142 +13,21 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.attention import FeedForward
-from diffusers.models.embeddings import (
-    PixArtAlphaTextProjection,
-    TimestepEmbedding,
-    Timesteps,
-    get_1d_rotary_pos_embed,
-)
+from diffusers.models.embeddings import PixArtAlphaTextProjection, TimestepEmbedding, Timesteps
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import FP32LayerNorm
 
-from rfvideo.models.causal_options import ATTENTION_BACKENDS, CausalOptions
+from rfvideo.models.attention import attention, build_attention_mask, frame_visibility, resolve_backend
+from rfvideo.models.causal_options import CausalOptions
 from rfvideo.models.kv_cache import KVCache, LayerKV, RecacheKV
+from rfvideo.models.rope import WanRope, apply_rope
 
-__all__ = ["ATTENTION_BACKENDS", "ATTENTION_MODES", "CausalWanTransformer", "frame_visibility"]
+__all__ = ["ATTENTION_MODES", "CausalWanTransformer", "WanAttention", "WanBlock", "WanConditionEmbedder"]
 
 ATTENTION_MODES = ("full", "block_causal", "cached")
-
-
-# ---------------------------------------------------------------------------------------- RoPE
-class WanRope(nn.Module):
-    """3-D RoPE tables of Wan: the head dim splits into t/h/w parts (h = w = 2 * (d // 6)), each a
-    1-D table over `max_seq_len` positions; pairs (2i, 2i+1) rotate together (interleaved)."""
-
-    def __init__(self, attention_head_dim: int, max_seq_len: int, theta: float = 10000.0) -> None:
-        super().__init__()
-        self.h_dim = self.w_dim = 2 * (attention_head_dim // 6)
-        self.t_dim = attention_head_dim - 2 * self.h_dim
-        self.max_seq_len = max_seq_len
-        cos, sin = [], []
-        for dim in (self.t_dim, self.h_dim, self.w_dim):
-            c, s = get_1d_rotary_pos_embed(
-                dim, max_seq_len, theta, use_real=True, repeat_interleave_real=True, freqs_dtype=torch.float64
-            )
-            cos.append(c)
-            sin.append(s)
-        # Non-persistent: no state-dict keys, exactly like diffusers' `rope`.
-        self.register_buffer("freqs_cos", torch.cat(cos, dim=1), persistent=False)
-        self.register_buffer("freqs_sin", torch.cat(sin, dim=1), persistent=False)
-
-    def forward(self, frame_pos: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin `(l d)` for tokens ordered (frame, row, col) with frames at positions `frame_pos`."""
-        if int(frame_pos.max()) >= self.max_seq_len:
-            raise ValueError(
-                f"latent frame position {int(frame_pos.max())} is past the RoPE table (rope_max_seq_len="
-                f"{self.max_seq_len}); use rope_mode='relative' with a rolling window for longer videos"
-            )
-        split = [self.t_dim, self.h_dim, self.w_dim]
-        f = frame_pos.numel()
-        out = []
-        for table in (self.freqs_cos, self.freqs_sin):
-            t_tab, h_tab, w_tab = table.split(split, dim=1)
-            tt = t_tab[frame_pos.to(table.device)].view(f, 1, 1, -1).expand(f, height, width, -1)
-            hh = h_tab[:height].view(1, height, 1, -1).expand(f, height, width, -1)
-            ww = w_tab[:width].view(1, 1, width, -1).expand(f, height, width, -1)
-            out.append(torch.cat([tt, hh, ww], dim=-1).reshape(f * height * width, -1))
-        return out[0], out[1]
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of `x (b l H d)` by the angles in `cos, sin (l d)`."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    c = cos[:, None, 0::2].float()
-    s = sin[:, None, 1::2].float()
-    return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2).type_as(x)
-
-
-# ---------------------------------------------------------------------------------------- masks
-def frame_visibility(
-    num_frames: int,
-    *,
-    num_frames_per_chunk: int,
-    local_attn_size: int,
-    sink_size: int,
-    device: torch.device | None = None,
-    frame_index: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Block-causal frame mask `(f f)`, True = query frame i may attend key frame j.
-
-    Frame i in the chunk ending at e sees j < e, restricted (when local_attn_size != -1) to the sinks
-    j < sink_size and the last local_attn_size - sink_size frames j >= e - (local_attn_size - sink_size).
-    `frame_index` `(f,)` gives the frames' absolute indices (default `0..f-1`; `recache` passes the held
-    frames, which need not be contiguous).
-    """
-    i = torch.arange(num_frames, device=device) if frame_index is None else frame_index.to(device)
-    end = (i // num_frames_per_chunk + 1) * num_frames_per_chunk
-    j = i
-    vis = j[None, :] < end[:, None]
-    if local_attn_size != -1:
-        win = local_attn_size - sink_size
-        vis = vis & ((j[None, :] < sink_size) | (j[None, :] >= end[:, None] - win))
-    return vis
-
-
-_compiled_flex: Any = None
-
-
-def build_attention_mask(frame_mask: torch.Tensor, tokens_per_frame: int, backend: str) -> Any:
-    """Token-level mask from a frame mask `(f f')`, built once per forward and shared by every layer:
-    a dense boolean `(l l')` for SDPA, or a flex-attention `BlockMask`."""
-    T = tokens_per_frame
-    if backend == "flex":
-        from torch.nn.attention.flex_attention import create_block_mask
-
-        fm = frame_mask
-
-        def mask_mod(b, h, qi, ki):  # noqa: ANN001, ANN202 - flex signature
-            return fm[qi // T, ki // T]
-
-        lq, lk = fm.shape[0] * T, fm.shape[1] * T
-        return create_block_mask(mask_mod, None, None, lq, lk, device=str(fm.device))
-    return frame_mask.repeat_interleave(T, 0).repeat_interleave(T, 1)
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any = None) -> torch.Tensor:
-    """Softmax attention of `q (b l H d)` over `k, v (b l' H d)`.
-
-    `mask`: None, a dense boolean `(l l')` (True = attend; SDPA) or a flex-attention `BlockMask`.
-    """
-    global _compiled_flex
-    qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
-    if mask is not None and not isinstance(mask, torch.Tensor):
-        from torch.nn.attention.flex_attention import flex_attention
-
-        fn = flex_attention
-        if qh.is_cuda:
-            # flex attention is only fused (memory-efficient) when compiled
-            if _compiled_flex is None:
-                _compiled_flex = torch.compile(flex_attention, dynamic=False)
-            fn = _compiled_flex
-        out = fn(qh, kh, vh, block_mask=mask)
-    else:
-        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask)
-    return out.transpose(1, 2)
 
 
 # ---------------------------------------------------------------------------------------- layers
@@ -208,10 +87,11 @@ class WanBlock(nn.Module):
         g = gt.shape[1]
         return (h.float() + (y.float().unflatten(1, (g, -1)) * gt).flatten(1, 2)).type_as(h)
 
-    def _qkv(
+    def self_attention_qkv(
         self, x: torch.Tensor, temb: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Self-attention inputs: rotated queries, unrotated (normed) keys, values `(b l H d)`."""
+        """adaLN-modulated self-attention inputs of `x (b l D)`: rotated queries, unrotated (normed) keys
+        and values, each `(b l H d)`."""
         shift, scale = self._modulation(temb)[:2]
         a = self.attn1
         nx = self._modulate(self.norm1, x, scale, shift)
@@ -219,7 +99,7 @@ class WanBlock(nn.Module):
         k, v = a.project_kv(nx)
         return apply_rope(q, *rope_q), k, v
 
-    def _rest(
+    def residual_cross_ffn(
         self,
         x: torch.Tensor,
         y: torch.Tensor,
@@ -227,7 +107,8 @@ class WanBlock(nn.Module):
         text: torch.Tensor,
         cross_kv: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Self-attention output `y (b l H d)` -> gated residual, cross-attention, feed-forward.
+        """The rest of the block after self-attention: gated residual of its output `y (b l H d)`, then
+        cross-attention to the text, then the gated feed-forward.
 
         Returns x `(b l D)` and the cross-attention K, V `(b n H d)` it used (projected here when
         `cross_kv` is None: every parameter use stays inside the block's forward, which FSDP needs).
@@ -265,18 +146,56 @@ class WanBlock(nn.Module):
         Returns:
             x `(b l D)`.
         """
-        # `_qkv` and `_rest` are the attention-free halves; `rfvideo.sampling.compile_cached` shadows
-        # them with compiled versions (instance attributes), the cache bookkeeping stays eager
-        q_r, k, v = self._qkv(x, temb, rope_q)
+        # `self_attention_qkv` and `residual_cross_ffn` are the attention-free halves;
+        # `rfvideo.sampling.compile_cached` shadows them with compiled versions (instance attributes),
+        # the cache bookkeeping stays eager
+        q_r, k, v = self.self_attention_qkv(x, temb, rope_q)
         if kv is None:
             keys, values = apply_rope(k, *rope_q), v
         else:
             keys, values = kv.self_kv(k, v, rope_q)
         y = attention(q_r, keys, values, attn_mask).type_as(q_r)
-        x, ck, cv = self._rest(x, y, temb, text, None if kv is None else kv.cross_kv())
+        x, ck, cv = self.residual_cross_ffn(x, y, temb, text, None if kv is None else kv.cross_kv())
         if kv is not None:
             kv.store_cross(ck, cv)
         return x
+
+
+class WanConditionEmbedder(nn.Module):
+    """Timestep and text conditioning with the names (and math) of diffusers'
+    `WanTimeTextImageEmbedding` (T2V: no image embedder), one timestep embedding per modulation frame.
+
+    Args:
+        dim: Model width `D`.
+        freq_dim: Width of the sinusoidal timestep features.
+        text_dim: Width `d` of the text encoder's embeddings.
+    """
+
+    def __init__(self, dim: int, freq_dim: int, text_dim: int) -> None:
+        super().__init__()
+        self.timesteps_proj = Timesteps(num_channels=freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedder = TimestepEmbedding(in_channels=freq_dim, time_embed_dim=dim)
+        self.act_fn = nn.SiLU()
+        self.time_proj = nn.Linear(dim, dim * 6)
+        self.text_embedder = PixArtAlphaTextProjection(text_dim, dim, act_fn="gelu_tanh")
+
+    def forward(
+        self, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Embed the timesteps `(b g)` and the text `(b n d)`.
+
+        Returns:
+            temb `(b g D)` (the output head's modulation), tproj `(b g 6 D)` (the blocks' modulation) and
+            text `(b n D)`.
+        """
+        b, g = timestep.shape
+        tp = self.timesteps_proj(timestep.flatten())  # (b*g freq_dim)
+        te_dtype = next(iter(self.time_embedder.parameters())).dtype
+        if tp.dtype != te_dtype and te_dtype != torch.int8:
+            tp = tp.to(te_dtype)
+        temb = self.time_embedder(tp).type_as(encoder_hidden_states)  # (b*g D)
+        tproj = self.time_proj(self.act_fn(temb)).unflatten(1, (6, -1)).unflatten(0, (b, g))  # (b g 6 D)
+        return temb.unflatten(0, (b, g)), tproj, self.text_embedder(encoder_hidden_states)
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -358,13 +277,7 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
 
         self.rope = WanRope(attention_head_dim, rope_max_seq_len)
         self.patch_embedding = nn.Conv3d(in_channels, inner_dim, kernel_size=patch_size, stride=patch_size)
-        self.condition_embedder = nn.Module()
-        ce = self.condition_embedder
-        ce.timesteps_proj = Timesteps(num_channels=freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
-        ce.time_embedder = TimestepEmbedding(in_channels=freq_dim, time_embed_dim=inner_dim)
-        ce.act_fn = nn.SiLU()
-        ce.time_proj = nn.Linear(inner_dim, inner_dim * 6)
-        ce.text_embedder = PixArtAlphaTextProjection(text_dim, inner_dim, act_fn="gelu_tanh")
+        self.condition_embedder = WanConditionEmbedder(inner_dim, freq_dim, text_dim)
         self.blocks = nn.ModuleList(
             [
                 WanBlock(inner_dim, ffn_dim, num_attention_heads, cross_attn_norm, eps)
@@ -446,13 +359,7 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
             max_frames=max_frames,
         )
 
-    def _backend(self, device: torch.device) -> str:
-        b = self._causal.attention_backend
-        if b == "auto":
-            # flex attention is opt-in until it is benchmarked against SDPA on the target GPU
-            return "sdpa"
-        return b
-
+    # ------------------------------------------------------------------ input checks
     def _check_inputs(
         self,
         hidden_states: torch.Tensor,
@@ -463,9 +370,22 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         frame_offset: int | None,
         write_cache: bool,
     ) -> None:
-        cfg = self.config
+        """Raise a one-line ValueError before any work (and before the cache is touched)."""
         if attention_mode not in ATTENTION_MODES:
             raise ValueError(f"attention_mode must be one of {ATTENTION_MODES}, got {attention_mode!r}")
+        self._check_shapes(hidden_states, timestep, encoder_hidden_states, attention_mode)
+        self._check_cache_args(hidden_states.shape[0], attention_mode, kv_cache, frame_offset, write_cache)
+        num_frames = hidden_states.shape[2] // self.config.patch_size[0]
+        self._check_rope_length(num_frames, frame_offset if attention_mode == "cached" else None)
+
+    def _check_shapes(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mode: str,
+    ) -> None:
+        cfg = self.config
         if hidden_states.ndim != 5:
             raise ValueError(f"hidden_states must be (b c f h w), got shape {tuple(hidden_states.shape)}")
         b, c, f, h, w = hidden_states.shape
@@ -495,41 +415,52 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
             )
         if attention_mode != "full" and pt != 1:
             raise ValueError(f"causal attention modes need patch_size[0] == 1, got {pt}")
-        nfc = cfg.num_frames_per_chunk
+        nfc = self._causal.num_frames_per_chunk
         if attention_mode == "block_causal" and f % nfc:
             raise ValueError(f"block_causal needs f ({f}) divisible by num_frames_per_chunk ({nfc})")
-        if attention_mode != "cached" and (write_cache or kv_cache is not None):
-            raise ValueError(
-                f"kv_cache / write_cache are only used with attention_mode='cached', got {attention_mode!r}"
-            )
-        if attention_mode == "cached":
-            if kv_cache is None:
-                raise ValueError("attention_mode='cached' needs kv_cache (model.new_kv_cache(batch_size))")
-            if frame_offset is None or frame_offset < 0:
-                raise ValueError(f"attention_mode='cached' needs frame_offset >= 0, got {frame_offset}")
-            kv_cache.check_batch(b)
-            if kv_cache.num_layers != cfg.num_layers:
-                raise ValueError(f"KVCache has {kv_cache.num_layers} layers, the model {cfg.num_layers}")
-            if kv_cache.options != self._causal:
-                raise ValueError(f"KVCache options {kv_cache.options} differ from the model's {self._causal}")
-            if self._causal.rope_mode == "absolute":
-                last = frame_offset + f - 1
-            else:
-                sinks, window = kv_cache.visible_frames(frame_offset, f)
-                last = len(sinks) + len(window) + f - 1
-        else:
-            last = f // pt - 1
-        if last >= cfg.rope_max_seq_len:
+
+    def _check_cache_args(
+        self,
+        batch_size: int,
+        attention_mode: str,
+        kv_cache: KVCache | None,
+        frame_offset: int | None,
+        write_cache: bool,
+    ) -> None:
+        if attention_mode != "cached":
+            if write_cache or kv_cache is not None:
+                raise ValueError(
+                    "kv_cache / write_cache are only used with attention_mode='cached', "
+                    f"got {attention_mode!r}"
+                )
+            return
+        if kv_cache is None:
+            raise ValueError("attention_mode='cached' needs kv_cache (model.new_kv_cache(batch_size))")
+        if frame_offset is None or frame_offset < 0:
+            raise ValueError(f"attention_mode='cached' needs frame_offset >= 0, got {frame_offset}")
+        kv_cache.check_batch(batch_size)
+        if kv_cache.num_layers != self.config.num_layers:
+            raise ValueError(f"KVCache has {kv_cache.num_layers} layers, the model {self.config.num_layers}")
+        if kv_cache.options != self._causal:
+            raise ValueError(f"KVCache options {kv_cache.options} differ from the model's {self._causal}")
+
+    def _check_rope_length(self, num_frames: int, frame_offset: int | None) -> None:
+        """`frame_offset` None: one forward over `num_frames` frames; else a cached step of a run."""
+        o, table = self._causal, self.config.rope_max_seq_len
+        # one forward places its frames at 0..f-1 whatever the RoPE mode; a cached call is the latest
+        # step of a run of frame_offset + f frames (`CausalOptions.rope_frames_needed`: the one rule)
+        needed = num_frames if frame_offset is None else o.rope_frames_needed(frame_offset + num_frames)
+        if needed is not None and needed > table:
             hint = (
                 "use rope_mode='relative' with a rolling window (local_attn_size) for longer videos"
-                if self._causal.rope_mode == "absolute" or self._causal.local_attn_size == -1
+                if o.rope_mode == "absolute" or o.local_attn_size == -1
                 else "raise rope_max_seq_len"
             )
             raise ValueError(
-                f"latent frame {last} is past the RoPE table "
-                f"(rope_max_seq_len={cfg.rope_max_seq_len}); {hint}"
+                f"latent frame {needed - 1} is past the RoPE table (rope_max_seq_len={table}); {hint}"
             )
 
+    # ------------------------------------------------------------------ forward
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -577,52 +508,31 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
             frame_offset,
             write_cache,
         )
-        cfg = self.config
         _, _, f, h, w = hidden_states.shape
-        pt, ph, pw = cfg.patch_size
+        pt, ph, pw = self.config.patch_size
         pf, hh, ww = f // pt, h // ph, w // pw
-        T = hh * ww
-        device = hidden_states.device
+
+        # 1. patch, timestep and text embeddings
         x, tproj, temb, text = self._embed(hidden_states, timestep, encoder_hidden_states)
 
+        # 2. RoPE of this call's frames, and what the blocks attend over: a mask, or the cache handles
         attn_mask: Any = None
         handles: list[LayerKV | None] = [None] * len(self.blocks)
         if attention_mode == "cached":
             assert kv_cache is not None and frame_offset is not None
-            like = x.new_empty((x.shape[0], 0, cfg.num_attention_heads, cfg.attention_head_dim))
-            plan = kv_cache.plan(frame_offset, pf, T, write=write_cache, like=like)
-            n_ctx = plan.context_frames
-            rope_ctx = rope_read = None
-            if self._causal.rope_mode == "absolute":
-                rope_q = self._rope(torch.arange(frame_offset, frame_offset + pf, device=device), hh, ww)
-            else:
-                # context at 0..n_ctx-1 (sinks, then the window contiguously), the chunk after it
-                rope_read = self._rope(torch.arange(n_ctx + pf, device=device), hh, ww)
-                rope_ctx = (rope_read[0][: n_ctx * T], rope_read[1][: n_ctx * T])
-                rope_q = (rope_read[0][n_ctx * T :], rope_read[1][n_ctx * T :])
-            # under gradient checkpointing the block is recomputed during backward, when the cache may
-            # hold other frames: the handle then keeps a copy of the context it saw
-            snapshot = torch.is_grad_enabled() and self.gradient_checkpointing
-            handles = [
-                LayerKV(kv_cache, li, plan, rotate=apply_rope, rope_ctx=rope_ctx, rope_read=rope_read,
-                        snapshot=snapshot)
-                for li in range(len(self.blocks))
-            ]  # fmt: skip
+            rope_q, handles = self._cache_handles(x, kv_cache, frame_offset, write_cache, pf, hh, ww)
         else:
-            rope_q = self._rope(torch.arange(pf, device=device), hh, ww)
+            rope_q = self._rope(torch.arange(pf, device=x.device), hh, ww)
             if attention_mode == "block_causal":
-                frame_mask = frame_visibility(
-                    pf,
-                    num_frames_per_chunk=self._causal.num_frames_per_chunk,
-                    local_attn_size=self._causal.local_attn_size,
-                    sink_size=self._causal.sink_size,
-                    device=device,
-                )
-                attn_mask = build_attention_mask(frame_mask, T, self._backend(device))
+                attn_mask = self._block_causal_mask(pf, hh * ww, x.device)
+
+        # 3. transformer blocks (each cached block reads and writes its own layer's slots)
         x = self._run_blocks(x, tproj, rope_q, text, attn_mask, handles)
         if write_cache:
             assert kv_cache is not None
             kv_cache.end_write()
+
+        # 4. output norm with per-frame modulation, projection, unpatchify
         out = self._head(x, temb, pf, hh, ww)
         if return_dict is None:
             return out
@@ -698,24 +608,58 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         cos, sin = self.rope(frame_pos, hh, ww)
         return cos.to(frame_pos.device), sin.to(frame_pos.device)
 
+    def _cache_handles(
+        self,
+        x: torch.Tensor,
+        kv_cache: KVCache,
+        frame_offset: int,
+        write_cache: bool,
+        pf: int,
+        hh: int,
+        ww: int,
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], list[LayerKV | None]]:
+        """Plan a cached call (make room, start its write) and return its RoPE and one handle per layer."""
+        cfg, T = self.config, hh * ww
+        like = x.new_empty((x.shape[0], 0, cfg.num_attention_heads, cfg.attention_head_dim))
+        plan = kv_cache.plan(frame_offset, pf, T, write=write_cache, like=like)
+        n_ctx = plan.context_frames
+        rope_ctx = rope_read = None
+        if self._causal.rope_mode == "absolute":
+            rope_q = self._rope(torch.arange(frame_offset, frame_offset + pf, device=x.device), hh, ww)
+        else:
+            # context at 0..n_ctx-1 (sinks, then the window contiguously), the chunk after it
+            rope_read = self._rope(torch.arange(n_ctx + pf, device=x.device), hh, ww)
+            rope_ctx = (rope_read[0][: n_ctx * T], rope_read[1][: n_ctx * T])
+            rope_q = (rope_read[0][n_ctx * T :], rope_read[1][n_ctx * T :])
+        # under gradient checkpointing the block is recomputed during backward, when the cache may
+        # hold other frames: the handle then keeps a copy of the context it saw
+        snapshot = torch.is_grad_enabled() and self.gradient_checkpointing
+        handles: list[LayerKV | None] = [
+            LayerKV(kv_cache, li, plan, rotate=apply_rope, rope_ctx=rope_ctx, rope_read=rope_read,
+                    snapshot=snapshot)
+            for li in range(len(self.blocks))
+        ]  # fmt: skip
+        return rope_q, handles
+
+    def _block_causal_mask(self, num_frames: int, tokens_per_frame: int, device: torch.device) -> Any:
+        o = self._causal
+        frame_mask = frame_visibility(
+            num_frames,
+            num_frames_per_chunk=o.num_frames_per_chunk,
+            local_attn_size=o.local_attn_size,
+            sink_size=o.sink_size,
+            device=device,
+        )
+        return build_attention_mask(frame_mask, tokens_per_frame, resolve_backend(o.attention_backend))
+
     def _embed(
         self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Patch tokens `(b l D)`, timestep projection `(b g 6 D)`, embedding `(b g D)`, text `(b n D)`."""
-        b = hidden_states.shape[0]
         x = self.patch_embedding(hidden_states).flatten(2).transpose(1, 2).contiguous()  # (b l D)
-        # timestep embedding, one per modulation frame g (diffusers' WanTimeTextImageEmbedding math)
+        # one timestep per modulation frame g: a scalar timestep is one frame for all
         ts = timestep if timestep.ndim == 2 else timestep[:, None]  # (b g)
-        g = ts.shape[1]
-        ce = self.condition_embedder
-        tp = ce.timesteps_proj(ts.flatten())
-        te_dtype = next(iter(ce.time_embedder.parameters())).dtype
-        if tp.dtype != te_dtype and te_dtype != torch.int8:
-            tp = tp.to(te_dtype)
-        temb = ce.time_embedder(tp).type_as(encoder_hidden_states)  # (b*g D)
-        tproj = ce.time_proj(ce.act_fn(temb)).unflatten(1, (6, -1)).unflatten(0, (b, g))  # (b g 6 D)
-        temb = temb.unflatten(0, (b, g))  # (b g D)
-        text = ce.text_embedder(encoder_hidden_states)  # (b n D)
+        temb, tproj, text = self.condition_embedder(ts, encoder_hidden_states)
         return x, tproj, temb, text
 
     def _run_blocks(
