@@ -156,7 +156,7 @@ def test_every_frame_policy_scores_exactly_the_drawn_frames(frames):
     # batch 2: the random draw is [1, 6]; drawing a second time over the decoded tail scored [2, 5]
     module.compute_loss({"prompt": PROMPTS}, batch_idx=2)
     num_pixel = 9  # 3 latent frames -> 1 + 4 * 2 pixel frames
-    want_frames = frames.pixel_frames(num_pixel, module.step_generator(2, per_rank=False, salt=5))
+    want_frames = frames.scored_frames(num_pixel, module.step_generator(2, per_rank=False, salt=5))
     full = module.vae.decode(decoded[0])  # (b F 3 H W), the whole clip decoded at once
     want = rearrange(full[:, want_frames], "b f c h w -> (b f) c h w")
     (seen,) = spy.seen

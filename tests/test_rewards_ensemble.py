@@ -8,7 +8,7 @@ import torch
 
 from rfvideo.rewards.base import FrameReward, Reward
 from rfvideo.rewards.ensemble import RewardEnsemble
-from rfvideo.rewards.frames import FrameSelector
+from rfvideo.rewards.frames import FramePlan, FrameSelector
 from rfvideo.rewards.weight_free import TemporalFlickerReward
 
 
@@ -73,16 +73,16 @@ def test_random_policy_scores_exactly_the_planned_frames() -> None:
     ens = RewardEnsemble({"img": img}, {"img": 1.0}, FrameSelector(policy="random", k=3))
     v = _indexed_video(1, 20)
     plan = ens.plan_frames(20, torch.Generator().manual_seed(5))
-    expected = FrameSelector(policy="random", k=3).pixel_frames(20, torch.Generator().manual_seed(5))
+    expected = FrameSelector(policy="random", k=3).scored_frames(20, torch.Generator().manual_seed(5))
     assert plan.selected == expected and plan.decoded == list(range(expected[0], 20))
     tail = v[:, plan.decoded]  # what a trainer decodes: the tail from the first selected frame
-    ens(tail, ["a"], frame_indices=plan.decoded, selected=plan.selected)
+    ens(tail, ["a"], plan=plan)
     torch.testing.assert_close(img.seen[0], torch.tensor([i / 100 for i in expected]))
     # drawing again inside the ensemble would score other frames: refused
     with pytest.raises(ValueError, match="random frame policy needs the frames drawn"):
-        ens(tail, ["a"], frame_indices=plan.decoded)
-    with pytest.raises(ValueError, match="not all in frame_indices"):
-        ens(tail[:, 1:], ["a"], frame_indices=plan.decoded[1:], selected=plan.selected)
+        ens(tail, ["a"])
+    with pytest.raises(ValueError, match=f"the plan decodes {len(plan.decoded)} frames but the video has"):
+        ens(tail[:, 1:], ["a"], plan=plan)
 
 
 def test_video_reward_plan_decodes_whole_clip_and_image_terms_keep_their_policy() -> None:
@@ -93,12 +93,12 @@ def test_video_reward_plan_decodes_whole_clip_and_image_terms_keep_their_policy(
     plan = ens.plan_frames(9, torch.Generator().manual_seed(1))
     assert plan.decoded == list(range(9)) and len(plan.selected) == 2
     v = _indexed_video(2, 9)
-    out = ens(v, ["a", "b"], frame_indices=plan.decoded, selected=plan.selected)
+    out = ens(v, ["a", "b"], plan=plan)
     want = torch.tensor([(10 * j + i) / 100 for j in range(2) for i in plan.selected])
     torch.testing.assert_close(torch.cat(img.seen), want)
     torch.testing.assert_close(out.terms["fl"], torch.full((2,), 1 - 0.01))
     with pytest.raises(ValueError, match="need the whole clip"):
-        ens(v[:, 3:], ["a", "b"], frame_indices=list(range(3, 9)), selected=plan.selected)
+        ens(v[:, 3:], ["a", "b"], plan=FramePlan(decoded=list(range(3, 9)), selected=[7, 8]))
 
 
 class _Raw(torch.nn.Module):
@@ -220,17 +220,36 @@ def test_gradient_flows_to_video_through_selected_frames_only() -> None:
     assert v.grad[:, 0].abs().sum() > 0
 
 
-def test_pixel_frames_and_frame_indices() -> None:
+def test_a_plan_of_the_tail_scores_what_the_whole_clip_scores() -> None:
     img = _FrameMean()
     ens = RewardEnsemble({"img": img}, {"img": 1.0}, FrameSelector(policy="last_chunk", k=2))
-    assert ens.pixel_frames(9) == [7, 8]
+    plan = ens.plan_frames(9)
+    assert plan == FramePlan(decoded=[7, 8], selected=[7, 8]) and plan.scored_positions == [0, 1]
     full = _indexed_video()
-    out = ens(full[:, [7, 8]], ["a", "b"], frame_indices=[7, 8])
+    out = ens(full[:, [7, 8]], ["a", "b"], plan=plan)
     torch.testing.assert_close(out.terms["img"], ens(full, ["a", "b"]).terms["img"])
-    with pytest.raises(ValueError, match="3 frame_indices for a video of 2 frames"):
-        ens(full[:, [7, 8]], ["a", "b"], frame_indices=[6, 7, 8])
+    with pytest.raises(ValueError, match="the plan decodes 3 frames but the video has 2"):
+        ens(full[:, [7, 8]], ["a", "b"], plan=FramePlan(decoded=[6, 7, 8], selected=[8]))
     ens_v = RewardEnsemble({"img": img, "fl": TemporalFlickerReward()}, {"img": 1.0, "fl": 1.0})
-    assert ens_v.pixel_frames(9) == list(range(9))
+    assert ens_v.plan_frames(9) == FramePlan(decoded=list(range(9)), selected=[8])
+
+
+@pytest.mark.parametrize(
+    "decoded,selected,match",
+    [
+        ([], [1], "contiguous ascending run"),
+        ([3, 5, 6], [6], "contiguous ascending run"),
+        ([-1, 0], [0], "contiguous ascending run"),
+        ([4, 5, 6], [], "ascending, distinct and not empty"),
+        ([4, 5, 6], [6, 5], "ascending, distinct and not empty"),
+        ([4, 5, 6], [5, 5], "ascending, distinct and not empty"),
+        ([4, 5, 6], [3, 6], r"selected frames \[3, 6\] are not all in the decoded frames \[4, 5, 6\]"),
+        ([4, 5, 6], [7], "are not all in the decoded frames"),
+    ],
+)
+def test_frame_plan_is_validated_once_where_it_is_made(decoded, selected, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        FramePlan(decoded=decoded, selected=selected)
 
 
 def test_bad_configuration() -> None:

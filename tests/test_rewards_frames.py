@@ -22,18 +22,18 @@ from rfvideo.rewards.frames import FrameSelector
     ],
 )
 def test_deterministic_policies(policy: str, k: int, n: int, expected: list[int]) -> None:
-    assert FrameSelector(policy=policy, k=k).pixel_frames(n) == expected
+    assert FrameSelector(policy=policy, k=k).scored_frames(n) == expected
 
 
 def test_random_is_seeded_sorted_distinct() -> None:
     sel = FrameSelector(policy="random", k=4)
-    a = sel.pixel_frames(20, torch.Generator().manual_seed(0))
-    b = sel.pixel_frames(20, torch.Generator().manual_seed(0))
-    c = sel.pixel_frames(20, torch.Generator().manual_seed(1))
+    a = sel.scored_frames(20, torch.Generator().manual_seed(0))
+    b = sel.scored_frames(20, torch.Generator().manual_seed(0))
+    c = sel.scored_frames(20, torch.Generator().manual_seed(1))
     assert a == b and a != c
     assert a == sorted(set(a)) and len(a) == 4 and all(0 <= i < 20 for i in a)
-    assert sel.pixel_frames(3, torch.Generator().manual_seed(0)) == [0, 1, 2]
-    draws = {i for s in range(50) for i in sel.pixel_frames(20, torch.Generator().manual_seed(s))}
+    assert sel.scored_frames(3, torch.Generator().manual_seed(0)) == [0, 1, 2]
+    draws = {i for s in range(50) for i in sel.scored_frames(20, torch.Generator().manual_seed(s))}
     assert len(draws) == 20  # every frame gets drawn
 
 
@@ -43,4 +43,4 @@ def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="k must be >= 1, got 0"):
         FrameSelector(policy="strided", k=0)
     with pytest.raises(ValueError, match="num_pixel_frames must be >= 1, got 0"):
-        FrameSelector().pixel_frames(0)
+        FrameSelector().scored_frames(0)

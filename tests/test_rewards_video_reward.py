@@ -120,7 +120,7 @@ def test_grad_reaches_only_sampled_frames() -> None:
     per_frame = video.grad.abs().sum((0, 2, 3, 4))
     assert (per_frame[[0, 4, 8]] > 0).all()
     assert per_frame[[1, 2, 3, 5, 6, 7]].eq(0).all()
-    assert reward.pixel_frames(9) == [0, 4, 8]
+    assert reward.frames_read(9) == [0, 4, 8]
     assert not any(p.requires_grad for p in reward.parameters())
 
 

@@ -155,9 +155,7 @@ class RewardForcingModule(VideoGeneratorModule):
         video = self.vae.decode_last(
             out.latents.to(vae_dtype), num_frames=num_pixel - first_pixel, checkpoint=self.checkpoint_decoder
         )  # (b n 3 H W), the trailing frames from the first scored one
-        result = self.rewards(
-            video.float(), prompts, frame_indices=plan.decoded, selected=plan.selected, on_nonfinite="report"
-        )
+        result = self.rewards(video.float(), prompts, plan=plan, on_nonfinite="report")
         if result.nonfinite:
             self._skip_reason = f"reward terms {result.nonfinite} returned NaN/Inf"
         loss = -result.total.float().mean()

@@ -135,17 +135,10 @@ class RewardEnsemble(nn.Module):
 
     def plan_frames(self, num_pixel_frames: int, generator: torch.Generator | None = None) -> FramePlan:
         """Draw this step's frames once: what to decode (a tail; the whole clip with a video reward) and
-        what image rewards score. Pass both to `forward` with the decoded frames."""
-        selected = self.frames.pixel_frames(num_pixel_frames, generator)
+        what image rewards score. Pass the plan to `forward` with the decoded frames."""
+        selected = self.frames.scored_frames(num_pixel_frames, generator)
         first = 0 if self.has_video_rewards else selected[0]
         return FramePlan(decoded=list(range(first, num_pixel_frames)), selected=selected)
-
-    def pixel_frames(self, num_pixel_frames: int, generator: torch.Generator | None = None) -> list[int]:
-        """Pixel frames the trainer must decode: all of them if a video reward is present, else the
-        selector's (`plan_frames` gives the contiguous tail and the selection together)."""
-        if self.has_video_rewards:
-            return list(range(num_pixel_frames))
-        return self.frames.pixel_frames(num_pixel_frames, generator)
 
     def _normalise(self, name: str, raw: torch.Tensor, finite: bool) -> torch.Tensor:
         mode = self.normalize[name]
@@ -188,31 +181,23 @@ class RewardEnsemble(nn.Module):
             return torch.full_like(raw, float("nan"))
         return (raw - m) / torch.sqrt(v + self.eps)
 
-    def _image_positions(
-        self, num_frames: int, frame_indices: Sequence[int] | None, selected: Sequence[int] | None
-    ) -> list[int]:
-        """Positions in `video` of the frames image rewards score (see `forward`)."""
-        held = list(range(num_frames)) if frame_indices is None else [int(i) for i in frame_indices]
-        if len(held) != num_frames:
-            raise ValueError(f"{len(held)} frame_indices for a video of {num_frames} frames")
-        if any(b <= a for a, b in zip(held, held[1:])) or held[0] < 0:
-            raise ValueError(f"frame_indices must be ascending, distinct and >= 0, got {held}")
-        clip_len = held[-1] + 1  # the held frames end at the clip's last frame
-        if self.has_video_rewards and held != list(range(clip_len)):
-            video_terms = [n for n, r in self.terms.items() if getattr(r, "is_video", False)]
-            raise ValueError(f"video rewards {video_terms} need the whole clip; frame_indices hold {held}")
-        if selected is None:
+    def _scored_positions(self, num_frames: int, plan: FramePlan | None) -> list[int]:
+        """Positions in `video` (of `num_frames` frames) of the frames image rewards score (see `forward`)."""
+        if plan is None:
             if self.frames.is_random:
                 raise ValueError(
-                    "the random frame policy needs the frames drawn for this step: pass selected= "
-                    "(RewardEnsemble.plan_frames(...).selected), so the decode and the score agree"
+                    "the random frame policy needs the frames drawn for this step: pass plan= "
+                    "(RewardEnsemble.plan_frames(...)), so the decode and the score agree"
                 )
-            selected = self.frames.pixel_frames(clip_len)
-        pos = {f: i for i, f in enumerate(held)}
-        missing = [int(f) for f in selected if int(f) not in pos]
-        if missing or not selected:
-            raise ValueError(f"selected frames {list(selected)} are not all in frame_indices {held}")
-        return [pos[int(f)] for f in selected]
+            return self.frames.scored_frames(num_frames)  # the video is the whole clip
+        if len(plan.decoded) != num_frames:
+            raise ValueError(f"the plan decodes {len(plan.decoded)} frames but the video has {num_frames}")
+        if self.has_video_rewards and plan.decoded[0] != 0:
+            video_terms = [n for n, r in self.terms.items() if getattr(r, "is_video", False)]
+            raise ValueError(
+                f"video rewards {video_terms} need the whole clip; the plan decodes {plan.decoded}"
+            )
+        return plan.scored_positions
 
     def _check_contract(self, name: str, raw: object, batch: int) -> torch.Tensor:
         if not isinstance(raw, torch.Tensor):
@@ -230,19 +215,18 @@ class RewardEnsemble(nn.Module):
         video: torch.Tensor,
         prompts: list[str],
         *,
-        frame_indices: Sequence[int] | None = None,
-        selected: Sequence[int] | None = None,
+        plan: FramePlan | None = None,
         on_nonfinite: NonFinitePolicy | None = None,
     ) -> RewardOutput:
         """Score a batch.
 
         Args:
-            video: `(b f 3 H W)` in [0, 1]: the whole clip, or (with `frame_indices`) a run of its frames
-                that ends at the clip's last frame.
+            video: `(b f 3 H W)` in [0, 1]: the whole clip, or (with `plan`) the plan's decoded frames, a
+                run that ends at the clip's last frame.
             prompts: one prompt per video.
-            frame_indices: the pixel frame of each frame of `video` (ascending); default the whole clip.
-            selected: the pixel frames image rewards score (all in `frame_indices`); default the
-                selector's over the clip. Required with the `random` policy (draw once with `plan_frames`).
+            plan: the step's frames (`plan_frames`): `video` holds its `decoded` frames, image rewards score
+                its `selected` ones. Default: `video` is the whole clip, scored with the selector's frames.
+                Required with the `random` policy (draw once with `plan_frames`).
             on_nonfinite: the caller's policy for NaN/Inf terms, used when the ensemble's own is None.
 
         Returns:
@@ -256,7 +240,7 @@ class RewardEnsemble(nn.Module):
         policy = self.on_nonfinite or on_nonfinite or "raise"
         if policy not in ("raise", "report"):
             raise ValueError(f"on_nonfinite must be raise or report, got {policy!r}")
-        image_video = video[:, self._image_positions(video.shape[1], frame_indices, selected)]
+        image_video = video[:, self._scored_positions(video.shape[1], plan)]
         b = video.shape[0]
         terms: dict[str, torch.Tensor] = {}
         normalized: dict[str, torch.Tensor] = {}

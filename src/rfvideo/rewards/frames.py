@@ -25,7 +25,7 @@ _POLICIES = ("last", "last_chunk", "strided", "all", "random")
 
 @dataclass(kw_only=True)
 class FrameSelector:
-    """A frame-selection policy; `pixel_frames(F)` gives the sorted pixel-frame indices to score."""
+    """A frame-selection policy; `scored_frames(F)` gives the sorted pixel-frame indices to score."""
 
     policy: FramePolicy = "last"
     """One of last, last_chunk, strided, all, random."""
@@ -40,12 +40,12 @@ class FrameSelector:
 
     @property
     def is_random(self) -> bool:
-        """Whether `pixel_frames` draws from a generator: then call it once and pass the drawn indices on
-        (`RewardEnsemble.plan_frames` / `forward(..., selected=...)`), never draw again."""
+        """Whether `scored_frames` draws from a generator: then draw once (`RewardEnsemble.plan_frames`) and
+        pass the plan on (`forward(..., plan=...)`), never draw again."""
         return self.policy == "random"
 
-    def pixel_frames(self, num_pixel_frames: int, generator: torch.Generator | None = None) -> list[int]:
-        """Sorted indices in `[0, num_pixel_frames)` of the frames to score (and so to decode).
+    def scored_frames(self, num_pixel_frames: int, generator: torch.Generator | None = None) -> list[int]:
+        """Sorted indices in `[0, num_pixel_frames)` of the frames image rewards score.
 
         Args:
             num_pixel_frames: frames in the clip (`F`).
@@ -68,13 +68,40 @@ class FrameSelector:
 
 @dataclass(frozen=True)
 class FramePlan:
-    """One step's frame choice, drawn once and shared by the decode and the ensemble.
+    """One step's frame choice, drawn once and shared by the decode and the ensemble; validated here, once.
 
     `decoded` is a contiguous run ending at the clip's last frame, because a causal VAE decodes a tail
-    (`WanVAE.decode_last`); `selected` is what image rewards score and always lies inside `decoded`.
+    (`WanVAE.decode_last`); `selected` is what image rewards score and lies inside `decoded`.
+
+    Raises:
+        ValueError: `decoded` is not a non-empty contiguous ascending run from a frame >= 0, or `selected` is
+            empty, not ascending and distinct, or not inside `decoded` (the values are named).
     """
 
     decoded: list[int]
-    """Ascending pixel frames to decode (`forward(..., frame_indices=decoded)`)."""
+    """Ascending pixel frames to decode: `decoded[0] .. clip_length - 1`."""
     selected: list[int]
-    """Ascending pixel frames image rewards score (`forward(..., selected=selected)`)."""
+    """Ascending pixel frames image rewards score."""
+
+    def __post_init__(self) -> None:
+        decoded, selected = [int(i) for i in self.decoded], [int(i) for i in self.selected]
+        if not decoded or decoded[0] < 0 or decoded != list(range(decoded[0], decoded[0] + len(decoded))):
+            raise ValueError(
+                f"decoded frames must be a contiguous ascending run from a frame >= 0, got {decoded}"
+            )
+        if not selected or any(b <= a for a, b in zip(selected, selected[1:])):
+            raise ValueError(f"selected frames must be ascending, distinct and not empty, got {selected}")
+        if selected[0] < decoded[0] or selected[-1] > decoded[-1]:
+            raise ValueError(f"selected frames {selected} are not all in the decoded frames {decoded}")
+        object.__setattr__(self, "decoded", decoded)
+        object.__setattr__(self, "selected", selected)
+
+    @property
+    def clip_length(self) -> int:
+        """Pixel frames in the whole clip (the decoded run ends at its last frame)."""
+        return self.decoded[-1] + 1
+
+    @property
+    def scored_positions(self) -> list[int]:
+        """Where the selected frames sit in the decoded video (`video[:, scored_positions]`)."""
+        return [f - self.decoded[0] for f in self.selected]

@@ -256,8 +256,8 @@ class VideoReward(Reward):
         self.sampling = sampling or FrameSampling()
         self.preprocess = preprocess or VideoPreprocess(size=(224, 224))
 
-    def pixel_frames(self, num_pixel_frames: int) -> list[int]:
-        """Sorted distinct pixel frames this reward reads from an `num_pixel_frames`-frame clip.
+    def frames_read(self, num_pixel_frames: int) -> list[int]:
+        """Sorted distinct pixel frames this reward reads from a `num_pixel_frames`-frame clip.
 
         A trainer that decodes only what the rewards score decodes these (and passes the full-length clip,
         or calls the reward on exactly the frames it needs).
