@@ -182,6 +182,73 @@ def precompute_latents(
         ValueError: Bad arguments or a store in `out_dir` made with other settings. Per-video problems
             never raise; they are reported.
     """
+    _check_settings(num_frames, height, width, batch_size, sampling)
+    manifest_prompts: dict[str, str] = {}
+    src = video_paths_or_dir
+    if isinstance(src, (str, os.PathLike)) and Path(src).is_file():
+        videos, manifest_prompts = _read_manifest(Path(src), video_field, prompt_field)
+    else:
+        videos = list_videos(src)
+    if quiet:
+        quiet_media_logs()
+    meta = {
+        "kind": "latents",
+        "num_frames": num_frames,
+        "height": height,
+        "width": width,
+        "sampling": sampling,
+    }
+    out = Path(out_dir)
+    run = _LatentRun(
+        writer=ShardWriter(out, shard_size=shard_size, prefix="latents", meta=meta),
+        vae=vae,
+        device=device,
+        dtype=dtype,
+        latent_dtype=latent_dtype,
+    )
+
+    def read_clip(video: Path) -> tuple[str, torch.Tensor] | None:
+        """(prompt, clip (F 3 H W)) of one video, or None after recording why it cannot be used."""
+        try:
+            prompt = _prompt_for(Path(video), prompts, manifest_prompts)
+        except CaptionError as e:
+            return run.fail(video, "bad_caption", e)
+        if prompt is None:
+            return run.fail(video, "no_prompt", "no prompt given and no sidecar .txt caption")
+        try:
+            with silence_native_stderr() if quiet else contextlib.nullcontext():
+                clip = read_video(video, num_frames=num_frames, sampling=sampling, height=height, width=width)
+        except VideoTooShortError as e:
+            return run.fail(video, "too_short", e)
+        except (VideoReadError, ValueError, RuntimeError, OSError) as e:
+            return run.fail(video, "unreadable", e)
+        return prompt, clip
+
+    bar = tqdm(total=len(videos), desc="latents", unit="video", disable=not progress)
+    try:
+        for video in videos:
+            key = str(Path(video).resolve())
+            bar.update(1)
+            if key in run.writer.done_keys:
+                run.resumed += 1
+                continue
+            found = read_clip(video)
+            if found is not None:
+                run.pending.append((key, *found))
+                if len(run.pending) >= batch_size:
+                    run.encode_pending()
+            bar.set_postfix(failed=len(run.failed))
+        run.encode_pending()
+        run.writer.close()
+    finally:
+        bar.close()
+        # also on interruption: the report then describes the finished shards and failures so far
+        report = run.write_report(out, len(videos))
+    return report
+
+
+def _check_settings(num_frames: int, height: int, width: int, batch_size: int, sampling: str) -> None:
+    """One-line errors for settings every video would fail on, before any video is read."""
     if (
         isinstance(num_frames, bool)
         or not isinstance(num_frames, int)
@@ -197,108 +264,64 @@ def precompute_latents(
             raise ValueError(f"{name} must be a multiple of 8 (the VAE's stride), got {v}")
     if sampling not in ("uniform", "first"):
         raise ValueError(f"sampling must be 'uniform' or 'first', got {sampling!r}")
-    manifest_prompts: dict[str, str] = {}
-    src = video_paths_or_dir
-    if isinstance(src, (str, os.PathLike)) and Path(src).is_file():
-        videos, manifest_prompts = _read_manifest(Path(src), video_field, prompt_field)
-    else:
-        videos = list_videos(src)
-    out = Path(out_dir)
-    meta = {
-        "kind": "latents",
-        "num_frames": num_frames,
-        "height": height,
-        "width": width,
-        "sampling": sampling,
-    }
-    if quiet:
-        quiet_media_logs()
-    writer = ShardWriter(out, shard_size=shard_size, prefix="latents", meta=meta)
-    failed: list[dict[str, str]] = []
-    encoded = resumed = 0
 
-    def fail(path: Path, reason: str, err: BaseException | str) -> None:
+
+@dataclass
+class _LatentRun:
+    """The state of one `precompute_latents` run: the shard writer, the clips waiting for the encoder, the
+    counts and the failures the report lists."""
+
+    writer: ShardWriter
+    vae: VideoEncoder
+    device: torch.device | str | None
+    dtype: torch.dtype
+    latent_dtype: torch.dtype | None
+    pending: list[tuple[str, str, torch.Tensor]] = field(default_factory=list)  # (key, prompt, (F 3 H W))
+    failed: list[dict[str, str]] = field(default_factory=list)
+    encoded: int = 0
+    resumed: int = 0
+
+    def fail(self, path: Path, reason: str, err: BaseException | str) -> None:
         msg = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
-        failed.append({"path": str(path), "reason": reason, "error": msg[:500]})
+        self.failed.append({"path": str(path), "reason": reason, "error": msg[:500]})
 
-    def write_report() -> PrecomputeReport:
-        report = PrecomputeReport(
-            out_dir=str(out),
-            num_videos=len(videos),
-            num_encoded=encoded,
-            num_resumed=resumed,
-            num_failed=len(failed),
-            num_samples=writer.num_written,
-            num_shards=writer.num_shards,
-            failed=failed,
-        )
-        _atomic_write_json(out / REPORT_NAME, asdict(report))
-        return report
-
-    pending: list[tuple[str, str, torch.Tensor]] = []  # (key, prompt, video (F 3 H W))
-
-    def encode_pending() -> None:
-        nonlocal encoded
-        if not pending:
+    def encode_pending(self) -> None:
+        """Encode the waiting clips as one batch and write them; a failing batch is reported, not raised."""
+        if not self.pending:
             return
-        batch = torch.stack([v for _, _, v in pending]).to(device=device, dtype=dtype)  # (b F 3 H W)
+        batch = torch.stack([v for _, _, v in self.pending]).to(device=self.device, dtype=self.dtype)
         try:
             with torch.no_grad():
-                latents = vae.encode(batch)  # (b c f h w)
-            if latents.ndim != 5 or latents.shape[0] != len(pending):
+                latents = self.vae.encode(batch)  # (b c f h w)
+            if latents.ndim != 5 or latents.shape[0] != len(self.pending):
                 raise ValueError(f"encoder returned shape {tuple(latents.shape)}, expected (b c f h w)")
             latents = rearrange(latents, "b c f h w -> b f c h w")  # the shards' layout
         except Exception as e:  # a bad clip must not end a long run; the report lists it
-            for key, _, _ in pending:
-                fail(Path(key), "encode_error", e)
-            pending.clear()
+            for key, _, _ in self.pending:
+                self.fail(Path(key), "encode_error", e)
+            self.pending.clear()
             return
         latents = latents.detach().cpu()
-        if latent_dtype is not None:
-            latents = latents.to(latent_dtype)
-        for (key, prompt, _), lat in zip(pending, latents):
-            writer.add({"prompt": prompt, "latents": lat, "path": key}, key=key)
-            encoded += 1
-        pending.clear()
+        if self.latent_dtype is not None:
+            latents = latents.to(self.latent_dtype)
+        for (key, prompt, _), lat in zip(self.pending, latents):
+            self.writer.add({"prompt": prompt, "latents": lat, "path": key}, key=key)
+            self.encoded += 1
+        self.pending.clear()
 
-    bar = tqdm(total=len(videos), desc="latents", unit="video", disable=not progress)
-    try:
-        for video in videos:
-            key = str(Path(video).resolve())
-            bar.update(1)
-            if key in writer.done_keys:
-                resumed += 1
-                continue
-            try:
-                prompt = _prompt_for(Path(video), prompts, manifest_prompts)
-            except CaptionError as e:
-                fail(video, "bad_caption", e)
-                continue
-            if prompt is None:
-                fail(video, "no_prompt", "no prompt given and no sidecar .txt caption")
-                continue
-            try:
-                with silence_native_stderr() if quiet else contextlib.nullcontext():
-                    clip = read_video(
-                        video, num_frames=num_frames, sampling=sampling, height=height, width=width
-                    )
-            except VideoTooShortError as e:
-                fail(video, "too_short", e)
-                continue
-            except (VideoReadError, ValueError, RuntimeError, OSError) as e:
-                fail(video, "unreadable", e)
-                continue
-            pending.append((key, prompt, clip))
-            if len(pending) >= batch_size:
-                encode_pending()
-            bar.set_postfix(failed=len(failed))
-        encode_pending()
-        writer.close()
-    finally:
-        bar.close()
-        # also on interruption: the report then describes the finished shards and failures so far
-        report = write_report()
-    return report
+    def write_report(self, out: Path, num_videos: int) -> PrecomputeReport:
+        report = PrecomputeReport(
+            out_dir=str(out),
+            num_videos=num_videos,
+            num_encoded=self.encoded,
+            num_resumed=self.resumed,
+            num_failed=len(self.failed),
+            num_samples=self.writer.num_written,
+            num_shards=self.writer.num_shards,
+            failed=self.failed,
+        )
+        _atomic_write_json(out / REPORT_NAME, asdict(report))
+        return report
 
 
 def load_report(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
