@@ -404,3 +404,108 @@ def test_causvid_side_by_side(tmp_path, monkeypatch):
         off = _per_chunk(sample_chunkwise(model, noise, text, schedule=continuous, generator=g), theirs)
     print("[peers]   causvid with the continuous sigma t / 1000: " + ", ".join(f"{e:.1e}" for e in off))
     assert min(off) > 1e-4, off
+
+
+# ---------------------------------------------------------------- LongLive
+class _StreamVae(torch.nn.Module):
+    """rfvideo's decoder slot returning the latents: `stream_decoder()(x0, frame_offset) -> x0`."""
+
+    def stream_decoder(self):
+        return _Identity()
+
+
+class _Identity:
+    def reset(self) -> None:
+        pass
+
+    def __call__(self, x0: torch.Tensor, frame_offset: int) -> torch.Tensor:
+        return x0
+
+
+_LONGLIVE_RESINK = (
+    "LongLive 1.0's interactive config (global_sink: false; its 2025-12-04 fix 7b567128) zeroes the KV "
+    "cache on a switch, re-encodes the last local_attn_size=12 frames (here 3..14) with every one seeing "
+    "every other, and writes them from slot 0: the first sink_size of them (frames 3, 4, 5, RoPE at 3..5)"
+    " become the sinks and frames 0..2 are dropped. rfvideo's cache keeps sinks 0..2 (recache_sinks "
+    "'reencode' or 'keep') and its stream holds only the held frames' latents (no 3..5): needs a "
+    "CausalOptions / KVCache option in src/rfvideo/models/ (e.g. recache_sinks='first_recached') and the "
+    "stream to keep the last W latents; 2.5e-2 after the switch"
+)
+
+
+@pytest.mark.parametrize(
+    "switch_frame, global_sink",
+    [
+        pytest.param(15, False, marks=pytest.mark.xfail(strict=True, reason=_LONGLIVE_RESINK)),
+        (15, True),
+        (6, False),
+        (6, True),
+    ],
+)
+def test_longlive_side_by_side(tmp_path, monkeypatch, switch_frame, global_sink):
+    """Prompt "a", then "b" from `switch_frame` on: 15 is past the 12-frame window (frames were evicted),
+    6 is before it rolls. `global_sink` is LongLive's switch: true keeps the cache (the sinks keep the old
+    prompt's K/V: the `longlive` preset, `recache_sinks="keep"`), false is its interactive config's."""
+    from rfvideo.streaming.generator import StreamingGenerator
+
+    root = _peer_root("LongLive")
+    if not (root / "pipeline" / "interactive_causal_inference.py").is_file():
+        pytest.skip(
+            f"{root} is not LongLive 1.0 (no pipeline/interactive_causal_inference.py): check out 7b567128"
+        )
+    monkeypatch.chdir(tmp_path)
+    f = 21
+    _, text_a, text_b = _inputs(f)
+    g = torch.Generator().manual_seed(7)
+    noise = torch.randn(1, C, f, H, W, generator=g)  # the stream's rule: the whole initial noise first
+    model_kwargs = {"local_attn_size": 12, "sink_size": 3}
+    with peer_imports(root, ("wan",)):
+        causal_model = importlib.import_module("wan.modules.causal_model")
+        monkeypatch.setattr(causal_model, "attention", _sdpa)
+        monkeypatch.setattr(importlib.import_module("wan.modules.model"), "flash_attention", _sdpa)
+        wrapper_mod = importlib.import_module("utils.wan_wrapper")
+        interactive = importlib.import_module("pipeline.interactive_causal_inference")
+        sd = _save_peer_model(causal_model.CausalWanModel, tmp_path, "wan_models/tiny", seed=4)
+        generator = wrapper_mod.WanDiffusionWrapper(
+            model_name="tiny", timestep_shift=5.0, is_causal=True, **model_kwargs
+        )
+
+        class TinyCaches(interactive.InteractiveCausalInferencePipeline):
+            # their allocation at Wan-1.3B's head shape (12 x 128, 512 text tokens), with their size rule
+            def _initialize_kv_cache(self, batch_size, dtype, device, kv_cache_size_override=None):
+                self.kv_cache1, _ = _caches(self.num_transformer_blocks, batch_size, kv_cache_size_override)
+
+            def _initialize_crossattn_cache(self, batch_size, dtype, device):
+                _, self.crossattn_cache = _caches(self.num_transformer_blocks, batch_size, 0)
+
+        # configs/longlive_interactive_inference.yaml
+        args = SimpleNamespace(
+            denoising_step_list=[1000, 750, 500, 250], warp_denoising_step=True, num_frame_per_block=K,
+            context_noise=0, model_kwargs=SimpleNamespace(**model_kwargs), global_sink=global_sink,
+        )  # fmt: skip
+        text = _Text({"a": text_a, "b": text_b})
+        pipe = TinyCaches(args, "cpu", generator=generator, text_encoder=text, vae=_Vae())
+        pipe.num_transformer_blocks, pipe.frame_seq_length = PEER_CONFIG["num_layers"], TOKENS_PER_FRAME
+        with torch.no_grad(), _their_noise(g, b=1):
+            _, latents = pipe.inference(
+                noise.permute(0, 2, 1, 3, 4), text_prompts_list=[["a"], ["b"]],
+                switch_frame_indices=[switch_frame], return_latents=True,
+            )  # fmt: skip
+    theirs = latents.permute(0, 2, 1, 3, 4)
+
+    model = _convert("longlive", sd, tmp_path, "generator")
+    stream = StreamingGenerator(
+        model, _StreamVae(), lambda prompts: {"a": text_a, "b": text_b}[prompts[0]],
+        schedule=get_preset("longlive").flow_schedule(), latent_size=(H, W), seed=7, max_chunks=f // K,
+    )  # fmt: skip
+    stream.set_prompt("a")
+    chunks = []
+    for i in range(f // K):
+        if i * K == switch_frame:
+            stream.set_prompt("b")
+        chunks.append(stream.next_chunk())
+    ours = torch.cat(chunks, dim=2)
+    assert torch.equal(stream._noise, noise)  # same initial noise, drawn by the same rule
+    errors = _per_chunk(ours, theirs)
+    _report(f"longlive (switch at frame {switch_frame}, global_sink {global_sink})", root, errors)
+    assert max(errors) < 1e-4, errors
