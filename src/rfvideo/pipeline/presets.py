@@ -6,7 +6,10 @@ differ from rfvideo's defaults in four cache behaviours (fields of `CausalOption
 
 - LongLive re-encodes the held frames on a prompt switch with every held frame seeing every other
   (`recache_visibility="all_held"`: its block mask is built but its cached attention path never reads
-  it) and, once the window has rolled, keeps the sinks' K/V from the old prompt (`recache_sinks="keep"`).
+  it) and, once the window has rolled, keeps the sinks' K/V from the old prompt (`recache_sinks="keep"`):
+  its `global_sink: true` mode. Its interactive config (`global_sink: false`, since its 2025-12-04 fix)
+  instead zeroes the cache and makes the first `sink_size` of the re-cached frames the new sinks; no
+  preset reproduces that yet (tests/peer_crosscheck, xfail).
 - Reward Forcing (Lu et al.) folds the evicted frames into its EMA sinks before the chunk that needs the
   room attends (`sink_fold="before_attend"`), folds only when exactly `sink_size` frames leave at once and
   otherwise overwrites the sinks with the oldest evicted frames (`partial_eviction="overwrite"`), with a
@@ -180,7 +183,8 @@ PRESETS: Mapping[str, InferencePreset] = MappingProxyType(
                 schedule=_SF_SCHEDULE,
                 num_frames_per_chunk=3,
                 description="LongLive (longlive_base.pt + lora.pt): 3-frame chunks, 12-frame window with "
-                "3 sink frames, absolute RoPE, re-cache with all-held visibility keeping the old sinks",
+                "3 sink frames, absolute RoPE, re-cache with all-held visibility keeping the old sinks (its "
+                "global_sink: true)",
             ),
             InferencePreset(
                 name="reward-forcing-lu",
