@@ -12,7 +12,16 @@ The folder holds (a missing one skips its peer, with the reason):
                     "LongLive 2.0": the code of the released `longlive_base.pt` / `lora.pt`)
 - `Reward-Forcing/` github.com/JaydenLyh/Reward-Forcing, Lu et al. (checked at 4317f5a0)
 
-A `.peer_commit` file in a checkout (one line, the commit hash) is printed with the numbers.
+for example
+
+    cd /path/to/peers
+    git clone https://github.com/guandeh17/Self-Forcing && git -C Self-Forcing checkout 33593df3
+    git clone https://github.com/tianweiy/CausVid && git -C CausVid checkout ca211503
+    git clone https://github.com/NVlabs/LongLive && git -C LongLive checkout 7b567128
+    git clone https://github.com/JaydenLyh/Reward-Forcing && git -C Reward-Forcing checkout 4317f5a0
+
+The commit each ran at is printed with the numbers (`git rev-parse HEAD` of the checkout, or a
+`.peer_commit` file holding the hash for an exported tree).
 
 Per peer the test imports the peer's own causal model and its own inference pipeline from the checkout,
 builds a tiny random config (2 layers, width 32, 2 heads, 8x8 latents, 7 text tokens), saves it where the
@@ -23,8 +32,9 @@ with the matching preset, printing the max relative error per chunk (max |a - b|
 
 - `self-forcing`: 9 frames, 4 warped steps, global attention.
 - `causvid`: 9 frames, 3 unshifted steps, CausVid's sigma table.
-- `longlive`: 21 frames, window 12 with 3 sinks, a prompt switch at frame 15 (past the window: the re-cache
-  keeps the old sinks, every re-encoded frame sees every other) and one at frame 6 (before it rolls).
+- `longlive`: its interactive pipeline, 21 frames, window 12 with 3 sinks, a prompt switch at frame 15
+  (past the window) or 6 (before it rolls), with its `global_sink` true (the sinks keep the old prompt's
+  K/V: the preset) and false (its interactive config: past the window, xfail with the reason).
 - `reward-forcing-lu`: 18 frames, window 9 with 3 EMA sinks (decay 0.999; 0.9 too, so the folds show).
 
 What the test changes in the peers' runs, and why (none of it is on the compared math):
@@ -55,6 +65,7 @@ import dataclasses
 import importlib
 import math
 import os
+import subprocess
 import sys
 import types
 from collections.abc import Iterator
@@ -105,7 +116,13 @@ def _peer_root(name: str) -> Path:
 
 def _commit(root: Path) -> str:
     f = root / ".peer_commit"
-    return f.read_text().strip() if f.is_file() else "unknown commit (no .peer_commit)"
+    if f.is_file():
+        return f.read_text().strip()
+    if (root / ".git").exists():
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+        if done.returncode == 0:
+            return done.stdout.strip()
+    return "unknown commit (no .git, no .peer_commit)"
 
 
 def _sdpa(q, k, v, q_lens=None, k_lens=None, dropout_p=0.0, softmax_scale=None, q_scale=None, causal=False,
