@@ -114,28 +114,10 @@ def run(args: argparse.Namespace) -> int:
     if args.peer == PAIRS:
         return _convert_pairs(args)
     src, out = Path(args.input), Path(args.output)
-    if not src.is_file():
-        raise UsageError(f"input: no such file: {args.input}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"output: {str(out)!r} exists and is not an empty folder")
-    if args.lora is not None and args.peer != "longlive":
-        raise UsageError(f"--lora: only LongLive releases a LoRA file, not {args.peer!r}")
-    if args.lora is not None and not Path(args.lora).is_file():
-        raise UsageError(f"--lora: no such file: {args.lora}")
-    if (args.keep_adapters or args.lora_alpha is not None) and args.lora is None:
-        raise UsageError("--keep-adapters / --lora-alpha need --lora")
-
-    from rfvideo.pipeline.presets import get_preset, preset_names
-
-    preset_name = args.preset or args.peer
-    if preset_name not in preset_names():
-        raise UsageError(f"--preset: unknown preset {preset_name!r}; valid: {', '.join(preset_names())}")
-
-    import torch
-
+    preset_name = _check_arguments(args, src, out)
     from rfvideo.models import CausalOptions, CausalWanTransformer
     from rfvideo.models.convert import check_keys, infer_wan_config, load_peer_checkpoint, merge_lora_weights
-    from rfvideo.models.lora import LoraOptions, apply_lora, remove_lora, save_adapters
+    from rfvideo.pipeline.presets import get_preset
 
     try:
         sd, lora = load_peer_checkpoint(src, args.peer, key=args.key, lora=args.lora)
@@ -159,19 +141,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     how = "full weights"
     if lora is not None and args.keep_adapters:
-        apply_lora(model, LoraOptions(rank=int(rank), alpha=alpha))
-        with torch.no_grad():
-            for name, (a, b) in lora.items():
-                layer = model.get_submodule(name)
-                layer.lora_A["default"].weight.copy_(a)
-                layer.lora_B["default"].weight.copy_(b)
-        save_adapters(model, out)
-        remove_lora(model)
+        _save_adapters(model, lora, rank=int(rank), alpha=alpha, out=out)
         how = f"base + LoRA adapters (rank {rank}, alpha {alpha:g}) unmerged"
     elif lora is not None:
         how = f"LoRA (rank {rank}, alpha {alpha:g}) merged"
-    if args.wan is not None and args.keep_adapters:
-        raise UsageError("--keep-adapters writes the transformer alone: drop --wan (or merge the LoRA)")
     try:
         write_output(model, out, preset=preset_name, wan=args.wan)
     except ValueError as e:
@@ -179,3 +152,41 @@ def run(args: argparse.Namespace) -> int:
     kind = "pipeline folder" if args.wan else "transformer folder"
     print(f"wrote {kind} {out} ({args.peer} {how}; preset {preset_name!r})")
     return 0
+
+
+def _check_arguments(args: argparse.Namespace, src: Path, out: Path) -> str:
+    """One-line errors for the command line, before any weights are read; the preset's name."""
+    if not src.is_file():
+        raise UsageError(f"input: no such file: {args.input}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"output: {str(out)!r} exists and is not an empty folder")
+    if args.lora is not None and args.peer != "longlive":
+        raise UsageError(f"--lora: only LongLive releases a LoRA file, not {args.peer!r}")
+    if args.lora is not None and not Path(args.lora).is_file():
+        raise UsageError(f"--lora: no such file: {args.lora}")
+    if (args.keep_adapters or args.lora_alpha is not None) and args.lora is None:
+        raise UsageError("--keep-adapters / --lora-alpha need --lora")
+    if args.wan is not None and args.keep_adapters:
+        raise UsageError("--keep-adapters writes the transformer alone: drop --wan (or merge the LoRA)")
+    from rfvideo.pipeline.presets import preset_names
+
+    preset_name = args.preset or args.peer
+    if preset_name not in preset_names():
+        raise UsageError(f"--preset: unknown preset {preset_name!r}; valid: {', '.join(preset_names())}")
+    return preset_name
+
+
+def _save_adapters(model: Any, lora: dict[str, Any], *, rank: int, alpha: float, out: Path) -> None:
+    """Write the peer's LoRA factors as rfvideo adapters beside the (unmerged) base, then detach them."""
+    import torch
+
+    from rfvideo.models.lora import LoraOptions, apply_lora, remove_lora, save_adapters
+
+    apply_lora(model, LoraOptions(rank=rank, alpha=alpha))
+    with torch.no_grad():
+        for name, (a, b) in lora.items():
+            layer = model.get_submodule(name)
+            layer.lora_A["default"].weight.copy_(a)
+            layer.lora_B["default"].weight.copy_(b)
+    save_adapters(model, out)
+    remove_lora(model)

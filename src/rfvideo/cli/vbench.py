@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rfvideo.cli.errors import UsageError
 
@@ -84,63 +85,13 @@ def run(args: argparse.Namespace) -> int:
     spec = _spec(args.backbone)
     if not Path(args.videos).is_dir():
         raise UsageError(f"--videos: not a folder: {args.videos}")
-
     from rfvideo.cli.devices import resolve_device
-    from rfvideo.eval.aggregate import canonical_dimension
-    from rfvideo.eval.registry import get_dimension
-
-    try:
-        dims = [canonical_dimension(d) for d in args.dimensions]
-        entries = {d: get_dimension(d) for d in dims}
-    except ValueError as e:
-        raise UsageError(f"--dimensions: {e}") from e
-    not_ours = [d for d, e in entries.items() if not e.in_loop]
-    if not_ours and not args.official:
-        raise UsageError(f"--dimensions: {not_ours} need VBench's evaluator: add --official")
-    ours_dims = [d for d, e in entries.items() if e.in_loop and (not e.needs_backbone or d in spec)]
-    missing = [d for d, e in entries.items() if e.in_loop and e.needs_backbone and d not in spec]
-    if missing and not args.official:
-        raise UsageError(f"--backbone: no weights given for {missing} (DIMENSION=PATH)")
-    full_info = args.full_info
-    if full_info == "suite" or (full_info is None and args.official):
-        # VBench's evaluator scores each dimension on its own prompts; ours must see the same videos.
-        from rfvideo.eval.suite import FULL_INFO, packaged_suite_dir
-
-        full_info = str(packaged_suite_dir() / FULL_INFO)
-    if full_info is None:
-        full_info = _suite_full_info(Path(args.videos))
-    if full_info is not None and not Path(full_info).is_file():
-        raise UsageError(f"--full-info: no such file: {full_info}")
-
-    from rfvideo.eval.backbones import load_backbones
-    from rfvideo.eval.folder import score_video_folder
     from rfvideo.eval.official import default_python, format_report, merge_reports, run_official
-    from rfvideo.eval.protocol import ProtocolMismatchError
 
+    dims, ours_dims = _dimensions(args, spec)
+    full_info = _full_info(args)
     device = resolve_device(args.device)
-    ours = None
-    if ours_dims:
-        backbones = load_backbones({d: spec[d] for d in ours_dims if d in spec}, device, args.precision)
-        bar = None
-        if not args.no_progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(desc="scoring", unit="video")
-
-        def progress(done: int, total: int, name: str) -> None:
-            if bar is not None:
-                bar.total = total
-                bar.update(1)
-
-        try:
-            ours = score_video_folder(
-                args.videos, ours_dims, backbones, full_info=full_info, device=device, progress=progress
-            )
-        except ProtocolMismatchError as e:
-            raise UsageError(str(e)) from e
-        finally:
-            if bar is not None:
-                bar.close()
+    ours = _score_ours(args, spec, ours_dims, full_info, device) if ours_dims else None
     theirs = None
     if args.official:
         python = args.vbench_python or default_python()
@@ -160,3 +111,70 @@ def run(args: argparse.Namespace) -> int:
         data["comparison"] = report
         Path(args.out).write_text(json.dumps(data, indent=2, default=float) + "\n", encoding="utf-8")
     return 0
+
+
+def _dimensions(args: argparse.Namespace, spec: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(every requested dimension, canonical; those rfvideo's own code scores here), or a UsageError."""
+    from rfvideo.eval.aggregate import canonical_dimension
+    from rfvideo.eval.registry import get_dimension
+
+    try:
+        dims = [canonical_dimension(d) for d in args.dimensions]
+        entries = {d: get_dimension(d) for d in dims}
+    except ValueError as e:
+        raise UsageError(f"--dimensions: {e}") from e
+    not_ours = [d for d, e in entries.items() if not e.in_loop]
+    if not_ours and not args.official:
+        raise UsageError(f"--dimensions: {not_ours} need VBench's evaluator: add --official")
+    ours_dims = [d for d, e in entries.items() if e.in_loop and (not e.needs_backbone or d in spec)]
+    missing = [d for d, e in entries.items() if e.in_loop and e.needs_backbone and d not in spec]
+    if missing and not args.official:
+        raise UsageError(f"--backbone: no weights given for {missing} (DIMENSION=PATH)")
+    return dims, ours_dims
+
+
+def _full_info(args: argparse.Namespace) -> str | None:
+    """The VBench_full_info.json the videos were sampled from (`--full-info`, the packaged suite's with
+    --official, else the one the folder's protocol names), checked to exist."""
+    full_info = args.full_info
+    if full_info == "suite" or (full_info is None and args.official):
+        # VBench's evaluator scores each dimension on its own prompts; ours must see the same videos.
+        from rfvideo.eval.suite import FULL_INFO, packaged_suite_dir
+
+        full_info = str(packaged_suite_dir() / FULL_INFO)
+    if full_info is None:
+        full_info = _suite_full_info(Path(args.videos))
+    if full_info is not None and not Path(full_info).is_file():
+        raise UsageError(f"--full-info: no such file: {full_info}")
+    return full_info
+
+
+def _score_ours(
+    args: argparse.Namespace, spec: dict[str, str], dims: list[str], full_info: str | None, device: Any
+) -> dict[str, Any]:
+    """rfvideo's scores of `dims` over the folder, with a progress bar unless --no-progress."""
+    from rfvideo.eval.backbones import load_backbones
+    from rfvideo.eval.folder import score_video_folder
+    from rfvideo.eval.protocol import ProtocolMismatchError
+
+    backbones = load_backbones({d: spec[d] for d in dims if d in spec}, device, args.precision)
+    bar = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc="scoring", unit="video")
+
+    def progress(done: int, total: int, name: str) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(1)
+
+    try:
+        return score_video_folder(
+            args.videos, dims, backbones, full_info=full_info, device=device, progress=progress
+        )
+    except ProtocolMismatchError as e:
+        raise UsageError(str(e)) from e
+    finally:
+        if bar is not None:
+            bar.close()

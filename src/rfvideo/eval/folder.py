@@ -137,23 +137,7 @@ def score_video_folder(
     style_map.update(styles or {})
     tagged = _dimension_prompts(items, [e.name for e in entries]) if items else None
 
-    # Which dimensions score which file; checked before any decoding so a bad folder fails fast.
-    plan: list[tuple[Path, str, list[str]]] = []
-    for f in files:
-        prompt = prompt_from_filename(f)
-        dims = [e.name for e in entries]
-        if tagged is not None:
-            in_range = index_from_filename(f) in VBENCH_INDICES
-            dims = [d for d in dims if in_range and prompt in tagged[d]]
-        if "appearance_style" in dims and prompt not in style_map:
-            raise ValueError(
-                f"appearance_style: no style phrase for prompt {prompt!r} (give full_info/styles)"
-            )
-        plan.append((f, prompt, dims))
-    for e in entries:
-        if not any(e.name in dims for _, _, dims in plan):
-            raise ValueError(f"no video in {root} belongs to dimension {e.name!r}'s prompts")
-
+    plan = _scoring_plan(root, files, [e.name for e in entries], tagged, style_map)
     parts: dict[str, list[DimensionScore]] = {e.name: [] for e in entries}
     names: dict[str, list[str]] = {e.name: [] for e in entries}
     for k, (f, prompt, dims) in enumerate(plan):
@@ -186,6 +170,33 @@ def score_video_folder(
         "label": agg.label,
     }
     return out
+
+
+def _scoring_plan(
+    root: Path,
+    files: Sequence[Path],
+    dimensions: Sequence[str],
+    tagged: Mapping[str, set[str]] | None,
+    style_map: Mapping[str, str],
+) -> list[tuple[Path, str, list[str]]]:
+    """`(file, prompt, dimensions that score it)` per file; checked before any decoding so that a bad folder
+    fails fast (a style phrase missing, a dimension no video belongs to)."""
+    plan: list[tuple[Path, str, list[str]]] = []
+    for f in files:
+        prompt = prompt_from_filename(f)
+        dims = list(dimensions)
+        if tagged is not None:
+            in_range = index_from_filename(f) in VBENCH_INDICES
+            dims = [d for d in dims if in_range and prompt in tagged[d]]
+        if "appearance_style" in dims and prompt not in style_map:
+            raise ValueError(
+                f"appearance_style: no style phrase for prompt {prompt!r} (give full_info/styles)"
+            )
+        plan.append((f, prompt, dims))
+    for d in dimensions:
+        if not any(d in dims for _, _, dims in plan):
+            raise ValueError(f"no video in {root} belongs to dimension {d!r}'s prompts")
+    return plan
 
 
 def _score_one(
