@@ -34,7 +34,8 @@ with the matching preset, printing the max relative error per chunk (max |a - b|
 - `causvid`: 9 frames, 3 unshifted steps, CausVid's sigma table.
 - `longlive`: its interactive pipeline, 21 frames, window 12 with 3 sinks, a prompt switch at frame 15
   (past the window) or 6 (before it rolls), with its `global_sink` true (the sinks keep the old prompt's
-  K/V: the preset) and false (its interactive config: past the window, xfail with the reason).
+  K/V: the preset) and false (its interactive config: past the window, xfail with the reason); base
+  weights, and with a LoRA (rank 4) in its `lora.pt` layout, applied by its peft path / merged by ours.
 - `reward-forcing-lu`: 18 frames, window 9 with 3 EMA sinks (decay 0.999; 0.9 too, so the folds show).
 
 What the test changes in the peers' runs, and why (none of it is on the compared math):
@@ -77,7 +78,12 @@ import torch
 import torch.nn.functional as F
 
 from rfvideo.models import CausalOptions, CausalWanTransformer
-from rfvideo.models.convert import diffusers_to_wan, infer_wan_config, load_peer_checkpoint
+from rfvideo.models.convert import (
+    diffusers_to_wan,
+    infer_wan_config,
+    load_peer_checkpoint,
+    merge_lora_weights,
+)
 from rfvideo.pipeline.presets import get_preset
 from rfvideo.sampling import sample_chunkwise
 
@@ -183,13 +189,16 @@ def _save_peer_model(model_cls, tmp_path: Path, sub: str, seed: int) -> dict[str
     return {k: v.clone() for k, v in model.state_dict().items() if k != "freqs"}
 
 
-def _convert(peer: str, sd: dict[str, torch.Tensor], tmp_path: Path, layout: str) -> CausalWanTransformer:
-    """The same weights through rfvideo's converter, from the peer's released file layout."""
+def _convert(
+    peer: str, sd: dict[str, torch.Tensor], tmp_path: Path, layout: str, lora: Path | None = None
+) -> CausalWanTransformer:
+    """The same weights through rfvideo's converter, from the peer's released file layout (`lora`: LongLive's
+    `lora.pt`, merged as `rfvideo convert --lora` does)."""
     wan_keys = {f"model.{k}": v for k, v in sd.items()}
     path = tmp_path / f"{peer}.pt"
     torch.save({"generator_ema": wan_keys} if layout == "generator_ema" else
                {"generator": wan_keys} if layout == "generator" else wan_keys, path)  # fmt: skip
-    converted, _ = load_peer_checkpoint(path, peer)
+    converted, adapters = load_peer_checkpoint(path, peer, lora=lora)
     config = infer_wan_config(converted, attention_head_dim=HEAD_DIM)
     preset = get_preset(peer)
     model = CausalWanTransformer.from_options(
@@ -199,6 +208,9 @@ def _convert(peer: str, sd: dict[str, torch.Tensor], tmp_path: Path, layout: str
     # the mapping is a bijection: back to the peer's names, every key and value
     back = diffusers_to_wan(converted)
     assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
+    if adapters is not None:
+        rank = next(iter(adapters.values()))[0].shape[0]
+        model.load_state_dict(merge_lora_weights(converted, adapters, alpha=float(rank)), strict=True)
     return model.eval()
 
 
@@ -446,7 +458,7 @@ _LONGLIVE_RESINK = (
     " become the sinks and frames 0..2 are dropped. rfvideo's cache keeps sinks 0..2 (recache_sinks "
     "'reencode' or 'keep') and its stream holds only the held frames' latents (no 3..5): needs a "
     "CausalOptions / KVCache option in src/rfvideo/models/ (e.g. recache_sinks='first_recached') and the "
-    "stream to keep the last W latents; 2.5e-2 after the switch"
+    "stream to keep the last W latents; 2.5e-2 (base) / 3.0e-2 (LoRA) after the switch"
 )
 
 
@@ -459,7 +471,8 @@ _LONGLIVE_RESINK = (
         (6, True),
     ],
 )
-def test_longlive_side_by_side(tmp_path, monkeypatch, switch_frame, global_sink):
+@pytest.mark.parametrize("lora", [False, True], ids=["base", "lora"])
+def test_longlive_side_by_side(tmp_path, monkeypatch, switch_frame, global_sink, lora):
     """Prompt "a", then "b" from `switch_frame` on: 15 is past the 12-frame window (frames were evicted),
     6 is before it rolls. `global_sink` is LongLive's switch: true keeps the cache (the sinks keep the old
     prompt's K/V: the `longlive` preset, `recache_sinks="keep"`), false is its interactive config's."""
@@ -503,6 +516,23 @@ def test_longlive_side_by_side(tmp_path, monkeypatch, switch_frame, global_sink)
         text = _Text({"a": text_a, "b": text_b})
         pipe = TinyCaches(args, "cpu", generator=generator, text_encoder=text, vae=_Vae())
         pipe.num_transformer_blocks, pipe.frame_seq_length = PEER_CONFIG["num_layers"], TOKENS_PER_FRAME
+        lora_path = None
+        if lora:  # interactive_inference.py: configure_lora_for_model, then peft's set_peft_model_state_dict
+            import peft
+
+            lora_utils = importlib.import_module("utils.lora_utils")
+            adapter = {"type": "lora", "rank": 4, "alpha": 4, "dropout": 0.0}  # theirs: rank = alpha = 256
+            pipe.generator.model = lora_utils.configure_lora_for_model(
+                pipe.generator.model, model_name="generator", lora_config=adapter, is_main_process=False
+            )
+            gl = torch.Generator().manual_seed(8)  # peft starts lora_B at zero: random adapters
+            lora_sd = {
+                k: torch.randn(v.shape, generator=gl) * 0.3
+                for k, v in sorted(peft.get_peft_model_state_dict(pipe.generator.model).items())
+            }
+            peft.set_peft_model_state_dict(pipe.generator.model, lora_sd)
+            lora_path = tmp_path / "lora.pt"
+            torch.save({"generator_lora": lora_sd, "step": 0}, lora_path)
         with torch.no_grad(), _their_noise(g, b=1):
             _, latents = pipe.inference(
                 noise.permute(0, 2, 1, 3, 4), text_prompts_list=[["a"], ["b"]],
@@ -510,7 +540,7 @@ def test_longlive_side_by_side(tmp_path, monkeypatch, switch_frame, global_sink)
             )  # fmt: skip
     theirs = latents.permute(0, 2, 1, 3, 4)
 
-    model = _convert("longlive", sd, tmp_path, "generator")
+    model = _convert("longlive", sd, tmp_path, "generator", lora=lora_path)
     stream = StreamingGenerator(
         model, _StreamVae(), lambda prompts: {"a": text_a, "b": text_b}[prompts[0]],
         schedule=get_preset("longlive").flow_schedule(), latent_size=(H, W), seed=7, max_chunks=f // K,
@@ -524,5 +554,6 @@ def test_longlive_side_by_side(tmp_path, monkeypatch, switch_frame, global_sink)
     ours = torch.cat(chunks, dim=2)
     assert torch.equal(stream._noise, noise)  # same initial noise, drawn by the same rule
     errors = _per_chunk(ours, theirs)
-    _report(f"longlive (switch at frame {switch_frame}, global_sink {global_sink})", root, errors)
+    what = f"switch at frame {switch_frame}, global_sink {global_sink}" + (", LoRA merged" if lora else "")
+    _report(f"longlive ({what})", root, errors)
     assert max(errors) < 1e-4, errors
