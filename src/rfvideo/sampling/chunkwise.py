@@ -86,10 +86,13 @@ def denoise_step(
     kv_cache: Any,
     frame_offset: int,
     num_train_timesteps: int,
+    timestep: float | None = None,
 ) -> torch.Tensor:
-    """One cached x0 prediction of a chunk `x (b c k h w)` at noise level `sigma`: eq. (3) of flow.py."""
+    """One cached x0 prediction of a chunk `x (b c k h w)` at noise level `sigma`: eq. (3) of flow.py;
+    the model sees `timestep` (default `sigma * num_train_timesteps`; `FlowMatchSchedule.model_timesteps`)."""
     b, _, k = x.shape[:3]
-    t = torch.full((b, k), sigma * num_train_timesteps, device=x.device, dtype=torch.float32)
+    t_model = sigma * num_train_timesteps if timestep is None else timestep
+    t = torch.full((b, k), t_model, device=x.device, dtype=torch.float32)
     v = model(
         x,
         t,
@@ -156,7 +159,7 @@ def sample_chunk(
     Returns:
         The chunk's clean latents `(b c k h w)`.
     """
-    sigmas = schedule.sigmas.tolist()
+    sigmas, model_ts = schedule.sigmas.tolist(), schedule.model_timesteps
     last = len(sigmas) - 1 if exit_step is None else exit_step
     for j in range(last + 1):
         with torch.set_grad_enabled(grad and j == last):
@@ -168,12 +171,13 @@ def sample_chunk(
                 kv_cache=kv_cache,
                 frame_offset=frame_offset,
                 num_train_timesteps=schedule.num_train_timesteps,
+                timestep=model_ts[j],
             )
         if j < last:
             with torch.no_grad():
                 x = add_noise(x0, fresh_noise(x0, generator), sigmas[j + 1])
         if on_step is not None:
-            replaced = on_step(j, sigmas[j] * schedule.num_train_timesteps, x if j < last else x0)
+            replaced = on_step(j, model_ts[j], x if j < last else x0)
             if replaced is not None:
                 if j < last:
                     x = replaced
