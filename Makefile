@@ -5,7 +5,7 @@ PIP ?= $(PYTHON) -m pip
 # the pinned CPU-or-default wheel so a bare machine does not resolve the newest CUDA stack by accident.
 TORCH_FALLBACK ?= torch==2.13.0
 
-.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench reward-env test-rewards-ref serve-demo vbench-check bench-vae-decode bench-memory bench-decoders
+.PHONY: help install demo demo-assets test test-slow test-all lint format bench bench-gpu tb clean vbench-env test-vbench reward-env test-rewards-ref serve-demo vbench-check bench-vae-decode bench-memory bench-decoders peer-check
 
 help:  ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -24,7 +24,10 @@ test-slow:  ## slow tests only
 	$(PYTHON) -m pytest -q -m slow
 
 test-all:  ## fast and slow tests
-	$(PYTHON) -m pytest -q -m "not vbench and not rewards_ref"
+	$(PYTHON) -m pytest -q -m "not vbench and not rewards_ref and not peers"
+
+peer-check:  ## presets side by side against the peers' own code (PEERS_DIR=<folder with their checkouts>, see tests/peer_crosscheck)
+	RFVIDEO_PEERS_DIR=$(PEERS_DIR) $(PYTHON) -m pytest -q -s -m peers -p no:cacheprovider tests/peer_crosscheck
 
 lint:  ## ruff
 	$(PYTHON) -m ruff check src tests bench notebooks
