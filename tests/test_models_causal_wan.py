@@ -10,7 +10,7 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from helpers import randomize_, tiny_wan_config
-from rfvideo.models import CausalWanTransformer
+from rfvideo.models import CausalOptions, CausalWanTransformer
 from rfvideo.models.attention import frame_visibility, resolve_backend
 from rfvideo.models.causal_wan import WanConditionEmbedder
 from rfvideo.models.rope import apply_rope
@@ -133,10 +133,10 @@ def test_block_causal_equals_masked_reference_and_prefix_invariance():
 
 
 def test_frame_visibility_rules():
-    m = frame_visibility(9, num_frames_per_chunk=3, local_attn_size=-1, sink_size=0)
+    m = frame_visibility(9, CausalOptions(num_frames_per_chunk=3, local_attn_size=-1, sink_size=0))
     assert m[0, 2] and not m[0, 3] and m[8, 0] and m[3, 5]
     # window 6 incl. 1 sink: chunk [6, 9) sees frame 0 and frames [4, 9)
-    m = frame_visibility(9, num_frames_per_chunk=3, local_attn_size=6, sink_size=1)
+    m = frame_visibility(9, CausalOptions(num_frames_per_chunk=3, local_attn_size=6, sink_size=1))
     assert m[6].tolist() == [True, False, False, False, True, True, True, True, True]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rfvideo.models.causal_options import ATTENTION_BACKENDS
+from rfvideo.models.causal_options import ATTENTION_BACKENDS, CausalOptions
 
 __all__ = ["attention", "build_attention_mask", "frame_visibility", "resolve_backend"]
 
@@ -22,27 +22,26 @@ _compiled_flex: Any = None
 
 def frame_visibility(
     num_frames: int,
+    options: CausalOptions,
     *,
-    num_frames_per_chunk: int,
-    local_attn_size: int,
-    sink_size: int,
     device: torch.device | None = None,
     frame_index: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Block-causal frame mask `(f f)`, True = query frame i may attend key frame j.
+    """Block-causal frame mask `(f f)` of `options`, True = query frame i may attend key frame j.
 
-    Frame i in the chunk ending at e sees j < e, restricted (when local_attn_size != -1) to the sinks
-    j < sink_size and the last local_attn_size - sink_size frames j >= e - (local_attn_size - sink_size).
-    `frame_index` `(f,)` gives the frames' absolute indices (default `0..f-1`; `recache` passes the held
-    frames, which need not be contiguous).
+    With `k = num_frames_per_chunk`, `W = local_attn_size`, `S = sink_size`: frame i in the chunk ending
+    at e sees j < e, restricted (when W != -1) to the sinks j < S and the last W - S frames
+    j >= e - (W - S) (`CausalOptions.window_frames`). `frame_index` `(f,)` gives the frames' absolute
+    indices (default `0..f-1`; `recache` passes the held frames, which need not be contiguous).
     """
     i = torch.arange(num_frames, device=device) if frame_index is None else frame_index.to(device)
-    end = (i // num_frames_per_chunk + 1) * num_frames_per_chunk
+    k = options.num_frames_per_chunk
+    end = (i // k + 1) * k
     j = i
     vis = j[None, :] < end[:, None]
-    if local_attn_size != -1:
-        win = local_attn_size - sink_size
-        vis = vis & ((j[None, :] < sink_size) | (j[None, :] >= end[:, None] - win))
+    win = options.window_frames
+    if win is not None:
+        vis = vis & ((j[None, :] < options.sink_size) | (j[None, :] >= end[:, None] - win))
     return vis
 
 

@@ -28,6 +28,7 @@ from rfvideo.models.rope import WanRope, apply_rope
 __all__ = ["ATTENTION_MODES", "CausalWanTransformer", "WanAttention", "WanBlock", "WanConditionEmbedder"]
 
 ATTENTION_MODES = ("full", "block_causal", "cached")
+_DEFAULT_OPTIONS = CausalOptions()
 
 
 # ---------------------------------------------------------------------------------------- layers
@@ -236,17 +237,18 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         added_kv_proj_dim: int | None = None,
         rope_max_seq_len: int = 1024,
         pos_embed_seq_len: int | None = None,
-        num_frames_per_chunk: int = 3,
-        local_attn_size: int = -1,
-        sink_size: int = 0,
-        rope_mode: str = "absolute",
-        sink_eviction: str = "drop",
-        sink_ema_decay: float = 0.99,
-        attention_backend: str = "auto",
-        recache_visibility: str = "causal",
-        recache_sinks: str = "reencode",
-        sink_fold: str = "on_write",
-        partial_eviction: str = "ema",
+        # the causal options, flat so that config.json stays diffusers' flat dict (see `CausalOptions`)
+        num_frames_per_chunk: int = _DEFAULT_OPTIONS.num_frames_per_chunk,
+        local_attn_size: int = _DEFAULT_OPTIONS.local_attn_size,
+        sink_size: int = _DEFAULT_OPTIONS.sink_size,
+        rope_mode: str = _DEFAULT_OPTIONS.rope_mode,
+        sink_eviction: str = _DEFAULT_OPTIONS.sink_eviction,
+        sink_ema_decay: float = _DEFAULT_OPTIONS.sink_ema_decay,
+        attention_backend: str = _DEFAULT_OPTIONS.attention_backend,
+        recache_visibility: str = _DEFAULT_OPTIONS.recache_visibility,
+        recache_sinks: str = _DEFAULT_OPTIONS.recache_sinks,
+        sink_fold: str = _DEFAULT_OPTIONS.sink_fold,
+        partial_eviction: str = _DEFAULT_OPTIONS.partial_eviction,
     ) -> None:
         super().__init__()
         if image_dim is not None or added_kv_proj_dim is not None or pos_embed_seq_len is not None:
@@ -257,20 +259,9 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         if qk_norm not in ("rms_norm_across_heads", None):
             # diffusers builds RMSNorm across heads whatever this says; we refuse other values.
             raise ValueError(f"qk_norm must be 'rms_norm_across_heads', got {qk_norm!r}")
-        # validates every causal option with a one-line error
-        self._causal = CausalOptions(
-            num_frames_per_chunk=num_frames_per_chunk,
-            local_attn_size=local_attn_size,
-            sink_size=sink_size,
-            sink_eviction=sink_eviction,
-            sink_ema_decay=sink_ema_decay,
-            rope_mode=rope_mode,
-            attention_backend=attention_backend,
-            recache_visibility=recache_visibility,
-            recache_sinks=recache_sinks,
-            sink_fold=sink_fold,
-            partial_eviction=partial_eviction,
-        )
+        # built once from the flat config keys (registered before this body runs); validates every
+        # option with a one-line error
+        self._causal = CausalOptions.from_config(self.config)
         inner_dim = num_attention_heads * attention_head_dim
         out_channels = out_channels or in_channels
         patch_size = tuple(patch_size)
@@ -586,10 +577,7 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         if o.recache_visibility == "all_held":
             frame_mask = torch.ones((m, m), dtype=torch.bool, device=device)
         else:
-            frame_mask = frame_visibility(
-                m, num_frames_per_chunk=o.num_frames_per_chunk, local_attn_size=o.local_attn_size,
-                sink_size=o.sink_size, device=device, frame_index=index,
-            )  # fmt: skip
+            frame_mask = frame_visibility(m, o, device=device, frame_index=index)
         # LongLive's "keep": after the window rolled, only the non-sink frames are re-encoded and they
         # attend to the sinks' stored (old-prompt) K/V
         ns = kv_cache.held_sink_frames() if o.recache_sinks == "keep" and kv_cache.has_rolled() else 0
@@ -642,15 +630,9 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         return rope_q, handles
 
     def _block_causal_mask(self, num_frames: int, tokens_per_frame: int, device: torch.device) -> Any:
-        o = self._causal
-        frame_mask = frame_visibility(
-            num_frames,
-            num_frames_per_chunk=o.num_frames_per_chunk,
-            local_attn_size=o.local_attn_size,
-            sink_size=o.sink_size,
-            device=device,
-        )
-        return build_attention_mask(frame_mask, tokens_per_frame, resolve_backend(o.attention_backend))
+        backend = resolve_backend(self._causal.attention_backend)
+        frame_mask = frame_visibility(num_frames, self._causal, device=device)
+        return build_attention_mask(frame_mask, tokens_per_frame, backend)
 
     def _embed(
         self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor

@@ -18,6 +18,8 @@ from rfvideo.utils.checkpoint import load_checkpoint
 
 __all__ = ["load_causal_wan", "load_image_reward", "load_text_encoder", "load_wan_vae"]
 
+_DEFAULT_OPTIONS = CausalOptions()
+
 
 def _dtype(name: str) -> torch.dtype:
     dt = getattr(torch, name, None)
@@ -31,17 +33,17 @@ def load_causal_wan(
     *,
     subfolder: str | None = "transformer",
     dtype: str = "float32",
-    num_frames_per_chunk: int = 3,
-    local_attn_size: int = -1,
-    sink_size: int = 0,
-    sink_eviction: str = "drop",
-    sink_ema_decay: float = 0.99,
-    rope_mode: str = "absolute",
-    attention_backend: str = "auto",
-    recache_visibility: str = "causal",
-    recache_sinks: str = "reencode",
-    sink_fold: str = "on_write",
-    partial_eviction: str = "ema",
+    num_frames_per_chunk: int = _DEFAULT_OPTIONS.num_frames_per_chunk,
+    local_attn_size: int = _DEFAULT_OPTIONS.local_attn_size,
+    sink_size: int = _DEFAULT_OPTIONS.sink_size,
+    sink_eviction: str = _DEFAULT_OPTIONS.sink_eviction,
+    sink_ema_decay: float = _DEFAULT_OPTIONS.sink_ema_decay,
+    rope_mode: str = _DEFAULT_OPTIONS.rope_mode,
+    attention_backend: str = _DEFAULT_OPTIONS.attention_backend,
+    recache_visibility: str = _DEFAULT_OPTIONS.recache_visibility,
+    recache_sinks: str = _DEFAULT_OPTIONS.recache_sinks,
+    sink_fold: str = _DEFAULT_OPTIONS.sink_fold,
+    partial_eviction: str = _DEFAULT_OPTIONS.partial_eviction,
     init_checkpoint: str | None = None,
     init_from_ema: bool = True,
 ) -> CausalWanTransformer:
@@ -49,7 +51,8 @@ def load_causal_wan(
     checkpoint's generator (its EMA by default) on top, loaded strictly.
 
     The causal options are the fields of `rfvideo.models.CausalOptions` (flat here, so YAML configs name
-    them directly); they are validated together before any weight is read.
+    them directly, with its defaults); they are built into one `CausalOptions` (validated together) before
+    any weight is read, and the loaded model takes that object whole.
     Keep trainable weights in float32 and let the Trainer's `bf16-mixed` precision cast the compute.
     """
     options = CausalOptions(
@@ -61,9 +64,8 @@ def load_causal_wan(
     from rfvideo.models.hub import resolve_pretrained
 
     path = resolve_pretrained(path, what="Wan2.1 transformer")
-    model = CausalWanTransformer.from_pretrained(
-        path, subfolder=subfolder, torch_dtype=_dtype(dtype), **options.to_config()
-    )
+    model = CausalWanTransformer.from_pretrained(path, subfolder=subfolder, torch_dtype=_dtype(dtype))
+    model.set_causal_options(options)
     if init_checkpoint is not None:
         if not Path(init_checkpoint).is_file():
             raise ValueError(f"init_checkpoint {init_checkpoint!r} does not exist")
