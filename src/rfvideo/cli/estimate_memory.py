@@ -84,7 +84,8 @@ def _check_flags(args: argparse.Namespace) -> None:
 def _preflight(args: argparse.Namespace) -> None:
     """fit's preflight, on the YAML as written, before anything is built."""
     from rfvideo.cli.preflight import estimate_problems
-    from rfvideo.memory.config import init_args, load_yamls, model_sizes, read_model_config
+    from rfvideo.memory.config import load_yamls, model_sizes, read_model_config
+    from rfvideo.utils.config_nodes import init_args
 
     cfg = load_yamls(args.config)
     gen_args = init_args(init_args(cfg.get("model")).get("generator"))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rfvideo.cli.errors import UsageError
+from rfvideo.utils.config_nodes import init_args
 
 __all__ = [
     "config_problems",
@@ -97,10 +98,6 @@ def _walk(node: Any, where: str) -> Iterator[tuple[str, str, Any]]:
             yield from _walk(v, f"{where}[{i}]")
 
 
-def _init_args(node: Any) -> dict[str, Any]:
-    return node.get("init_args") or {} if isinstance(node, dict) else {}
-
-
 def _path_problems(cfg: dict[str, Any]) -> list[str]:
     from rfvideo.models.hub import resolve_pretrained
 
@@ -133,9 +130,9 @@ def _number(value: Any) -> float | None:
 
 def _frame_and_lr_problems(cfg: dict[str, Any]) -> list[str]:
     problems = []
-    model = _init_args(cfg.get("model"))
+    model = init_args(cfg.get("model"))
     frames = model.get("num_latent_frames")
-    chunk = _init_args(model.get("generator")).get("num_frames_per_chunk")
+    chunk = init_args(model.get("generator")).get("num_frames_per_chunk")
     if frames is not None:
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
             problems.append(f"model.init_args.num_latent_frames must be a positive integer, got {frames!r}")
@@ -145,8 +142,8 @@ def _frame_and_lr_problems(cfg: dict[str, Any]) -> list[str]:
                 f"num_frames_per_chunk={chunk}"
             )
     optimizer = model.get("optimizer")
-    if isinstance(optimizer, dict) and "lr" in _init_args(optimizer):
-        lr = _init_args(optimizer)["lr"]
+    if isinstance(optimizer, dict) and "lr" in init_args(optimizer):
+        lr = init_args(optimizer)["lr"]
         value = _number(lr)
         if value is None or not math.isfinite(value) or value <= 0:
             problems.append(f"model.init_args.optimizer.init_args.lr must be a finite number > 0, got {lr!r}")
@@ -159,7 +156,7 @@ def _transformer_config(generator: Any) -> tuple[dict[str, Any], Path] | None:
         "load_causal_wan"
     ):
         return None
-    args = _init_args(generator)
+    args = init_args(generator)
     path = args.get("path")
     if not isinstance(path, str) or not Path(path).expanduser().is_dir():
         return None
@@ -174,13 +171,13 @@ def _transformer_config(generator: Any) -> tuple[dict[str, Any], Path] | None:
 
 
 def _rope_problems(cfg: dict[str, Any]) -> list[str]:
-    model = _init_args(cfg.get("model"))
+    model = init_args(cfg.get("model"))
     generator = model.get("generator")
     found = _transformer_config(generator)
     if found is None:
         return []
     config, file = found
-    config = {**config, **_init_args(generator)}  # the loader's causal options override config.json's
+    config = {**config, **init_args(generator)}  # the loader's causal options override config.json's
     return rope_problems(config, model.get("num_latent_frames"), model.get("latent_size"), str(file))
 
 
@@ -234,9 +231,9 @@ def estimate_problems(
         source: where that config came from (named in the RoPE message).
     """
     problems = _frame_and_lr_problems(cfg)
-    model = _init_args(cfg.get("model"))
+    model = init_args(cfg.get("model"))
     trainer = cfg.get("trainer") or {}
-    data = _init_args(cfg.get("data"))
+    data = init_args(cfg.get("data"))
     size = model.get("latent_size")
     if size is not None and not (
         isinstance(size, (list, tuple)) and len(size) == 2 and all(_positive_int(v) for v in size)
@@ -263,13 +260,13 @@ def estimate_problems(
     if batch is not None and not _positive_int(batch):
         problems.append(f"data.init_args.batch_size must be a positive integer, got {batch!r}")
     if transformer_config is not None and not problems:
-        config = {**transformer_config, **_init_args(model.get("generator"))}  # loader args override
+        config = {**transformer_config, **init_args(model.get("generator"))}  # loader args override
         problems += rope_problems(config, model.get("num_latent_frames"), size, source)
     return problems
 
 
 def _store_problems(cfg: dict[str, Any]) -> list[str]:
-    data = _init_args(cfg.get("data"))
+    data = init_args(cfg.get("data"))
     store = data.get("prompt_embeddings")
     if not isinstance(store, str):
         return []

@@ -26,6 +26,7 @@ from rfvideo.memory.estimate import (
     estimate_grid,
     estimate_memory,
 )
+from rfvideo.utils.config_nodes import init_args
 
 __all__ = [
     "ExperimentInputs",
@@ -33,7 +34,6 @@ __all__ = [
     "estimate_table",
     "frozen_bytes",
     "generator_builder",
-    "init_args",
     "load_yamls",
     "model_sizes",
     "read_experiment",
@@ -166,11 +166,6 @@ def generator_builder(cfg_json: Mapping[str, Any], init: Mapping[str, Any]) -> A
 
     build.cache_key = json.dumps(kwargs, sort_keys=True, default=str) + str(dtype)  # type: ignore[attr-defined]
     return build
-
-
-def init_args(node: Any) -> dict[str, Any]:
-    """A YAML node's `init_args` ({} when absent)."""
-    return ((node or {}).get("init_args", {}) or {}) if isinstance(node, Mapping) else {}
 
 
 def _image_reward_bytes(init: Mapping[str, Any], sizes: Mapping[str, Any] | None) -> int | None:
