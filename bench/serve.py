@@ -251,6 +251,28 @@ def hostile_client(kind: str, url: str, until: float, out: dict[str, dict[str, A
             time.sleep(0.2)
 
 
+def hostile_process(url: str, seconds: float, ready: Any, go: Any, results: Any) -> None:
+    """The 4 hostile clients, one thread each, in a process of their own: their Python work (a flooder spins)
+    must not hold the GIL of the process whose threads measure the good clients' frame rate. They start
+    when `go` is set (after this process has imported everything) and attack for `seconds`."""
+    ready.set()
+    go.wait()
+    until = time.monotonic() + seconds
+    out: dict[str, dict[str, Any]] = {}
+    threads = [threading.Thread(target=hostile_client, args=(k, url, until, out)) for k in HOSTILE_KINDS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.put({"clients": out, "cpu_s": time.process_time()})  # this process's CPU, all its threads
+
+
+def _cpu_s(proc: Any) -> float:
+    """User + system CPU seconds of a psutil process so far."""
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
 def hostile_run(seconds: float) -> dict[str, Any]:
     """Two phases of `seconds` each (good clients alone, then with the hostile ones); see the docstring."""
     import psutil
@@ -297,27 +319,43 @@ def hostile_run(seconds: float) -> dict[str, Any]:
 
         phases: dict[str, dict[int, dict[str, Any]]] = {}
         hostile: dict[str, dict[str, Any]] = {}
+        cpu: dict[str, dict[str, float]] = {}
+        me = psutil.Process()
         rss_start = server.memory_info().rss / 2**20
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         for phase in ("alone", "with hostile"):
             settle()
             current[0] = phase
+            attackers, results = None, ctx.Queue()
+            if phase == "with hostile":
+                ready, go = ctx.Event(), ctx.Event()
+                attackers = ctx.Process(
+                    target=hostile_process, args=(ws_url, seconds, ready, go, results), daemon=True
+                )
+                attackers.start()
+                if not ready.wait(120):
+                    raise RuntimeError("the hostile clients' process did not start")
+                go.set()
             until = time.monotonic() + seconds
             out: dict[int, dict[str, Any]] = {}
             threads = [
                 threading.Thread(target=good_client, args=(ws_url, until, i, out))
                 for i in range(GOOD_CLIENTS)
             ]
-            if phase == "with hostile":
-                threads += [
-                    threading.Thread(target=hostile_client, args=(k, ws_url, until, hostile), daemon=True)
-                    for k in HOSTILE_KINDS
-                ]
+            server_cpu0, clients_cpu0, t0 = _cpu_s(server), _cpu_s(me), time.monotonic()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join(timeout=seconds + 120)
+            wall = time.monotonic() - t0
+            cpu[phase] = {"server": _cpu_s(server) - server_cpu0, "clients": _cpu_s(me) - clients_cpu0}
+            if attackers is not None:
+                got = results.get(timeout=120)
+                hostile, cpu[phase]["hostile"] = got["clients"], got["cpu_s"]
+                attackers.join(30)
+            cpu[phase]["wall"] = wall
+            cpu[phase]["frames"] = float(sum(r["frames"] for r in out.values()))
             phases[phase] = out
         current[0] = "after"
         settle()
@@ -338,6 +376,7 @@ def hostile_run(seconds: float) -> dict[str, Any]:
         "rss_end": rss_end,
         "metrics": metrics,
         "seconds": seconds,
+        "cpu": cpu,
     }
 
 
@@ -366,6 +405,20 @@ def hostile_section(res: dict[str, Any], info: str) -> str:
             "| --- | ---: | ---: | ---: | ---: |",
             *rows,
             "",
+            "Where the 2 cores went, per phase (CPU seconds over the phase's wall time, from the "
+            "processes' own counters): the server; the good clients (8 threads of the benchmark's "
+            "process); the hostile clients (their own process, so their Python work does not hold the "
+            "GIL of the clients that measure).",
+            "",
+            "| phase | wall (s) | server CPU (s) | good clients CPU (s) | hostile clients CPU (s) "
+            "| server CPU per delivered frame (ms) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            *(
+                f"| {ph} | {c['wall']:.1f} | {c['server']:.1f} | {c['clients']:.1f} | "
+                f"{c.get('hostile', 0.0):.1f} | {1e3 * c['server'] / max(c['frames'], 1.0):.1f} |"
+                for ph, c in res["cpu"].items()
+            ),
+            "",
             f"Server RSS: {res['rss_start']:.1f} MiB at the start (model built, warmed up); at most "
             + ", ".join(f"{v:.1f} MiB {k}" for k, v in res["rss_max"].items())
             + f"; {res['rss_end']:.1f} MiB at the end.",
@@ -390,6 +443,9 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 3 chunks, 10 s phases, nothing written"
     )
+    parser.add_argument(
+        "--hostile-only", action="store_true", help="run (and write) only the hostile-client section"
+    )
     parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     a = parser.parse_args()
     if a.quick:
@@ -400,6 +456,8 @@ def main() -> int:
         raise ValueError(f"--hostile-s must be > 0, got {a.hostile_s}")
     torch.set_num_threads(1)
     load0 = load_average()
+    if a.hostile_only:
+        return _hostile_only(a, load0)
     parts = build_parts()
     in_process(parts, 2)  # warm-up (allocator, lazy inits)
     rows = []
@@ -418,12 +476,7 @@ def main() -> int:
         )  # fmt: skip
         print(rows[-1], flush=True)
     hostile = hostile_run(a.hostile_s)
-    load1 = load_average().split(" / ")[0]
-    info = (
-        f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-        "(1 intra-op thread), "
-        f"Python {platform.python_version()}; load average {load0} at start, {load1} at end"
-    )
+    info = _machine(load0)
     table = "\n".join(
         [
             "| path | clients | generation slots | delivered FPS per client, mean (min-max) "
@@ -455,6 +508,24 @@ def main() -> int:
         print(f"{begin}\n{body}\n{end}")
         if not a.no_write:
             write_section(name, body)
+    return 0
+
+
+def _machine(load0: str) -> str:
+    load1 = load_average().split(" / ")[0]
+    return (
+        f"{platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
+        "(1 intra-op thread), "
+        f"Python {platform.python_version()}; load average {load0} at start, {load1} at end"
+    )
+
+
+def _hostile_only(a: argparse.Namespace, load0: str) -> int:
+    body = hostile_section(hostile_run(a.hostile_s), _machine(load0))
+    begin, end = markers("serve.py:hostile")
+    print(f"{begin}\n{body}\n{end}")
+    if not a.no_write:
+        write_section("serve.py:hostile", body)
     return 0
 
 
