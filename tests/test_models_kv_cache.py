@@ -1,28 +1,69 @@
-"""KVCache bookkeeping: append / overwrite / rolling window / EMA-sink / reset, on synthetic K/V, and
-the preallocated buffers against a naive per-frame reference (the previous implementation's rule).
+"""KVCache bookkeeping: append / overwrite / rolling window / EMA-sink / reset, on synthetic K/V, through
+the path the model uses (`KVCache.plan`, one `ChunkKV` handle per layer, `end_write`), against a naive
+per-frame reference: what a cached call attends over (and its attention) equals the naive cache's
+visible frames + the call's own.
+
+RoPE is the model's concern: the handles get the identity rotation here, so stored keys equal the inputs.
 
 Shapes: `b` batch, `T` tokens per frame, `h` heads, `d` head dim.
 """
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from rfvideo.models import CausalOptions, KVCache
+from rfvideo.models.attention import attention
+from rfvideo.models.layer_kv import ChunkKV
 
 B, T, H, D = 2, 4, 2, 3
+NO_ROPE = (torch.ones(1, D), torch.zeros(1, D))  # placeholders: `_same` ignores them
+
+
+def _same(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _chunk(g: torch.Generator, frames: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(B, frames * T, H, D, generator=g), torch.randn(B, frames * T, H, D, generator=g)
 
 
+def _call(cache: KVCache, offset: int, layer_kv: list[tuple[torch.Tensor, torch.Tensor]], write: bool):
+    """One cached call as the model makes it: plan, each layer's handle, then commit the write.
+
+    Returns per layer the keys and values attended over: views of the buffer where the call reads one
+    slice, except for an EMA write (attention consumes the read before the write commits; the EMA fold
+    then changes the sinks, and puts back the frames the sink mirror covered, under a view taken here).
+    """
+    k0 = layer_kv[0][0]
+    plan = cache.plan(offset, k0.shape[1] // T, T, write=write, like=k0)
+    out = []
+    for layer, (k, v) in enumerate(layer_kv):
+        handle = ChunkKV(cache, layer, plan, rotate=_same, rope_ctx=NO_ROPE, rope_read=NO_ROPE)
+        keys, values = handle.self_kv(k, v, NO_ROPE)
+        if write and cache.options.sink_eviction == "ema":
+            keys, values = keys.clone(), values.clone()
+        out.append((keys, values))
+    if write:
+        cache.end_write()
+    return out, plan
+
+
 def _write(cache: KVCache, offset: int, k: torch.Tensor, v: torch.Tensor) -> None:
-    cache.begin_write(offset, k.shape[1] // T, T)
-    for layer in range(cache.num_layers):
-        cache.write(layer, k + layer, v + layer)
-    cache.end_write()
+    """A context pass: layer `i` writes `k + i`, `v + i`."""
+    _call(cache, offset, [(k + i, v + i) for i in range(cache.num_layers)], write=True)
+
+
+def _visible(cache: KVCache, layer: int, offset: int, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The held K, V a chunk of `n` frames at `offset` sees (sinks first), read frame by frame."""
+    sinks, window = cache.visible_frames(offset, n)
+    if not sinks + window:
+        return None
+    ks, vs = zip(*(cache.frame_kv(layer, j) for j in sinks + window), strict=True)
+    return torch.cat(ks, 1), torch.cat(vs, 1)
 
 
 def test_append_read_overwrite_and_reset():
@@ -32,21 +73,22 @@ def test_append_read_overwrite_and_reset():
     k1, v1 = _chunk(g)
     _write(cache, 0, k0, v0)
     _write(cache, 3, k1, v1)
-    k, v = cache.read(1, 6, 3)
+    k, v = _visible(cache, 1, 6, 3)
     assert torch.equal(k, torch.cat([k0, k1], 1) + 1) and torch.equal(v, torch.cat([v0, v1], 1) + 1)
-    # reading for the overwrite pass of chunk 1 sees only chunk 0
-    k, _ = cache.read(0, 3, 3)
-    assert torch.equal(k, k0)
+    # the overwrite pass of chunk 1 attends over chunk 0 and itself
     k2, v2 = _chunk(g)
-    _write(cache, 3, k2, v2)  # overwrite the last chunk
+    attended, _ = _call(cache, 3, [(k2, v2), (k2 + 1, v2 + 1)], write=True)  # overwrite the last chunk
+    assert torch.equal(attended[0][0], torch.cat([k0, k2], 1))
+    assert torch.equal(attended[1][1], torch.cat([v0, v2], 1) + 1)
     assert cache.end_frame == 6 and cache.num_cached_frames() == 6
-    assert torch.equal(cache.read(0, 6, 3)[0], torch.cat([k0, k2], 1))
+    assert torch.equal(_visible(cache, 0, 6, 3)[0], torch.cat([k0, k2], 1))
     with pytest.raises(ValueError, match="frame_offset=0"):
-        cache.begin_write(0, 3, T)  # only the last chunk may be overwritten
+        cache.plan(0, 3, T, write=True, like=k0)  # only the last chunk may be overwritten
     with pytest.raises(ValueError, match="holds 4 tokens per frame, got 5"):
-        cache.begin_write(6, 3, 5)
+        cache.plan(6, 3, 5, write=True, like=k0)
+    assert cache.held_frames() == list(range(6))  # the refused calls changed nothing
     cache.reset()
-    assert cache.read(0, 0, 3) is None and cache.end_frame == 0 and not cache.tensors()
+    assert _visible(cache, 0, 0, 3) is None and cache.end_frame == 0 and not cache.tensors()
 
 
 def test_rolling_window_keeps_sinks_and_frees_evicted_frames():
@@ -59,7 +101,7 @@ def test_rolling_window_keeps_sinks_and_frees_evicted_frames():
         assert cache.num_cached_frames() <= 9
     assert cache.held_frames() == [0, 1, 2, 9, 10, 11, 12, 13, 14]
     # the next chunk [15, 18) sees sinks and frames [12, 15)
-    k, _ = cache.read(0, 15, 3)
+    k, _ = _visible(cache, 0, 15, 3)
     assert torch.equal(k, torch.cat([chunks[0][0], chunks[4][0]], 1))
     # one K and one V buffer of sinks + twice the window + a chunk (frames), whatever the video length
     assert len(cache.tensors()) == 2 and cache.capacity == 3 + 2 * 6 + 3
@@ -80,14 +122,14 @@ def test_ema_sink_equals_hand_computed_update():
     for j in (1, 2):
         want_k = decay * want_k + (1 - decay) * chunks[j][0]
         want_v = decay * want_v + (1 - decay) * chunks[j][1]
-    k, v = cache.read(0, 12, 3)
+    k, v = _visible(cache, 0, 12, 3)
     assert cache.held_frames() == [0, 1, 2, 9, 10, 11]
     torch.testing.assert_close(k[:, : 3 * T], want_k)
     torch.testing.assert_close(v[:, : 3 * T], want_v)
     assert k.shape[1] == 3 * T  # W - S = 3 frames: the chunk [12, 15) sees only itself and the sinks
     # overwriting the last chunk folds nothing again
     _write(cache, 9, *chunks[3])
-    torch.testing.assert_close(cache.read(0, 12, 3)[0][:, : 3 * T], want_k)
+    torch.testing.assert_close(_visible(cache, 0, 12, 3)[0][:, : 3 * T], want_k)
 
 
 def test_writes_are_detached_and_options_validated():
@@ -164,24 +206,16 @@ MODES = {
 }
 
 
-def _folded_read(cache: KVCache, offset: int, k: torch.Tensor, v: torch.Tensor, write: bool):
-    """What attention reads in a no-grad cached call: context + own K/V (layer 0), and the plan."""
-    plan = cache.plan(offset, k.shape[1] // T, T, write=write, like=k)
-    if plan.fold:
-        cache.put(0, plan, k, v)
-        keys, values = cache.folded(0, plan)
-    else:
-        if write:
-            cache.put(0, plan, k, v)
-        ctx = cache.context(0, plan)
-        keys, values = (k, v) if ctx is None else (torch.cat([ctx[0], k], 1), torch.cat([ctx[1], v], 1))
-    if write and cache.options.sink_eviction == "ema":
-        # attention consumes the read before the write is committed; an EMA fold then changes the sinks
-        # (and puts back the frames the sink mirror covered) under a view taken here
-        keys, values = keys.clone(), values.clone()
-    if write:
-        cache.end_write()
+def _cached_read(cache: KVCache, offset: int, k: torch.Tensor, v: torch.Tensor, write: bool):
+    """What attention reads in a cached call of a one-layer cache: context + own K/V, and the plan."""
+    ((keys, values),), plan = _call(cache, offset, [(k, v)], write)
     return keys, values, plan
+
+
+def _naive_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over `(b l h d)` inputs, every key visible."""
+    logits = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    return torch.einsum("bhqk,bkhd->bqhd", logits.softmax(-1), v)
 
 
 @torch.no_grad()
@@ -202,17 +236,22 @@ def test_buffers_equal_naive_per_frame_cache(mode):
         o = 3 * i
         for _ in range(4):
             k, v = _chunk(g)
-            keys, values, plan = _folded_read(cache, o, k, v, write=False)
+            keys, values, plan = _cached_read(cache, o, k, v, write=False)
             want = ref.read(o, 3)
             want_k = k if want is None else torch.cat([want[0], k], 1)
             want_v = v if want is None else torch.cat([want[1], v], 1)
             assert same(keys, want_k) and same(values, want_v), (i, plan)
+            # cached attention == uncached attention over the naive cache's frames + the chunk's own
+            q = torch.randn(k.shape, generator=g)
+            torch.testing.assert_close(
+                attention(q, keys, values), _naive_attention(q, want_k, want_v), atol=1e-5, rtol=1e-5
+            )
         if i % 4 == 3:  # write, then overwrite the same chunk with other values
             k, v = _chunk(g)
-            _folded_read(cache, o, k, v, write=True)
+            _cached_read(cache, o, k, v, write=True)
             ref.write(o, k, v)
         k, v = _chunk(g)
-        keys, values, _ = _folded_read(cache, o, k, v, write=True)
+        keys, values, _ = _cached_read(cache, o, k, v, write=True)
         want = ref.read(o, 3)
         assert same(keys, k if want is None else torch.cat([want[0], k], 1))
         ref.write(o, k, v)
@@ -221,7 +260,7 @@ def test_buffers_equal_naive_per_frame_cache(mode):
             torch.testing.assert_close(cache.frame_kv(0, j)[0], ref.frames[j][0], atol=1e-6, rtol=1e-6)
     # a read behind the last chunk (not an overwrite) sees the frames before it, the held ones intact
     k, v = _chunk(g)
-    keys, _, _ = _folded_read(cache, 30, k, v, write=False)
+    keys, _, _ = _cached_read(cache, 30, k, v, write=False)
     want = ref.read(30, 3)
     assert same(keys, torch.cat([want[0], k], 1))
     assert same(cache.frame_kv(0, 33)[0], ref.frames[33][0])
@@ -236,8 +275,8 @@ def test_reads_copy_nothing_without_separated_sinks(mode):
     for i in range(10):
         for write in (False, False, True):
             k, v = _chunk(g)
-            keys, values, plan = _folded_read(cache, 3 * i, k, v, write=write)
-            if cache.k is not None and plan.fold:
+            keys, values, plan = _cached_read(cache, 3 * i, k, v, write=write)
+            if cache.k is not None and plan.own_in_buffer:
                 assert keys.untyped_storage().data_ptr() == cache.k[0].untyped_storage().data_ptr()
                 assert values.untyped_storage().data_ptr() == cache.v[0].untyped_storage().data_ptr()
     # 30 calls, of which the two reads of chunk 0 before its write have no buffer to fold into
@@ -254,10 +293,10 @@ def test_global_buffer_grows_past_its_reservation():
     cache, ref = KVCache(1, batch_size=B, max_frames=6), NaiveCache(CausalOptions())
     for i in range(5):
         k, v = _chunk(g)
-        _folded_read(cache, 3 * i, k, v, write=True)
+        _cached_read(cache, 3 * i, k, v, write=True)
         ref.write(3 * i, k, v)
     assert cache.capacity >= 15 and cache.stats["maintenance_copy_bytes"] > 0
-    assert torch.equal(cache.read(0, 15, 3)[0], ref.read(15, 3)[0])
+    assert torch.equal(_visible(cache, 0, 15, 3)[0], ref.read(15, 3)[0])
 
 
 def test_wrong_batch_size_and_tokens_raise():
@@ -265,8 +304,7 @@ def test_wrong_batch_size_and_tokens_raise():
     k = torch.randn(3, 3 * T, H, D, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="batch_size=2, got batch 3"):
         cache.plan(0, 3, T, write=True, like=k)
-    cache.plan(0, 3, T, write=True, like=k[:2])
-    cache.end_write()
+    _write(cache, 0, k[:2], k[:2])
     with pytest.raises(ValueError, match="holds 4 tokens per frame, got 2"):
         cache.plan(3, 3, 2, write=False, like=k[:2])
 
@@ -303,7 +341,7 @@ def test_rolled_window_read_is_one_view_and_the_sink_mirror_is_undone(options):
         o = k * i
         for write in (False, False, True):
             kk, vv = _chunk(g, k)
-            keys, values, plan = _folded_read(cache, o, kk, vv, write=write)
+            keys, values, plan = _cached_read(cache, o, kk, vv, write=write)
             want = ref.read(o, k)
             assert torch.allclose(keys, kk if want is None else torch.cat([want[0], kk], 1), atol=1e-6)
             if write:
@@ -315,9 +353,9 @@ def test_rolled_window_read_is_one_view_and_the_sink_mirror_is_undone(options):
                 if keys.untyped_storage().data_ptr() == cache.k[0].untyped_storage().data_ptr():
                     views += 1
         if i % 3 == 2:  # read the next chunk (mirror placed), then overwrite this one, then read behind
-            _folded_read(cache, o + k, *_chunk(g, k), write=False)
+            _cached_read(cache, o + k, *_chunk(g, k), write=False)
             kk, vv = _chunk(g, k)
-            keys, _, _ = _folded_read(cache, o, kk, vv, write=True)
+            keys, _, _ = _cached_read(cache, o, kk, vv, write=True)
             want = ref.read(o, k)
             assert torch.allclose(keys, kk if want is None else torch.cat([want[0], kk], 1), atol=1e-6)
             ref.write(o, kk, vv)

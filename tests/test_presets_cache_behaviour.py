@@ -22,6 +22,7 @@ import torch
 
 from helpers import randomize_, tiny_wan_config
 from rfvideo.models import CausalOptions, CausalWanTransformer, KVCache
+from rfvideo.models.layer_kv import ChunkKV
 from rfvideo.models.rope import apply_rope
 from rfvideo.pipeline.presets import get_preset
 
@@ -62,17 +63,17 @@ class LuBuffer:
         return torch.cat([f[0] for f in read], 1), torch.cat([f[1] for f in read], 1)
 
 
+def _same(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 def _attend(cache: KVCache, offset: int, k: torch.Tensor, v: torch.Tensor, write: bool):
-    """What one no-grad cached call attends over (context + own K/V, layer 0)."""
+    """What one no-grad cached call attends over (context + own K/V, layer 0), through the model's path:
+    plan, the layer's handle (identity RoPE: stored keys equal the inputs), then the write's commit."""
     plan = cache.plan(offset, k.shape[1] // T, T, write=write, like=k)
-    if plan.fold:
-        cache.put(0, plan, k, v)
-        keys, values = cache.folded(0, plan)
-    else:
-        if write:
-            cache.put(0, plan, k, v)
-        ctx = cache.context(0, plan)
-        keys, values = (k, v) if ctx is None else (torch.cat([ctx[0], k], 1), torch.cat([ctx[1], v], 1))
+    no_rope = (torch.ones(1, D), torch.zeros(1, D))  # placeholders: `_same` ignores them
+    handle = ChunkKV(cache, 0, plan, rotate=_same, rope_ctx=no_rope, rope_read=no_rope)
+    keys, values = handle.self_kv(k, v, no_rope)
     keys, values = keys.clone(), values.clone()  # attention consumes the read before the write commits
     if write:
         cache.end_write()
@@ -131,7 +132,7 @@ def test_fold_timing_and_overwrite_only_move_what_they_should():
         _attend(cache, 3 * i, *(torch.randn(B, 3 * T, H, D, generator=g) for _ in range(2)), True)
     _attend(cache, 12, *(torch.randn(B, 3 * T, H, D, generator=g) for _ in range(2)), False)
     with pytest.raises(ValueError, match="cannot overwrite the chunk at frame 9"):
-        cache.begin_write(9, 3, T)
+        cache.plan(9, 3, T, write=True, like=torch.randn(B, 3 * T, H, D, generator=g))
 
 
 # ----------------------------------------------------------------------------- model level

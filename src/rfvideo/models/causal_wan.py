@@ -22,7 +22,8 @@ from diffusers.models.normalization import FP32LayerNorm
 
 from rfvideo.models.attention import attention, build_attention_mask, frame_visibility, resolve_backend
 from rfvideo.models.causal_options import CausalOptions
-from rfvideo.models.kv_cache import KVCache, LayerKV, RecacheKV
+from rfvideo.models.kv_cache import KVCache
+from rfvideo.models.layer_kv import ChunkKV, LayerKV, RecacheKV
 from rfvideo.models.rope import WanRope, apply_rope
 
 __all__ = ["ATTENTION_MODES", "CausalWanTransformer", "WanAttention", "WanBlock", "WanConditionEmbedder"]
@@ -623,7 +624,7 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         # hold other frames: the handle then keeps a copy of the context it saw
         snapshot = torch.is_grad_enabled() and self.gradient_checkpointing
         handles: list[LayerKV | None] = [
-            LayerKV(kv_cache, li, plan, rotate=apply_rope, rope_ctx=rope_ctx, rope_read=rope_read,
+            ChunkKV(kv_cache, li, plan, rotate=apply_rope, rope_ctx=rope_ctx, rope_read=rope_read,
                     snapshot=snapshot)
             for li in range(len(self.blocks))
         ]  # fmt: skip

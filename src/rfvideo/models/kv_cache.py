@@ -4,7 +4,7 @@
 Shapes (einops): `b` batch, `T` tokens per latent frame, `H` heads, `d` head dim, `l` tokens,
 `n` text tokens, `s` buffer slots (frames) of capacity.
 
-Window semantics (`CausalOptions`, shared with the block-causal mask in `causal_wan.py`): with
+Window semantics (`CausalOptions`, shared with the block-causal mask in `attention.py`): with
 `W = local_attn_size` and `S = sink_size`, a chunk whose last frame is `e - 1` sees the sink frames
 `[0, S)` plus the most recent `W - S` frames `[e - (W - S), e)` (its own chunk included), so at most `W`
 frames in all. `W = -1` means global attention (nothing is ever evicted).
@@ -26,13 +26,14 @@ slots right after its visible context, so attention reads one slice of the buffe
   what those slots held, so every read of that position is one slice (mirror, window + chunk), a view.
   Once per chunk that costs `2 S` frame copies per layer (save + mirror), instead of concatenating sinks,
   window and chunk on every layer call. The saved frames go back (`_restore`) before anything else needs
-  them: a call at another window position, an EMA fold, a compaction, an overwrite, `frame_kv`, `read`,
+  them: a call at another window position, an EMA fold, a compaction, an overwrite, `frame_kv`,
   `overwrite_held`. Compaction leaves `max(0, S - k)` slots free before the run so that the mirror always
   fits after the first separation; where it does not fit the read is one cat of two slices.
 
 Writes happen once per chunk (the t = 0 context pass) at the end of the held frames, or again at the
 start frame of the last written chunk, which overwrites that chunk in place. With autograd enabled the
-chunk's own K/V are never folded into a buffer (a later in-place write would corrupt a saved tensor):
+chunk's own K/V are never copied into a buffer's free tail (a later in-place write would corrupt a saved
+tensor):
 the block concatenates a copy of the context with them instead, exactly as the per-frame cache did.
 
 EMA-sink (Lu et al., arXiv 2512.04678), exact per-token rule used here: frames leave the window in
@@ -49,14 +50,13 @@ contiguously, then the current chunk (so video length is unbounded by the RoPE t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from rfvideo.models.causal_options import CausalOptions
 
-__all__ = ["CachePlan", "KVCache", "LayerKV", "RecacheKV", "validate_cache_options"]
+__all__ = ["CachePlan", "KVCache"]
 
 _DEFAULT_GLOBAL_CHUNKS = 8  # initial global capacity (chunks) when no length was reserved
 
@@ -75,13 +75,14 @@ class CachePlan:
     own_slot: int | None
     """First slot of this call's own frames (right after the visible context); None when those slots
     hold frames that must survive the call (a read behind the last written frame)."""
-    fold: bool
-    """Write this call's K/V into the buffer and attend over one slice (no grad, free slots)."""
+    own_in_buffer: bool
+    """This call's own K/V go into the buffer slots right after its context and attention reads context +
+    own as one slice (no grad, free slots, the buffer's dtype and device); else they are concatenated."""
     written: set[int] = field(default_factory=set)
     """Layers this call has written (a checkpoint recompute must not write twice)."""
     mirror: bool = False
     """A copy of the sinks sits right before the read run (`window[0]`, or `own_slot` with no window):
-    the folded read is one slice."""
+    the in-buffer read is one slice."""
 
     @property
     def context_frames(self) -> int:
@@ -215,7 +216,8 @@ class KVCache:
         write: bool,
         like: torch.Tensor,
     ) -> CachePlan:
-        """Validate a cached call, make room for it, and say which slots it reads and writes.
+        """Prepare one cached call and say which slots it reads and writes: the one path of every read
+        and write (the model's forward, through one `ChunkKV` handle per layer, then `end_write`).
 
         Args:
             frame_offset: Absolute index of the call's first frame.
@@ -223,50 +225,34 @@ class KVCache:
             tokens_per_frame: Tokens per frame (fixed for the cache's lifetime until `reset`).
             write: The call stores its K/V (append at the end or overwrite the last chunk).
             like: A tensor shaped `(b l H d)` in the dtype and on the device attention runs with.
+
+        Raises:
+            ValueError: another batch size or token count than the cache holds, or a write that neither
+                appends nor overwrites the last written chunk.
         """
-        self.check_batch(like.shape[0])
-        if self.tokens_per_frame is not None and tokens_per_frame != self.tokens_per_frame:
-            raise ValueError(
-                f"KVCache holds {self.tokens_per_frame} tokens per frame, got {tokens_per_frame}; "
-                "reset() first"
-            )
-        own_slot: int | None = None
+        # 1. validate (nothing has changed when this raises), then make the write pending
+        self._check_call(frame_offset, num_frames, tokens_per_frame, write=write, batch_size=like.shape[0])
         if write:
-            self.begin_write(frame_offset, num_frames, tokens_per_frame)
+            self._start_write(frame_offset, num_frames, tokens_per_frame)
+        # 2. Reward Forcing (Lu): the chunk that needs room folds the frames it cannot see into the sinks
+        # before it attends (the default folds them when that chunk is written, `end_write`)
         if self._folds_before_attend() and frame_offset == self.end_frame and self.k is not None:
-            # Reward Forcing (Lu): the chunk that needs room folds the frames it cannot see into the
-            # sinks before it attends (the default folds them when that chunk is written)
             assert self.window_frames is not None
             self._evict(frame_offset + num_frames - self.window_frames)
-        if write:
-            if self.k is None:
-                self._allocate(like, frame_offset + num_frames)
-            if frame_offset == self.end_frame:
-                self._make_room(num_frames)
-            own_slot = self.slot(frame_offset)
+        # 3. allocate, grow or compact so that the call's own frames fit right after its context
+        own_slot = self._room_for_own(frame_offset, num_frames, write=write, like=like)
+        # 4. the slots it reads
         sinks, window = self.visible_frames(frame_offset, num_frames)
-        if not write and self.k is not None and (not window or window[-1] == self.end_frame - 1):
-            self._make_room(num_frames)
-            sinks, window = self.visible_frames(frame_offset, num_frames)
-            own_slot = self._end_slot()
         win = (self.slot(window[0]), self.slot(window[-1]) + 1) if window else (0, 0)
-        fold = (
+        own_in_buffer = (
             own_slot is not None
             and not torch.is_grad_enabled()
             and self.k is not None
             and self.k[0].dtype == like.dtype
             and self.k[0].device == like.device
         )
-        # the sink mirror of this call's read run, when the sinks do not adjoin it and fit before it
-        S = self.sink_size
-        start = win[0] if window else own_slot
-        want = None
-        if fold and self.window_frames is not None and S and len(sinks) == S and start is not None:
-            want = start - S if start - S >= S else None
-        if self._mirror != want:
-            self._restore()
-            if want is not None:
-                self._place_mirror(want)
+        # 5. the sink mirror of this call's read run, when the sinks do not adjoin it and fit before it
+        mirror = self._sync_sink_mirror(win[0] if window else own_slot, len(sinks), own_in_buffer)
         return CachePlan(
             frame_offset=frame_offset,
             num_frames=num_frames,
@@ -274,9 +260,81 @@ class KVCache:
             sink_frames=len(sinks),
             window=win,
             own_slot=own_slot,
-            fold=fold,
-            mirror=want is not None,
+            own_in_buffer=own_in_buffer,
+            mirror=mirror,
         )
+
+    def _check_call(
+        self, frame_offset: int, num_frames: int, tokens_per_frame: int, *, write: bool, batch_size: int
+    ) -> None:
+        """Raise before a cached call changes anything: batch, tokens per frame, where a write lands."""
+        self.check_batch(batch_size)
+        if self.tokens_per_frame is not None and tokens_per_frame != self.tokens_per_frame:
+            raise ValueError(
+                f"KVCache holds {self.tokens_per_frame} tokens per frame, got {tokens_per_frame}; "
+                "reset() first"
+            )
+        if not write:
+            return
+        overwrite = frame_offset == self.last_chunk_start
+        if not overwrite and frame_offset != self.end_frame:
+            raise ValueError(
+                f"cache write at frame_offset={frame_offset}: expected {self.end_frame} (append) or "
+                f"{self.last_chunk_start} (overwrite the last written chunk)"
+            )
+        if overwrite and self.end_frame - frame_offset != num_frames:
+            raise ValueError(
+                f"overwriting the chunk at frame {frame_offset} with {num_frames} frames, but it holds "
+                f"{self.end_frame - frame_offset}"
+            )
+        if overwrite and self.window_frames is not None:
+            lost = max(self.sink_size, frame_offset + num_frames - self.window_frames)
+            if self.first_frame > lost:
+                raise ValueError(
+                    f"cannot overwrite the chunk at frame {frame_offset}: sink_fold='before_attend' already "
+                    f"evicted frames it saw (first held frame {self.first_frame})"
+                )
+
+    def _start_write(self, frame_offset: int, num_frames: int, tokens_per_frame: int) -> None:
+        """Make a validated write pending (`end_write` commits it)."""
+        if frame_offset == self.last_chunk_start:
+            self._restore()  # the sink mirror may cover the frames the overwritten chunk saw
+        self.tokens_per_frame = tokens_per_frame
+        self._pending = (frame_offset, num_frames)
+
+    def _room_for_own(
+        self, frame_offset: int, num_frames: int, *, write: bool, like: torch.Tensor
+    ) -> int | None:
+        """Allocate (first write), grow or compact the buffers so that the call's own frames fit right after
+        the held ones; returns their first slot, or None when those slots hold frames that must survive
+        the call (a read behind the last written frame) or nothing is allocated yet."""
+        if write:
+            if self.k is None:
+                self._allocate(like, frame_offset + num_frames)
+            if frame_offset == self.end_frame:
+                self._make_room(num_frames)
+            return self.slot(frame_offset)
+        if self.k is None:
+            return None
+        _, window = self.visible_frames(frame_offset, num_frames)
+        if window and window[-1] != self.end_frame - 1:
+            return None
+        self._make_room(num_frames)
+        return self._end_slot()
+
+    def _sync_sink_mirror(self, start: int | None, sinks: int, own_in_buffer: bool) -> bool:
+        """Place the sink mirror right before the read run starting at slot `start` (undoing one placed for
+        another run), where the call reads in the buffer, all `S` sinks are visible and they fit apart
+        from the sinks themselves; returns whether the call reads through the mirror."""
+        S = self.sink_size
+        want = None
+        if own_in_buffer and self.window_frames is not None and S and sinks == S and start is not None:
+            want = start - S if start - S >= S else None
+        if self._mirror != want:
+            self._restore()
+            if want is not None:
+                self._place_mirror(want)
+        return want is not None
 
     # ------------------------------------------------------------------ the sink mirror
     @torch.no_grad()
@@ -379,31 +437,14 @@ class KVCache:
                 bufs[i] = new
         self.capacity = capacity
 
-    # ------------------------------------------------------------------ reads
-    def read(
-        self, layer: int, frame_offset: int, num_frames: int
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Cached K and V `(b l H d)` visible to a chunk at `frame_offset` (sinks first), or None.
-
-        A copy; the model's forward reads through `CachePlan` slices instead.
-        """
-        self._restore()
-        sinks, window = self.visible_frames(frame_offset, num_frames)
-        idx = sinks + window
-        if not idx or self.k is None:
-            return None
-        T = self.tokens_per_frame
-        ks = [self.k[layer][:, self.slot(j) * T : (self.slot(j) + 1) * T] for j in idx]
-        vs = [self.v[layer][:, self.slot(j) * T : (self.slot(j) + 1) * T] for j in idx]
-        return torch.cat(ks, 1), torch.cat(vs, 1)
-
-    def _pieces(self, buf: torch.Tensor, plan: CachePlan, start: int, stop: int) -> torch.Tensor:
+    # ------------------------------------------------------------------ reads and the own frames' write
+    def _sinks_then_run(self, buf: torch.Tensor, plan: CachePlan, start: int, stop: int) -> torch.Tensor:
         """Sinks then the run `[start, stop)` of one buffer: a view, or one cat of two slices."""
         T = self.tokens_per_frame
         ns = plan.sink_frames
         if ns and start == ns:
             return buf[:, : stop * T]  # sinks adjoin the run
-        if plan.mirror and plan.fold and start - ns == self._mirror:
+        if plan.mirror and plan.own_in_buffer and start - ns == self._mirror:
             return buf[:, (start - ns) * T : stop * T]  # the sink mirror adjoins the run
         run = buf[:, start * T : stop * T]
         if not ns:
@@ -417,19 +458,24 @@ class KVCache:
         if plan.context_frames == 0 or self.k is None or self.v is None:
             return None
         start, stop = plan.window if plan.window[1] > plan.window[0] else (plan.sink_frames,) * 2
-        return self._pieces(self.k[layer], plan, start, stop), self._pieces(self.v[layer], plan, start, stop)
+        return self._sinks_then_run(self.k[layer], plan, start, stop), self._sinks_then_run(
+            self.v[layer], plan, start, stop
+        )
 
-    def folded(self, layer: int, plan: CachePlan) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context and own K, V `(b l H d)` read as one slice (a view unless the sinks lie apart)."""
+    def context_and_own(self, layer: int, plan: CachePlan) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context and own K, V `(b l H d)` of an `own_in_buffer` call, read as one slice (a view unless the
+        sinks lie apart and no mirror fits)."""
         assert self.k is not None and self.v is not None and plan.own_slot is not None
         self.stats["reads"] += 1
         start = plan.window[0] if plan.window[1] > plan.window[0] else plan.own_slot
         stop = plan.own_slot + plan.num_frames
-        return self._pieces(self.k[layer], plan, start, stop), self._pieces(self.v[layer], plan, start, stop)
+        return self._sinks_then_run(self.k[layer], plan, start, stop), self._sinks_then_run(
+            self.v[layer], plan, start, stop
+        )
 
     @torch.no_grad()
-    def put(self, layer: int, plan: CachePlan, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Write a call's own K/V `(b (f T) H d)` into its slots (the write target or the free tail)."""
+    def store_own(self, layer: int, plan: CachePlan, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Copy a call's own K/V `(b (f T) H d)` into its slots (the write target or the free tail)."""
         assert self.k is not None and self.v is not None and plan.own_slot is not None
         T = self.tokens_per_frame
         start, stop = plan.own_slot * T, (plan.own_slot + plan.num_frames) * T
@@ -438,52 +484,7 @@ class KVCache:
         if not plan.write:
             self.stats["fold_bytes"] += k.nbytes + v.nbytes
 
-    # ------------------------------------------------------------------ writes
-    def begin_write(self, frame_offset: int, num_frames: int, tokens_per_frame: int) -> None:
-        """Validate a chunk write at `frame_offset`: append at the end or overwrite the last chunk."""
-        if self.tokens_per_frame is not None and tokens_per_frame != self.tokens_per_frame:
-            raise ValueError(
-                f"KVCache holds {self.tokens_per_frame} tokens per frame, got {tokens_per_frame}; "
-                "reset() first"
-            )
-        overwrite = frame_offset == self.last_chunk_start
-        if not overwrite and frame_offset != self.end_frame:
-            raise ValueError(
-                f"cache write at frame_offset={frame_offset}: expected {self.end_frame} (append) or "
-                f"{self.last_chunk_start} (overwrite the last written chunk)"
-            )
-        if overwrite and self.end_frame - frame_offset != num_frames:
-            raise ValueError(
-                f"overwriting the chunk at frame {frame_offset} with {num_frames} frames, but it holds "
-                f"{self.end_frame - frame_offset}"
-            )
-        if overwrite and self.window_frames is not None:
-            lost = max(self.sink_size, frame_offset + num_frames - self.window_frames)
-            if self.first_frame > lost:
-                raise ValueError(
-                    f"cannot overwrite the chunk at frame {frame_offset}: sink_fold='before_attend' already "
-                    f"evicted frames it saw (first held frame {self.first_frame})"
-                )
-        if overwrite:
-            self._restore()  # the sink mirror may cover the frames the overwritten chunk saw
-        self.tokens_per_frame = tokens_per_frame
-        self._pending = (frame_offset, num_frames)
-
-    @torch.no_grad()
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store one layer's chunk K/V `(b (f T) H d)` at the pending offset (detached, in place)."""
-        assert self._pending is not None, "begin_write() must precede write()"
-        frame_offset, num_frames = self._pending
-        T = self.tokens_per_frame
-        if self.k is None:
-            self._allocate(k, frame_offset + num_frames)
-        elif frame_offset == self.end_frame:
-            self._make_room(num_frames)
-        assert self.k is not None and self.v is not None
-        start = self.slot(frame_offset) * T
-        self.k[layer][:, start : start + num_frames * T].copy_(k.detach())
-        self.v[layer][:, start : start + num_frames * T].copy_(v.detach())
-
+    # ------------------------------------------------------------------ committing a write
     def end_write(self) -> None:
         """Commit the pending chunk write (once, after every layer has written), then evict."""
         assert self._pending is not None
@@ -586,136 +587,3 @@ class KVCache:
             if kv is not None:
                 out += list(kv)
         return out
-
-
-Rotate = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-"""`rotate(x (b l H d), cos (l d), sin (l d)) -> (b l H d)`: the model's RoPE."""
-
-
-class LayerKV:
-    """One layer's handle on the cache during one cached forward: the block hands it this call's keys and
-    values and gets back what to attend over; the handle reads and writes the layer's slots.
-
-    Args:
-        cache: The cache.
-        layer: The block's index.
-        plan: The call's `CachePlan` (shared by every layer of the call).
-        rotate: The model's RoPE function.
-        rope_ctx: cos, sin `(l d)` of the visible context ("relative" RoPE only; None otherwise).
-        rope_read: cos, sin `(l d)` of context + own frames ("relative" RoPE only).
-        snapshot: Copy the visible context now (gradient checkpointing recomputes the block later, when
-            the cache may hold other frames).
-    """
-
-    def __init__(
-        self,
-        cache: KVCache,
-        layer: int,
-        plan: CachePlan,
-        *,
-        rotate: Rotate,
-        rope_ctx: tuple[torch.Tensor, torch.Tensor] | None,
-        rope_read: tuple[torch.Tensor, torch.Tensor] | None,
-        snapshot: bool = False,
-    ) -> None:
-        self.cache, self.layer, self.plan = cache, layer, plan
-        self.rotate, self.rope_ctx, self.rope_read = rotate, rope_ctx, rope_read
-        self.relative = cache.rope_mode == "relative"
-        self._snapshot: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._snapped = snapshot and not plan.fold
-        if self._snapped:
-            ctx = cache.context(layer, plan)
-            self._snapshot = None if ctx is None else (ctx[0].clone(), ctx[1].clone())
-
-    def self_kv(
-        self, k: torch.Tensor, v: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys (rotated) and values `(b l' H d)` to attend over, from this call's unrotated `k`, `v`
-        `(b l H d)` and their RoPE `rope_q`; stores `k`, `v` when the call writes."""
-        plan, cache, layer = self.plan, self.cache, self.layer
-        if plan.fold:
-            stored = k if self.relative else self.rotate(k, *rope_q)
-            if layer not in plan.written:
-                cache.put(layer, plan, stored, v)
-                plan.written.add(layer)
-            keys, values = cache.folded(layer, plan)
-            if self.relative:
-                assert self.rope_read is not None
-                keys = self.rotate(keys, *self.rope_read)
-            return keys, values
-        k_rot = self.rotate(k, *rope_q)
-        if plan.write and layer not in plan.written:
-            cache.put(layer, plan, (k if self.relative else k_rot).detach(), v.detach())
-            plan.written.add(layer)
-        ctx = self._snapshot if self._snapped else cache.context(layer, plan)
-        if ctx is None:
-            return k_rot, v
-        ck, cv = ctx
-        if self.relative:
-            assert self.rope_ctx is not None
-            ck = self.rotate(ck, *self.rope_ctx)
-        return torch.cat([ck.to(k_rot.dtype), k_rot], 1), torch.cat([cv.to(v.dtype), v], 1)
-
-    def cross_kv(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Cached cross-attention K, V `(b n H d)`; None under grad (recomputed so the text path trains)."""
-        return None if torch.is_grad_enabled() else self.cache.get_cross(self.layer)
-
-    def store_cross(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        if self.cache.get_cross(self.layer) is None:
-            self.cache.set_cross(self.layer, k, v)
-
-
-class RecacheKV(LayerKV):
-    """Handle of one layer during `recache`: the forward runs over the re-encoded held frames (with the
-    mask of `recache_visibility`); their keys and values overwrite the held ones and are attended as is.
-
-    With `keep_sinks` (`recache_sinks="keep"` after the window rolled) the forward runs over the non-sink
-    held frames only, and the sinks' stored K/V (old prompt) are prepended to what they attend over.
-
-    Args:
-        cache: The cache.
-        layer: The block's index.
-        rotate: The model's RoPE function.
-        keep_sinks: Re-encode the non-sink frames only and attend to the stored sinks.
-        rope_sinks: cos, sin `(l d)` of the sink frames (relative RoPE with `keep_sinks`; stored keys are
-            unrotated there).
-    """
-
-    def __init__(
-        self,
-        cache: KVCache,
-        layer: int,
-        *,
-        rotate: Rotate,
-        keep_sinks: bool = False,
-        rope_sinks: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> None:
-        self.cache, self.layer, self.rotate = cache, layer, rotate
-        self.relative = cache.rope_mode == "relative"
-        self.keep_sinks, self.rope_sinks = keep_sinks, rope_sinks
-
-    def self_kv(
-        self, k: torch.Tensor, v: torch.Tensor, rope_q: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        k_rot = self.rotate(k, *rope_q)
-        if not self.keep_sinks:
-            self.cache.overwrite_held(self.layer, k if self.relative else k_rot, v)
-            return k_rot, v
-        ns = self.cache.held_sink_frames()
-        sk, sv = (
-            torch.cat(kv, 1)
-            for kv in zip(*(self.cache.frame_kv(self.layer, j) for j in range(ns)), strict=True)
-        )
-        if self.relative:
-            assert self.rope_sinks is not None
-            sk = self.rotate(sk, *self.rope_sinks)
-        self.cache.overwrite_held(self.layer, k if self.relative else k_rot, v, sinks=False)
-        return torch.cat([sk.to(k_rot.dtype), k_rot], 1), torch.cat([sv.to(v.dtype), v], 1)
-
-    def cross_kv(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        return None
-
-
-def validate_cache_options(**options: object) -> None:
-    """Raise ValueError naming the offending causal option (kept for callers of the old helper)."""
-    CausalOptions(**options)  # type: ignore[arg-type]
