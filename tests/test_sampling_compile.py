@@ -28,7 +28,7 @@ def test_compiled_sampler_equals_eager(causal):
     sched = FlowMatchSchedule()
     eager = sample_chunkwise(model, noise, text, schedule=sched, generator=torch.Generator().manual_seed(2))
     compile_cached(model)
-    assert "_qkv" in vars(model.blocks[0])
+    assert "self_attention_qkv" in vars(model.blocks[0])
     try:
         compiled = sample_chunkwise(
             model, noise, text, schedule=sched, generator=torch.Generator().manual_seed(2)
@@ -36,7 +36,7 @@ def test_compiled_sampler_equals_eager(causal):
     finally:
         uncompile(model)
     torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
-    assert "_qkv" not in vars(model.blocks[0])
+    assert "self_attention_qkv" not in vars(model.blocks[0])
     again = sample_chunkwise(model, noise, text, schedule=sched, generator=torch.Generator().manual_seed(2))
     assert torch.equal(again, eager)
 
@@ -53,4 +53,4 @@ def test_bad_backend_and_failing_compiler_raise_clear_errors():
 
     with pytest.raises(RuntimeError, match="cannot compile on cpu: .*no C compiler found"):
         compile_cached(model, backend=broken)
-    assert "_qkv" not in vars(model.blocks[0])  # nothing was swapped in
+    assert "self_attention_qkv" not in vars(model.blocks[0])  # nothing was swapped in

@@ -1,12 +1,12 @@
 """Opt-in compiled cached inference: `torch.compile` of the attention-free halves of every block.
 
-What is compiled: per block, `_qkv` (adaLN modulation, Q/K/V projections, RMS norms, query RoPE) and
-`_rest` (output projection and gate, cross-attention, feed-forward), with static shapes. Their shapes
-are the same for every chunk of a video (a chunk always has `k` frames), so one compilation serves every
-chunk and, since the blocks share their code, every layer. The self-attention itself (one SDPA call over
-the cache slice, whose length grows with a global cache) and the cache bookkeeping stay eager, so nothing
-recompiles as the cache fills. On CUDA the default mode is "reduce-overhead" (CUDA graphs of those
-static-shape halves).
+What is compiled: per block, `self_attention_qkv` (adaLN modulation, Q/K/V projections, RMS norms, query
+RoPE) and `residual_cross_ffn` (output projection and gate, cross-attention, feed-forward), with static
+shapes. Their shapes are the same for every chunk of a video (a chunk always has `k` frames), so one
+compilation serves every chunk and, since the blocks share their code, every layer. The self-attention
+itself (one SDPA call over the cache slice, whose length grows with a global cache) and the cache
+bookkeeping stay eager, so nothing recompiles as the cache fills. On CUDA the default mode is
+"reduce-overhead" (CUDA graphs of those static-shape halves).
 
 Legend: `b` batch, `l` tokens, `D` width.
 """
@@ -20,7 +20,7 @@ import torch
 
 __all__ = ["compile_cached", "uncompile"]
 
-_COMPILED = ("_qkv", "_rest")
+_COMPILED = ("self_attention_qkv", "residual_cross_ffn")
 
 
 def _probe(backend: str | Callable[..., Any], mode: str | None, device: torch.device) -> None:
