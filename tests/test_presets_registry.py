@@ -30,7 +30,9 @@ def _sample(model: CausalWanTransformer, schedule: FlowMatchSchedule, f: int = 9
 
 
 def test_names_and_unknown_name_lists_the_valid_ones():
-    assert preset_names() == ["rfvideo", "self-forcing", "causvid", "longlive", "reward-forcing-lu"]
+    assert preset_names() == [
+        "rfvideo", "self-forcing", "causvid", "longlive", "longlive-interactive", "reward-forcing-lu"
+    ]  # fmt: skip
     assert get_preset("longlive") is PRESETS["longlive"]
     with pytest.raises(ValueError, match=r"'longlife'; valid presets: rfvideo, self-forcing, causvid"):
         get_preset("longlife")
@@ -61,6 +63,10 @@ def test_peer_presets_set_their_documented_options():
     ll = get_preset("longlive").causal_options()
     assert (ll.local_attn_size, ll.sink_size, ll.rope_mode, ll.sink_eviction) == (12, 3, "absolute", "drop")
     assert (ll.recache_visibility, ll.recache_sinks) == ("all_held", "keep")
+    # its interactive config (global_sink: false): the same but the re-cache's first frames become the sinks
+    li = get_preset("longlive-interactive").causal_options()
+    assert dataclasses.replace(li, recache_sinks="keep") == ll and li.recache_sinks == "resink"
+    assert get_preset("longlive-interactive").schedule == get_preset("longlive").schedule
     for name in ("self-forcing", "causvid"):
         assert get_preset(name).causal_options() == CausalOptions()  # global attention, no sinks
     for p in PRESETS.values():
@@ -74,7 +80,7 @@ def test_schedules_follow_each_peers_step_rule():
     s = torch.linspace(1.0, 0.0, 1001, dtype=torch.float64)[:-1]
     table = 5.0 * s / (1 + 4.0 * s) * 1000  # the peers' shifted timestep table
     warped = torch.stack([table[1000 - t] for t in (1000, 750, 500, 250)]).float()
-    for name in ("rfvideo", "self-forcing", "longlive", "reward-forcing-lu"):
+    for name in ("rfvideo", "self-forcing", "longlive", "longlive-interactive", "reward-forcing-lu"):
         torch.testing.assert_close(get_preset(name).flow_schedule().timesteps, warped, atol=1e-3, rtol=0)
     assert get_preset("causvid").flow_schedule().timesteps.tolist() == [1000.0, 757.0, 522.0]
 
@@ -107,6 +113,9 @@ def test_option_values_and_the_peer_bug_combination_are_refused():
                       ("partial_eviction", "copy")]:  # fmt: skip
         with pytest.raises(ValueError, match=f"{name} must be one of"):
             CausalOptions(**{name: bad})
+    # LongLive's resink re-encodes evicted frames, all seeing each other: no causal visibility to keep
+    with pytest.raises(ValueError, match="recache_sinks='resink' .* needs recache_visibility='all_held'"):
+        CausalOptions(local_attn_size=12, sink_size=3, recache_sinks="resink")
     # Reward Forcing's EMA path without sinks rotates queries at negative RoPE positions: refused
     for lu in ({"sink_fold": "before_attend"}, {"partial_eviction": "overwrite"}):
         with pytest.raises(ValueError, match="need sink_size >= 1, got 0"):

@@ -32,10 +32,11 @@ with the matching preset, printing the max relative error per chunk (max |a - b|
 
 - `self-forcing`: 9 frames, 4 warped steps, global attention.
 - `causvid`: 9 frames, 3 unshifted steps, CausVid's sigma table.
-- `longlive`: its interactive pipeline, 21 frames, window 12 with 3 sinks, a prompt switch at frame 15
-  (past the window) or 6 (before it rolls), with its `global_sink` true (the sinks keep the old prompt's
-  K/V: the preset) and false (its interactive config: past the window, xfail with the reason); base
-  weights, and with a LoRA (rank 4) in its `lora.pt` layout, applied by its peft path / merged by ours.
+- `longlive` / `longlive-interactive`: its interactive pipeline, 21 frames, window 12 with 3 sinks, a
+  prompt switch at frame 15 (past the window) or 6 (before it rolls), with its `global_sink` true (the
+  sinks keep the old prompt's K/V: `longlive`) and false (its interactive config: the re-cached frames'
+  first 3 become the sinks: `longlive-interactive`); base weights, and with a LoRA (rank 4) in its
+  `lora.pt` layout, applied by its peft path / merged by ours.
 - `reward-forcing-lu`: 18 frames, window 9 with 3 EMA sinks (decay 0.999; 0.9 too, so the folds show).
 
 What the test changes in the peers' runs, and why (none of it is on the compared math):
@@ -190,17 +191,22 @@ def _save_peer_model(model_cls, tmp_path: Path, sub: str, seed: int) -> dict[str
 
 
 def _convert(
-    peer: str, sd: dict[str, torch.Tensor], tmp_path: Path, layout: str, lora: Path | None = None
+    peer: str,
+    sd: dict[str, torch.Tensor],
+    tmp_path: Path,
+    layout: str,
+    lora: Path | None = None,
+    preset: str | None = None,
 ) -> CausalWanTransformer:
     """The same weights through rfvideo's converter, from the peer's released file layout (`lora`: LongLive's
-    `lora.pt`, merged as `rfvideo convert --lora` does)."""
+    `lora.pt`, merged as `rfvideo convert --lora` does), with the preset `preset` (default: the peer's)."""
     wan_keys = {f"model.{k}": v for k, v in sd.items()}
     path = tmp_path / f"{peer}.pt"
     torch.save({"generator_ema": wan_keys} if layout == "generator_ema" else
                {"generator": wan_keys} if layout == "generator" else wan_keys, path)  # fmt: skip
     converted, adapters = load_peer_checkpoint(path, peer, lora=lora)
     config = infer_wan_config(converted, attention_head_dim=HEAD_DIM)
-    preset = get_preset(peer)
+    preset = get_preset(preset or peer)
     model = CausalWanTransformer.from_options(
         preset.causal_options(CausalOptions(num_frames_per_chunk=K)), **config
     )
@@ -451,31 +457,14 @@ class _Identity:
         return x0
 
 
-_LONGLIVE_RESINK = (
-    "LongLive 1.0's interactive config (global_sink: false; its 2025-12-04 fix 7b567128) zeroes the KV "
-    "cache on a switch, re-encodes the last local_attn_size=12 frames (here 3..14) with every one seeing "
-    "every other, and writes them from slot 0: the first sink_size of them (frames 3, 4, 5, RoPE at 3..5)"
-    " become the sinks and frames 0..2 are dropped. rfvideo's cache keeps sinks 0..2 (recache_sinks "
-    "'reencode' or 'keep') and its stream holds only the held frames' latents (no 3..5): needs a "
-    "CausalOptions / KVCache option in src/rfvideo/models/ (e.g. recache_sinks='first_recached') and the "
-    "stream to keep the last W latents; 2.5e-2 (base) / 3.0e-2 (LoRA) after the switch"
-)
-
-
-@pytest.mark.parametrize(
-    "switch_frame, global_sink",
-    [
-        pytest.param(15, False, marks=pytest.mark.xfail(strict=True, reason=_LONGLIVE_RESINK)),
-        (15, True),
-        (6, False),
-        (6, True),
-    ],
-)
+@pytest.mark.parametrize("switch_frame, global_sink", [(15, False), (15, True), (6, False), (6, True)])
 @pytest.mark.parametrize("lora", [False, True], ids=["base", "lora"])
 def test_longlive_side_by_side(tmp_path, monkeypatch, switch_frame, global_sink, lora):
     """Prompt "a", then "b" from `switch_frame` on: 15 is past the 12-frame window (frames were evicted),
     6 is before it rolls. `global_sink` is LongLive's switch: true keeps the cache (the sinks keep the old
-    prompt's K/V: the `longlive` preset, `recache_sinks="keep"`), false is its interactive config's."""
+    prompt's K/V: the `longlive` preset, `recache_sinks="keep"`), false is its interactive config's (the
+    cache restarts from the last 12 frames, whose first 3 become the sinks: `longlive-interactive`,
+    `recache_sinks="resink"`)."""
     from rfvideo.streaming.generator import StreamingGenerator
 
     root = _peer_root("LongLive")
@@ -540,20 +529,36 @@ def test_longlive_side_by_side(tmp_path, monkeypatch, switch_frame, global_sink,
             )  # fmt: skip
     theirs = latents.permute(0, 2, 1, 3, 4)
 
-    model = _convert("longlive", sd, tmp_path, "generator", lora=lora_path)
+    preset = "longlive" if global_sink else "longlive-interactive"
+    model = _convert("longlive", sd, tmp_path, "generator", lora=lora_path, preset=preset)
     stream = StreamingGenerator(
         model, _StreamVae(), lambda prompts: {"a": text_a, "b": text_b}[prompts[0]],
-        schedule=get_preset("longlive").flow_schedule(), latent_size=(H, W), seed=7, max_chunks=f // K,
+        schedule=get_preset(preset).flow_schedule(), latent_size=(H, W), seed=7, max_chunks=f // K,
     )  # fmt: skip
+    ours = _switched_stream(stream, f, switch_frame)
+    assert torch.equal(stream._noise, noise)  # same initial noise, drawn by the same rule
+    errors = _per_chunk(ours, theirs)
+    what = f"switch at frame {switch_frame}, global_sink {global_sink}" + (", LoRA merged" if lora else "")
+    _report(f"{preset} ({what})", root, errors)
+    assert max(errors) < 1e-4, errors
+    if not global_sink and switch_frame == 15:
+        # the other preset's re-cache (old sinks kept) against the interactive config: off after the switch
+        get_preset("longlive").apply(model)
+        kept = StreamingGenerator(
+            model, _StreamVae(), lambda prompts: {"a": text_a, "b": text_b}[prompts[0]],
+            schedule=get_preset("longlive").flow_schedule(), latent_size=(H, W), seed=7, max_chunks=f // K,
+        )  # fmt: skip
+        off = _per_chunk(_switched_stream(kept, f, switch_frame), theirs)
+        print("[peers]   longlive (global_sink true's rule) vs it: " + ", ".join(f"{e:.1e}" for e in off))
+        assert max(off[: switch_frame // K]) < 1e-4 < min(off[switch_frame // K :]), off
+
+
+def _switched_stream(stream, f: int, switch_frame: int) -> torch.Tensor:
+    """The stream's chunks `(b c f h w)`: prompt "a", then "b" from `switch_frame` on."""
     stream.set_prompt("a")
     chunks = []
     for i in range(f // K):
         if i * K == switch_frame:
             stream.set_prompt("b")
         chunks.append(stream.next_chunk())
-    ours = torch.cat(chunks, dim=2)
-    assert torch.equal(stream._noise, noise)  # same initial noise, drawn by the same rule
-    errors = _per_chunk(ours, theirs)
-    what = f"switch at frame {switch_frame}, global_sink {global_sink}" + (", LoRA merged" if lora else "")
-    _report(f"longlive ({what})", root, errors)
-    assert max(errors) < 1e-4, errors
+    return torch.cat(chunks, dim=2)

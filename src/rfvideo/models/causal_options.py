@@ -26,7 +26,7 @@ ROPE_MODES = ("absolute", "relative")
 EVICTIONS = ("drop", "ema")
 ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
 RECACHE_VISIBILITIES = ("causal", "all_held")
-RECACHE_SINKS = ("reencode", "keep")
+RECACHE_SINKS = ("reencode", "keep", "resink")
 SINK_FOLDS = ("on_write", "before_attend")
 PARTIAL_EVICTIONS = ("ema", "overwrite")
 
@@ -56,7 +56,12 @@ class CausalOptions:
     recache_sinks: str = "reencode"
     """Re-cache of the sink frames: "reencode" (under the new prompt, like every held frame) or "keep"
     (once the window has rolled, i.e. a frame was evicted, the sinks keep the K/V written under the old
-    prompt and the re-encoded frames attend to those: LongLive). Before the window rolls both re-encode."""
+    prompt and the re-encoded frames attend to those: LongLive's `global_sink: true`), or "resink" (LongLive's
+    interactive config, `global_sink: false`: once more than `local_attn_size` frames were written, the
+    cache restarts from the last `local_attn_size` frames: they are re-encoded, each seeing every other
+    (needs `recache_visibility="all_held"`), at their absolute RoPE positions, the first `sink_size` of
+    them become the sinks and the old sinks are dropped; `KVCache.prepare_recache`). Before the window
+    rolls all three re-encode every held frame."""
     sink_fold: str = "on_write"
     """When EMA sinks absorb evicted frames: "on_write" (when the chunk that pushes them out of the window
     is written, `KVCache.end_write`; that chunk itself attends to the sinks before the fold) or
@@ -100,6 +105,12 @@ class CausalOptions:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.recache_sinks == "resink" and self.recache_visibility != "all_held":
+            # the re-encoded frames include evicted ones whose original visibility no held frame shares
+            raise ValueError(
+                f"recache_sinks='resink' (LongLive's global_sink: false) re-encodes with every frame seeing "
+                f"every other: needs recache_visibility='all_held', got {self.recache_visibility!r}"
+            )
         lu_path = self.sink_fold == "before_attend" or self.partial_eviction == "overwrite"
         if self.sink_eviction == "ema" and lu_path and self.sink_size == 0:
             # Reward Forcing (Lu)'s code rotates queries at negative RoPE positions without sinks

@@ -7,11 +7,14 @@ Shapes (einops): `b` batch, `T` tokens per latent frame, `H` heads, `d` head dim
 Window semantics (`CausalOptions`, shared with the block-causal mask in `attention.py`): with
 `W = local_attn_size` and `S = sink_size`, a chunk whose last frame is `e - 1` sees the sink frames
 `[0, S)` plus the most recent `W - S` frames `[e - (W - S), e)` (its own chunk included), so at most `W`
-frames in all. `W = -1` means global attention (nothing is ever evicted).
+frames in all. `W = -1` means global attention (nothing is ever evicted). After a re-cache with
+`recache_sinks="resink"` (LongLive's `global_sink: false`, `prepare_recache`) the cache holds the frames
+`[a, e)` a stream started at frame `a = e - W` would hold: the sinks are the frames `[a, a + S)`
+(`sink_start`, `sink_end`), and every rule below reads "sink frames" as those.
 
 Storage: per layer one K and one V buffer `(b (s T) H d)`, allocated at the first write (when `T`, `H`,
-`d` are known). Frame `j < S` lives in slot `j`; non-sink frames form one contiguous run of slots from
-slot `S` on (or a few slots later after a compaction), in frame order (slot of frame `j` =
+`d` are known). Sink frame `j` lives in slot `j - sink_start`; non-sink frames form one contiguous run
+of slots from slot `S` on (or a few slots later after a compaction), in frame order (slot of frame `j` =
 `run_start + j - base`). A chunk's own K/V are written into the
 slots right after its visible context, so attention reads one slice of the buffer:
 
@@ -155,7 +158,8 @@ class KVCache:
         self.tokens_per_frame: int | None = None
         self.last_chunk_start: int | None = None
         self.end_frame = 0  # one past the last written frame
-        self.first_frame = 0  # first held non-sink frame (>= sink_size once frames are evicted)
+        self.sink_start = 0  # first sink frame (moves only with recache_sinks="resink")
+        self.first_frame = 0  # first held non-sink frame (>= sink_end once frames are evicted)
         self.base = self.sink_size  # the non-sink frame stored in slot `run_start`
         self._run_start = self.sink_size
         self._mirror: int | None = None  # slot of the sink mirror ([m, m + S) hold a copy of the sinks)
@@ -185,10 +189,15 @@ class KVCache:
         if batch_size != self.batch_size:
             raise ValueError(f"KVCache was built for batch_size={self.batch_size}, got batch {batch_size}")
 
+    @property
+    def sink_end(self) -> int:
+        """One past the last sink frame (`S` unless a "resink" re-cache moved the sinks)."""
+        return self.sink_start + self.sink_size
+
     def held_frames(self) -> list[int]:
         """Absolute indices of the frames held, ascending (sinks first)."""
-        sinks = list(range(min(self.sink_size, self.end_frame)))
-        return sinks + list(range(max(self.first_frame, self.sink_size), self.end_frame))
+        sinks = list(range(self.sink_start, min(self.sink_end, self.end_frame)))
+        return sinks + list(range(max(self.first_frame, self.sink_end), self.end_frame))
 
     def num_cached_frames(self) -> int:
         """Frames currently held (sinks included)."""
@@ -196,14 +205,14 @@ class KVCache:
 
     def slot(self, frame: int) -> int:
         """Buffer slot of a (held or about to be written) frame."""
-        return frame if frame < self.sink_size else self._run_start + frame - self.base
+        return frame - self.sink_start if frame < self.sink_end else self._run_start + frame - self.base
 
     def visible_frames(self, frame_offset: int, num_frames: int) -> tuple[list[int], list[int]]:
         """Cached (sink frames, window frames) that a chunk at `frame_offset` attends to, in order."""
         held = self.held_frames()
-        sinks = [j for j in held if j < self.sink_size and j < frame_offset]
+        sinks = [j for j in held if j < self.sink_end and j < frame_offset]
         lo = -1 if self.window_frames is None else frame_offset + num_frames - self.window_frames
-        window = [j for j in held if self.sink_size <= j < frame_offset and j >= lo]
+        window = [j for j in held if self.sink_end <= j < frame_offset and j >= lo]
         return sinks, window
 
     # ------------------------------------------------------------------ planning a call
@@ -288,7 +297,7 @@ class KVCache:
                 f"{self.end_frame - frame_offset}"
             )
         if overwrite and self.window_frames is not None:
-            lost = max(self.sink_size, frame_offset + num_frames - self.window_frames)
+            lost = max(self.sink_end, frame_offset + num_frames - self.window_frames)
             if self.first_frame > lost:
                 raise ValueError(
                     f"cannot overwrite the chunk at frame {frame_offset}: sink_fold='before_attend' already "
@@ -360,7 +369,7 @@ class KVCache:
         slot, saved = self._saved
         self._mirror = self._saved = None
         T, S = self.tokens_per_frame, self.sink_size
-        lo = max(slot, self.slot(max(self.first_frame, S)))  # held run: [slot(first), end slot)
+        lo = max(slot, self.slot(max(self.first_frame, self.sink_end)))  # held run: [slot(first), end slot)
         hi = min(slot + S, self._end_slot())
         if lo >= hi:
             return  # the covered frames have all been evicted since
@@ -374,8 +383,8 @@ class KVCache:
 
     def _end_slot(self) -> int:
         """The slot after the last held frame."""
-        if self.end_frame <= self.sink_size:
-            return self.end_frame
+        if self.end_frame <= self.sink_end:
+            return self.end_frame - self.sink_start
         return self.slot(self.end_frame - 1) + 1
 
     def _make_room(self, num_frames: int) -> None:
@@ -387,7 +396,7 @@ class KVCache:
             return
         # rolling: move the held run [first, end) back to slot S + gap, frame order kept
         self._restore()
-        first = max(self.first_frame, self.sink_size)
+        first = max(self.first_frame, self.sink_end)
         S, T = self.sink_size, self.tokens_per_frame
         dst_slot = S + self._gap()
         shift = self.slot(first) - dst_slot
@@ -502,11 +511,11 @@ class KVCache:
     def _evict(self, threshold: int) -> None:
         """Drop the held non-sink frames `< threshold`, folding them into EMA sinks first.
 
-        `partial_eviction="ema"`: frame j folds into sink `j % S`, in frame order. `"overwrite"` (Reward
-        Forcing (Lu)): exactly S frames fold as one block (the i-th into sink i); any other count
-        overwrites the first `min(count, S)` sinks with the oldest evicted frames.
+        `partial_eviction="ema"`: frame j folds into sink `(j - sink_start) % S`, in frame order.
+        `"overwrite"` (Reward Forcing (Lu)): exactly S frames fold as one block (the i-th into sink i); any
+        other count overwrites the first `min(count, S)` sinks with the oldest evicted frames.
         """
-        first = max(self.first_frame, self.sink_size)
+        first = max(self.first_frame, self.sink_end)
         if threshold <= first:
             return
         S, T = self.sink_size, self.tokens_per_frame
@@ -523,7 +532,7 @@ class KVCache:
             else:
                 by_block = self.options.partial_eviction == "overwrite"
                 for i, j in enumerate(evicted):
-                    s, e = (i if by_block else j % S), self.slot(j)
+                    s, e = (i if by_block else (j - self.sink_start) % S), self.slot(j)
                     for buf in (*self.k, *self.v):
                         buf[:, s * T : (s + 1) * T].mul_(decay).add_(
                             buf[:, e * T : (e + 1) * T], alpha=1.0 - decay
@@ -549,11 +558,49 @@ class KVCache:
 
     def held_sink_frames(self) -> int:
         """Sink frames currently held."""
-        return min(self.sink_size, self.end_frame)
+        return max(0, min(self.sink_end, self.end_frame) - self.sink_start)
 
     def has_rolled(self) -> bool:
-        """Whether the window has evicted a frame (held frames are no longer contiguous from 0)."""
-        return self.first_frame > self.sink_size
+        """Whether the window has evicted a frame (the held frames are no longer contiguous from the first
+        sink)."""
+        return self.first_frame > self.sink_end
+
+    # ------------------------------------------------------------------ prompt-switch re-cache
+    def _resink_start(self) -> int | None:
+        """First frame of the restarted cache under `recache_sinks="resink"` (`end_frame - W`), None when the
+        rule re-encodes the held frames as they are (any other option, global attention, or at most `W`
+        frames written: then the held frames already are the last ones, from frame 0)."""
+        W = self.local_attn_size
+        if self.options.recache_sinks != "resink" or W == -1 or self.end_frame <= W:
+            return None
+        return self.end_frame - W
+
+    def recache_frames(self) -> list[int]:
+        """Frames whose clean latents a prompt-switch re-cache needs now (what a stream must keep): the held
+        frames, or with `recache_sinks="resink"` once more than `W` frames were written, the last `W`."""
+        start = self._resink_start()
+        return self.held_frames() if start is None else list(range(start, self.end_frame))
+
+    @torch.no_grad()
+    def prepare_recache(self) -> list[int]:
+        """Apply the re-cache rule of `recache_sinks` to the bookkeeping; returns the frames to re-encode,
+        `held_frames()` afterwards (`CausalWanTransformer.recache` takes their clean latents in that order).
+
+        "reencode" / "keep": nothing changes. "resink" (LongLive's `global_sink: false`, past the window):
+        the cache restarts at `a = end_frame - W`, holding `[a, end_frame)` as a stream started at frame
+        `a` would: the frames `[a, a + S)` are the sinks (slots `[0, S)`), the rest the run from slot `S`,
+        and the old sinks are dropped. Their stored K/V are stale until the re-cache overwrites every held
+        frame (with `recache_visibility="all_held"`, at their absolute positions).
+        """
+        start = self._resink_start()
+        if start is not None and start != self.sink_start:
+            if self._pending is not None:
+                raise ValueError("prepare_recache during a cache write (end_write first)")
+            self._restore()  # the sink mirror is placed for the old layout
+            self.sink_start = start
+            self.first_frame = self.base = self.sink_end
+            self._run_start = self.sink_size
+        return self.held_frames()
 
     @torch.no_grad()
     def overwrite_held(self, layer: int, k: torch.Tensor, v: torch.Tensor, *, sinks: bool = True) -> None:

@@ -7,9 +7,11 @@ differ from rfvideo's defaults in four cache behaviours (fields of `CausalOption
 - LongLive re-encodes the held frames on a prompt switch with every held frame seeing every other
   (`recache_visibility="all_held"`: its block mask is built but its cached attention path never reads
   it) and, once the window has rolled, keeps the sinks' K/V from the old prompt (`recache_sinks="keep"`):
-  its `global_sink: true` mode. Its interactive config (`global_sink: false`, since its 2025-12-04 fix)
-  instead zeroes the cache and makes the first `sink_size` of the re-cached frames the new sinks; no
-  preset reproduces that yet (tests/peer_crosscheck, xfail).
+  its `global_sink: true` mode (the `longlive` preset). Its interactive config (`global_sink: false`, since
+  its 2025-12-04 fix; the `longlive-interactive` preset) instead zeroes the cache once more than the
+  window was written and re-encodes the last `local_attn_size` frames, every one seeing every other, at
+  their absolute positions, writing them from slot 0: the first `sink_size` of them become the new sinks
+  and the old sinks are dropped (`recache_sinks="resink"`).
 - Reward Forcing (Lu et al.) folds the evicted frames into its EMA sinks before the chunk that needs the
   room attends (`sink_fold="before_attend"`), folds only when exactly `sink_size` frames leave at once and
   otherwise overwrites the sinks with the oldest evicted frames (`partial_eviction="overwrite"`), with a
@@ -185,6 +187,18 @@ PRESETS: Mapping[str, InferencePreset] = MappingProxyType(
                 description="LongLive (longlive_base.pt + lora.pt): 3-frame chunks, 12-frame window with "
                 "3 sink frames, absolute RoPE, re-cache with all-held visibility keeping the old sinks (its "
                 "global_sink: true)",
+            ),
+            InferencePreset(
+                name="longlive-interactive",
+                causal=_behaviour(
+                    local_attn_size=12, sink_size=3, recache_visibility="all_held", recache_sinks="resink"
+                ),
+                schedule=_SF_SCHEDULE,
+                num_frames_per_chunk=3,
+                description="LongLive's interactive config (configs/longlive_interactive_inference.yaml, "
+                "global_sink: false; longlive_base.pt + lora.pt): as longlive, but a switch past the window "
+                "re-encodes the last 12 frames, all seeing each other, and the first 3 of them become the "
+                "sinks (the old sinks are dropped)",
             ),
             InferencePreset(
                 name="reward-forcing-lu",

@@ -7,12 +7,14 @@ Per `next_chunk()` call, in order:
   2. a pending prompt switch: the cross-attention K/V are dropped (`KVCache.reset_cross`) and every frame
      the cache holds is re-encoded under the new prompt (`model.recache`: one t = 0 forward over those
      frames' clean latents, with the visibility they had), so the next chunk continues the same scene
-     under the new text instead of cutting;
+     under the new text instead of cutting; with `recache_sinks="resink"` (LongLive's interactive config)
+     the cache first restarts from the last `local_attn_size` frames (`KVCache.prepare_recache`);
   3. the chunk is denoised by `rfvideo.sampling.sample_chunk` (the one chunk loop every sampler shares);
   4. its latents are decoded by the VAE's streaming decoder (causal feature cache carried across chunks).
 
 Memory: the KV cache holds at most sinks + window frames (rolling window) and this object keeps only the
-clean latents of the frames the cache holds (needed for a re-cache), plus the decoder's few cached frames.
+clean latents a re-cache needs (`KVCache.recache_frames`: the frames the cache holds, or with
+`recache_sinks="resink"` the last `local_attn_size` frames), plus the decoder's few cached frames.
 With `rope_mode="relative"` and a window, positions stay inside the RoPE table, so the stream is endless.
 
 Noise: a stream of known length (`max_chunks`) draws its whole initial noise `(b c f h w)` first and then the
@@ -330,7 +332,7 @@ class StreamingGenerator:
         return torch.randn(shape, generator=self._rng).to(self.device, self.dtype)
 
     def _flush_context(self) -> None:
-        """Run the deferred context pass of the last chunk; keep only the latents of frames still held."""
+        """Run the deferred context pass of the last chunk; keep only the latents a re-cache needs."""
         if self._pending_context is None:
             return
         x0, offset = self._pending_context
@@ -338,19 +340,20 @@ class StreamingGenerator:
         context_pass(self.model, x0, self._embeds, kv_cache=self.kv_cache, frame_offset=offset)
         for i in range(x0.shape[2]):
             self._latents[offset + i] = x0[:, :, i : i + 1]
-        held = set(self.kv_cache.held_frames())
-        for j in [j for j in self._latents if j not in held]:
+        needed = set(self.kv_cache.recache_frames())
+        for j in [j for j in self._latents if j not in needed]:
             del self._latents[j]
 
     def _switch_prompt(self, prompts: list[str], embeds: torch.Tensor) -> None:
-        """LongLive's KV re-cache: new cross K/V, and the held frames re-encoded under the new prompt."""
+        """LongLive's KV re-cache: new cross K/V, and the held frames re-encoded under the new prompt (after
+        the cache applied its `recache_sinks` rule: "resink" restarts it from the last W frames)."""
         self.kv_cache.reset_cross()
-        held = self.kv_cache.held_frames()
+        held = self.kv_cache.prepare_recache()
         if held:
             clean = torch.cat([self._latents[j] for j in held], dim=2)  # (b c f h w), f = len(held)
             self.model.recache(clean, embeds, self.kv_cache)
         self.prompt, self._embeds = prompts, embeds
 
     def held_latent_bytes(self) -> int:
-        """Bytes of the clean latents kept for a re-cache (bounded by the frames the KV cache holds)."""
+        """Bytes of the clean latents kept for a re-cache (at most `local_attn_size` frames with a window)."""
         return sum(t.numel() * t.element_size() for t in self._latents.values())
