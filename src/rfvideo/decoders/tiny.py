@@ -47,6 +47,7 @@ from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from rfvideo.decoders.weights import load_state_dict_file, resolve_weights_file
 from rfvideo.models.vae import latent_frames_for_pixel_frames, num_pixel_frames
+from rfvideo.utils.chunk_stream import check_chunk_continues
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -510,16 +511,7 @@ class TinyStreamDecoder:
         """
         self.decoder._check_latents(chunk)
         b, c, f, h, w = chunk.shape
-        if self._shape is not None and (b, c, h, w) != self._shape:
-            raise ValueError(
-                f"chunk (b c f h w) = {(b, c, f, h, w)} does not continue the stream of "
-                f"(b, c, h, w) = {self._shape}; reset() to start a new video"
-            )
-        if frame_offset is not None and frame_offset != self.next_frame:
-            raise ValueError(
-                f"chunk out of order: frame_offset={frame_offset!r}, the next latent frame to decode is "
-                f"{self.next_frame}"
-            )
+        check_chunk_continues((b, c, f, h, w), self._shape, frame_offset, self.next_frame)
         video, memory = self.decoder._decode_frames(chunk, self._memory, first=self.next_frame == 0)
         # Commit only after the decode succeeded, so an exception leaves the stream where it was.
         self._memory, self._shape = memory, (b, c, h, w)

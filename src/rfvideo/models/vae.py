@@ -35,6 +35,8 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import CACHE_T, WanCausalC
 from torch import nn
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
+from rfvideo.utils.chunk_stream import check_chunk_continues
+
 __all__ = [
     "WanStreamDecoder",
     "WanVAE",
@@ -472,16 +474,7 @@ class WanStreamDecoder:
             raise ValueError(
                 f"chunk_latents must hold at least one latent frame, got shape {(b, c, f, h, w)}"
             )
-        if self._shape is not None and (b, c, h, w) != self._shape:
-            raise ValueError(
-                f"chunk (b c f h w) = {(b, c, f, h, w)} does not continue the stream of "
-                f"(b, c, h, w) = {self._shape}; reset() to start a new video"
-            )
-        if frame_offset is not None and frame_offset != self.next_frame:
-            raise ValueError(
-                f"chunk out of order: frame_offset={frame_offset!r}, the next latent frame to decode is "
-                f"{self.next_frame}"
-            )
+        check_chunk_continues((b, c, f, h, w), self._shape, frame_offset, self.next_frame)
         out, cache = vae._decode_steps(vae._post_quant(chunk_latents), self._cache, self.next_frame)
         # Commit only after the decode succeeded, so an exception leaves the stream where it was.
         self._cache = cache
