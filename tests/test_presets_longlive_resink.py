@@ -234,6 +234,9 @@ def test_cache_restarts_at_the_last_window_and_reads_it_as_a_fresh_stream():
             assert cache.recache_frames() == cache.prepare_recache() == cache.held_frames() == before
             continue
         assert cache.recache_frames() == list(range(3, 15))
+        with pytest.raises(ValueError, match=r"call prepare_recache\(\) before re-encoding"):
+            cache.overwrite_held(0, *(torch.cat([frame()[i] for _ in before], 1) for i in (0, 1)))
+        assert cache.held_frames() == before  # refused before anything changed
         held = cache.prepare_recache()
         assert held == cache.held_frames() == list(range(3, 15))
         assert cache.held_sink_frames() == S and not cache.has_rolled()
@@ -252,3 +255,21 @@ def test_cache_restarts_at_the_last_window_and_reads_it_as_a_fresh_stream():
             stored.update({s + i: own[i] for i in range(K)})
         # a second switch restarts at the new last window
         assert cache.prepare_recache() == list(range(30 - W, 30))
+
+
+@torch.no_grad()
+def test_model_recache_refuses_an_unprepared_resink_cache():
+    """`model.recache` with the held frames' latents past the window would re-encode frames LongLive drops
+    and keep sinks it replaces: refused until `prepare_recache` (what the stream calls) restarts the cache."""
+    model = _model()
+    get_preset("longlive-interactive").apply(model)
+    texts, g = _texts(), torch.Generator().manual_seed(6)
+    x = torch.randn(1, C, 15, *LATENT, generator=g)  # (b c f h w)
+    cache = model.new_kv_cache(1)
+    for s in range(0, 15, K):
+        context_pass(model, x[:, :, s : s + K], texts["a"], kv_cache=cache, frame_offset=s)
+    with pytest.raises(ValueError, match="call prepare_recache"):
+        model.recache(x[:, :, cache.held_frames()], texts["b"], cache)
+    held = cache.prepare_recache()
+    model.recache(x[:, :, held], texts["b"], cache)
+    assert held == cache.held_frames() == list(range(3, 15))

@@ -605,11 +605,21 @@ class KVCache:
     @torch.no_grad()
     def overwrite_held(self, layer: int, k: torch.Tensor, v: torch.Tensor, *, sinks: bool = True) -> None:
         """Overwrite every held frame's K/V with `(b (f T) H d)` given for `held_frames()` in order
-        (`sinks=False`: for the held non-sink frames only; the sinks keep their K/V)."""
+        (`sinks=False`: for the held non-sink frames only; the sinks keep their K/V).
+
+        Raises:
+            ValueError: a "resink" re-cache past the window before `prepare_recache` (the frames to re-encode
+                are not the held ones yet; nothing is written).
+        """
         assert self.k is not None and self.v is not None
+        held = self.held_frames()
+        if self.recache_frames() != held:
+            raise ValueError(
+                f"recache_sinks='resink': call prepare_recache() before re-encoding (it re-encodes frames "
+                f"{self.recache_frames()}, the cache holds {held})"
+            )
         self._restore()
         T = self.tokens_per_frame
-        held = self.held_frames()
         ns = self.held_sink_frames()
         if not sinks:
             held = held[ns:]
