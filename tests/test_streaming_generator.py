@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rfvideo.pipeline import RFVideoPipeline
 from rfvideo.sampling import FlowMatchSchedule, add_noise
 from rfvideo.sampling.chunkwise import context_pass, denoise_step
 from rfvideo.streaming import StreamingGenerator
@@ -244,7 +245,7 @@ def test_from_module_streams_the_ema_generator_with_the_module_settings(vae) -> 
     with torch.no_grad():  # an EMA that differs from the trained weights
         for p in module.generator_ema.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
-    stream = StreamingGenerator.from_module(module, seed=3)
+    stream = RFVideoPipeline.from_module(module).stream_generator(seed=3)
     assert stream.model is module.generator_ema and stream.schedule == sched and stream.latent_size == (2, 4)
     stream.set_prompt("a red fox")
     got = [stream.next_chunk(), stream.next_chunk()]
@@ -255,7 +256,7 @@ def test_from_module_streams_the_ema_generator_with_the_module_settings(vae) -> 
     direct.set_prompt("a red fox")
     for a in got:
         assert torch.equal(a, direct.next_chunk())
-    raw = StreamingGenerator.from_module(module, use_ema=False, seed=3)
+    raw = RFVideoPipeline.from_module(module, use_ema=False).stream_generator(seed=3)
     assert raw.model is module.generator
     raw.set_prompt("a red fox")
     assert (raw.next_chunk() - got[0]).abs().max() > 1e-4

@@ -546,7 +546,9 @@ class CausalWanTransformer(ModelMixin, ConfigMixin):
         `CausalOptions.recache_visibility="all_held"` lets every held frame see every other held frame
         (LongLive); `recache_sinks="keep"` keeps the sinks' stored K/V once the window has rolled: only the
         non-sink frames are re-encoded, attending to those old-prompt sinks (LongLive; the sinks' latents
-        are then not used).
+        are then not used). With `recache_sinks="resink"` (LongLive's interactive config) call
+        `kv_cache.prepare_recache()` first and pass the latents of the frames it returns: past the window
+        it restarts the cache at the last W frames, the first S of them the new sinks.
 
         Args:
             clean_latents: `(b c m h w)` clean latents of exactly `kv_cache.held_frames()`, in that order.

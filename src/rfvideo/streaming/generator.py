@@ -166,23 +166,6 @@ class StreamingGenerator:
         self.timings = GenerationTimings(load_s=load_seconds)
         self.reset(seed, generator=generator)
 
-    @classmethod
-    def from_module(
-        cls, lightning_module: Any, *, use_ema: bool = True, seed: int = 0, **kwargs: Any
-    ) -> StreamingGenerator:
-        """A stream over a trained recipe, through the pipeline (`RFVideoPipeline.from_module`).
-
-        Args:
-            lightning_module: An `ODEInitModule` / `RewardForcingModule`.
-            use_ema: Stream from the EMA weights when the module has them (what the paper evaluates).
-            seed: Seed of the stream's noise.
-            **kwargs: `batch_size`, `max_chunks`, `fps`, `device`, `dtype` for the constructor.
-        """
-        from rfvideo.pipeline import RFVideoPipeline
-
-        pipe = RFVideoPipeline.from_module(lightning_module, use_ema=use_ema)
-        return pipe.stream_generator(seed=seed, **kwargs)
-
     # ------------------------------------------------------------------ state
     @property
     def chunk_index(self) -> int:
