@@ -192,6 +192,23 @@ def run_video(
 
 
 # ------------------------------------------------------------------ peak memory
+def _status_kib(field: str) -> int:
+    """A `kB` field of /proc/self/status (VmRSS, VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak_rss() -> int | None:
+    """Reset the process's peak resident size; return the resident bytes now (None where unsupported)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _status_kib("VmRSS") * 1024
+    except (OSError, KeyError):
+        return None
+
+
 def _peak_child(spec_json: str, latents_path: str, device_name: str) -> None:
     """Child process: build the decoder, stream the saved latents through it, print its peak memory."""
     import resource
@@ -200,7 +217,12 @@ def _peak_child(spec_json: str, latents_path: str, device_name: str) -> None:
     spec = json.loads(spec_json)
     chunks = torch.load(latents_path, weights_only=True)
     decoder = build_decoder(spec, device)
+    with torch.no_grad():  # one chunk first: kernels' lazy setup and allocator arenas are not the decode's
+        decoder.stream_decoder()(chunks[0].to(device))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # The high-water mark of loading and building would hide the decode's own peak: reset it (Linux >= 4.0
+    # clears VmHWM on "5") and measure from the resident size after the build.
+    hwm = _reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
@@ -211,6 +233,8 @@ def _peak_child(spec_json: str, latents_path: str, device_name: str) -> None:
     sync(device)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - base
+    elif hwm is not None:
+        peak = _status_kib("VmHWM") * 1024 - hwm
     else:
         peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024  # Linux: KiB
     print(json.dumps({"peak_bytes": peak, "cache_bytes": stream.cache_bytes()}))
@@ -236,16 +260,42 @@ def _mib(n: float) -> str:
     return "n/a" if n != n else f"{n / 2**20:.1f} MiB"
 
 
-def run_tier(
-    name: str, names: list[str], repeats: int, device: torch.device, *, peak: bool = True, warmup: bool = True
-) -> list[dict[str, Any]]:
-    """Measure every decoder of the tier; one row per decoder (medians), ratios against `wan`."""
+def tier_inputs(name: str, device: torch.device) -> tuple[dict[str, Any], Any, torch.Tensor, torch.Tensor]:
+    """The tier's settings, its seeded generator, noise `(1 c f h w)` and text embeddings `(1 n d)`."""
     tier = TIERS[name]
     h, w = tier["latent_hw"]
     model = build_generator(tier["transformer"], device)
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(1, 16, K * tier["chunks"], h, w, generator=g).to(device)
     emb = torch.randn(1, TEXT_TOKENS, TEXT_DIM, generator=g).to(device)
+    return tier, model, noise, emb
+
+
+def peak_table(name: str, names: list[str], device: torch.device) -> str:
+    """Only the peak-memory column of a tier (no timings): each decoder's streamed decode of the tier's video
+    in a child process."""
+    from rfvideo.sampling import FlowMatchSchedule, stream_chunks
+
+    tier, model, noise, emb = tier_inputs(name, device)
+    with torch.no_grad():
+        chunks = [z for _, z in stream_chunks(model, noise, emb, schedule=FlowMatchSchedule())]
+    peaks = {n: peak_memory(tier["decoders"][n], chunks, device) for n in names}
+    wan = peaks.get("wan", {}).get("peak_bytes", float("nan"))
+    lines = [
+        "| tier | decoder | peak memory of the streamed decode | vs Wan | carried state |",
+        "|---|---|---|---|---|",
+    ]
+    for n, p in peaks.items():
+        ratio = p["peak_bytes"] / wan
+        lines.append(f"| {name} | {n} | {_mib(p['peak_bytes'])} | {ratio:.2f}x | {_mib(p['cache_bytes'])} |")
+    return "\n".join(lines)
+
+
+def run_tier(
+    name: str, names: list[str], repeats: int, device: torch.device, *, peak: bool = True, warmup: bool = True
+) -> list[dict[str, Any]]:
+    """Measure every decoder of the tier; one row per decoder (medians), ratios against `wan`."""
+    tier, model, noise, emb = tier_inputs(name, device)
     decoders = {n: build_decoder(tier["decoders"][n], device) for n in names}
     runs: dict[tuple[str, bool], list[dict[str, float]]] = {(n, o): [] for n in names for o in (False, True)}
     for n in names if warmup else ():
@@ -330,6 +380,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument(
         "--quick", action="store_true", help="tiny smoke run (1 repeat, no warm-up, no peak-memory child)"
     )
+    p.add_argument(
+        "--peak-only", action="store_true", help="only the peak memory of each decoder's streamed decode"
+    )
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -338,6 +391,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if n not in TIERS["mid"]["decoders"]:
             raise SystemExit(f"unknown decoder {n!r}; valid: {', '.join(TIERS['mid']['decoders'])}")
     device = torch.device(a.device)
+    if a.peak_only:
+        for t in ["mid", "real"] if a.tier == "both" else [a.tier]:
+            start = machine_load()
+            body = peak_table(t, names, device)
+            print(f"Tier {t} peak memory ({device}); {start} at start, {machine_load()} at end.\n\n{body}\n")
+        return []
     tiers = ["quick"] if a.quick else (["mid", "real"] if a.tier == "both" else [a.tier])
     rows: list[dict[str, Any]] = []
     for t in tiers:
